@@ -1,0 +1,89 @@
+"""Load and validate the pipeline configuration against its JSON schema.
+
+The schema (`workflow/schemas/config.schema.yaml`) is the single source of defaults and
+bounds; errors name the offending key as a dotted path so a user can find it in the YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+def _key_path(path: Iterable[Any]) -> str:
+    parts: list[str] = []
+    for item in path:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<top level>"
+
+
+def _fill_defaults(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in config and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if isinstance(config.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(config[key], sub)
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Return a copy of `config` with defaults filled in, or raise ConfigError naming the key."""
+    schema = load_schema(schema_path)
+    filled = copy.deepcopy(dict(config))
+    _fill_defaults(filled, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"config key '{_key_path(e.absolute_path)}': {e.message}" for e in errors]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _check_consistency(filled)
+    return filled
+
+
+def _check_consistency(config: Mapping[str, Any]) -> None:
+    """Rules that JSON schema cannot express across keys."""
+    data = config["data"]
+    n_bsd68 = data["bsd68_images"]
+    if n_bsd68 is not None and data["n_valid"] >= n_bsd68:
+        raise ConfigError(
+            f"config key 'data.n_valid': {data['n_valid']} leaves no test image out of "
+            f"data.bsd68_images = {n_bsd68}; it must be smaller"
+        )
+
+
+def load_config(*paths: str | Path) -> dict[str, Any]:
+    """Merge YAML files left to right (later keys win, dicts merge) and validate the result."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        with open(path) as handle:
+            merge_into(merged, yaml.safe_load(handle) or {})
+    return validate_config(merged)
+
+
+def merge_into(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict update, the way Snakemake merges --configfile over configfile:."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge_into(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base

@@ -1,0 +1,1 @@
+"""Data stage: download, gray conversion, BSD68 split, noise, patches (numpy only)."""

@@ -1,0 +1,165 @@
+# Imports, config validation, wildcard constraints, and the input functions and target lists
+# that the rules use. No rules here.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from n2v_repro.config import ConfigError, validate_config
+from n2v_repro.data import manifest as _manifest
+from n2v_repro.jittor_env import cuda_driver_available
+
+try:
+    _validated = validate_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+config.clear()
+config.update(_validated)
+
+try:
+    MANIFEST = _manifest.read_manifest(config["data"]["manifest"])
+    TRAIN_IDS = _manifest.train_ids(MANIFEST, config["data"]["train_images"])
+    BSD68_IDS = _manifest.bsd68_ids(
+        MANIFEST, config["data"]["bsd68_ids"], config["data"]["bsd68_images"]
+    )
+except (OSError, _manifest.ManifestError) as error:
+    raise WorkflowError(f"data.manifest / data.bsd68_ids: {error}") from None
+
+SIGMAS = config["sigmas"]
+FRAMEWORKS = config["frameworks"]
+ARCH = config["train"]["arch"]
+SEED = config["seed"]
+
+
+wildcard_constraints:
+    sigma=r"\d+",
+    framework="torch|jittor",
+    image_id=r"[^/]+",
+    arch="n2n_unet|n2v_unet",
+    seed=r"\d+",
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def downloaded_jpgs():
+    """Every jpg the run needs: the training images and the BSD68 images in use."""
+    return [
+        f"resources/bsds500/{MANIFEST[i].split}/{i}.jpg" for i in TRAIN_IDS + BSD68_IDS
+    ]
+
+
+def gray_pngs():
+    return [f"resources/gray/bsd400/{i}.png" for i in TRAIN_IDS] + [
+        f"resources/gray/bsd68/{i}.png" for i in BSD68_IDS
+    ]
+
+
+def noisy_npzs(wildcards):
+    return [
+        f"resources/noisy/sigma{wildcards.sigma}/{dataset}.npz"
+        for dataset in ("bsd400", "bsd68")
+    ]
+
+
+def patch_files(sigma):
+    folder = f"resources/patches/sigma{sigma}"
+    return {
+        "train": f"{folder}/train.npy",
+        "index": f"{folder}/train_index.csv",
+        "stats": f"{folder}/train_stats.json",
+        "valid": f"{folder}/valid_tiles.npz",
+    }
+
+
+def training_inputs(wildcards):
+    return {
+        **patch_files(wildcards.sigma),
+        "init": f"results/init/{ARCH}_seed{SEED}.npz",
+    }
+
+
+# --- training and evaluation ----------------------------------------------------------------
+
+
+def uses_gpu():
+    """Whether training/evaluation jobs occupy a GPU: decides the `gpu` resource."""
+    device = config["train"]["device"]
+    return device == "cuda" or (device == "auto" and cuda_driver_available())
+
+
+def gpu_jobs_resource():
+    return 1 if uses_gpu() else 0
+
+
+def framework_threads():
+    """On CPU a training job takes every core so that no two share the device."""
+    return workflow.cores if not uses_gpu() else min(4, workflow.cores)
+
+
+def model_dir(framework, sigma):
+    return f"results/models/{framework}/sigma{sigma}"
+
+
+def model_files(wildcards):
+    folder = model_dir(wildcards.framework, wildcards.sigma)
+    return {
+        "last": f"{folder}/last.npz",
+        "best": f"{folder}/best.npz",
+        "history": f"{folder}/history.csv",
+    }
+
+
+def framework_env(wildcards):
+    return f"../../envs/{wildcards.framework}.yaml"
+
+
+def eval_dir(framework, sigma):
+    return f"results/eval/{framework}/sigma{sigma}"
+
+
+def all_eval_summaries():
+    return [
+        f"{eval_dir(fw, s)}/summary.json" for fw in FRAMEWORKS for s in SIGMAS
+    ]
+
+
+def all_per_image_csvs():
+    return [
+        f"{eval_dir(fw, s)}/per_image.csv" for fw in FRAMEWORKS for s in SIGMAS
+    ]
+
+
+def all_histories():
+    return [
+        f"{model_dir(fw, s)}/history.csv" for fw in FRAMEWORKS for s in SIGMAS
+    ]
+
+
+def all_monitors():
+    return [
+        f"{model_dir(fw, s)}/monitor.csv" for fw in FRAMEWORKS for s in SIGMAS
+    ]
+
+
+def parity_outputs():
+    """Parity needs both frameworks; with one configured there is nothing to compare."""
+    if set(FRAMEWORKS) >= {"torch", "jittor"}:
+        return ["results/parity/parity.json", "results/parity/parity.csv"]
+    return []
+
+
+def final_outputs():
+    return [
+        "results/tables/psnr_ssim.csv",
+        "results/tables/psnr_ssim.html",
+        "results/tables/benchmark.csv",
+        "results/tables/benchmark.html",
+        "results/figures/.done",
+        *parity_outputs(),
+    ]
