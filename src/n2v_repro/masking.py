@@ -1,0 +1,172 @@
+"""Noise2Void blind-spot masking (pixel manipulation) in numpy, shared by both frameworks.
+
+Krull, Buchholz, Jug, "Noise2Void - Learning Denoising from Single Noisy Images", CVPR 2019,
+and its reference implementation juglab/n2v (`N2V_DataWrapper`, `pm_uniform_withCP`).
+
+Two ways to choose the masked pixels of a patch:
+
+- ``uniform_withCP`` (the paper): the patch is covered by a grid of square boxes of side
+  ``round(sqrt(100 / percentage))`` anchored at (0, 0); one uniform random pixel is drawn in
+  every box and the pixels that fall outside the patch are dropped. At 0.198 % the box is
+  22 px, a 64x64 patch gets a 3x3 grid, 4 to 9 masked pixels, mean (2 + 20/22)^2 = 8.46.
+- ``center`` (the original Noise2Void_jittor port): one pixel, the centre (H // 2, W // 2).
+
+Each masked pixel then takes the value of a uniformly drawn pixel of the (2r+1)x(2r+1) window
+around it, clipped to the patch, the centre included (so the value is sometimes unchanged).
+All values are read from the unmodified patch. A radius of at least max(H, W) - 1 makes the
+clipped window the whole patch: ``center`` with such a radius is exactly the port's rule (the
+centre replaced by a random pixel of the patch).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MASKING_KINDS = ("uniform_withCP", "center")
+
+
+def box_size(percentage: float) -> int:
+    """Side of the stratification boxes: round(sqrt(100 / percentage)), at least 1 px."""
+    if not (math.isfinite(percentage) and 0 < percentage <= 100):
+        raise ValueError(f"masking percentage must be in (0, 100], got {percentage!r}")
+    return max(1, round(math.sqrt(100.0 / percentage)))
+
+
+def _check_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"patch shape must be two positive sizes (H, W), got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _uniform_withcp_batch(
+    rng: np.random.Generator, batch: int, shape: tuple[int, int], percentage: float
+) -> np.ndarray:
+    """(K, 3) int64 rows (patch index, y, x) of the stratified points of `batch` patches."""
+    height, width = _check_shape(shape)
+    box = box_size(percentage)
+    boxes_y, boxes_x = math.ceil(height / box), math.ceil(width / box)
+    offsets = rng.integers(0, box, size=(batch, boxes_y, boxes_x, 2))
+    patch_index, box_y, box_x = np.meshgrid(
+        np.arange(batch), np.arange(boxes_y) * box, np.arange(boxes_x) * box, indexing="ij"
+    )
+    ys = box_y + offsets[..., 0]
+    xs = box_x + offsets[..., 1]
+    # Boxes of the last row/column overhang the patch; their points beyond it are dropped,
+    # as in juglab/n2v, instead of being redrawn (this is why the count varies).
+    inside = (ys < height) & (xs < width)
+    return np.stack([patch_index[inside], ys[inside], xs[inside]], axis=1).astype(np.int64)
+
+
+def uniform_withcp_coords(
+    rng: np.random.Generator, shape: tuple[int, int], percentage: float
+) -> np.ndarray:
+    """Stratified random coordinates of the pixels to mask in one patch.
+
+    Parameters
+    ----------
+    rng : numpy Generator the points are drawn from.
+    shape : (H, W) of the patch.
+    percentage : percentage of pixels to mask; sets the box side round(sqrt(100/percentage)).
+
+    Returns
+    -------
+    (K, 2) int64 array of (y, x), row-major box order. One uniform point per box of the grid
+    anchored at (0, 0) that covers the patch; points outside the patch are dropped, so K is
+    between the number of boxes fully inside and ceil(H/box) * ceil(W/box).
+    """
+    return _uniform_withcp_batch(rng, 1, shape, percentage)[:, 1:]
+
+
+def center_coords(shape: tuple[int, int]) -> np.ndarray:
+    """(1, 2) int64 array holding the patch centre (H // 2, W // 2): the original port's mask."""
+    height, width = _check_shape(shape)
+    return np.array([[height // 2, width // 2]], dtype=np.int64)
+
+
+def mask_patches(
+    patches: np.ndarray,
+    rng: np.random.Generator,
+    kind: str = "uniform_withCP",
+    percentage: float = 0.198,
+    radius: int = 2,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply N2V blind-spot masking to a batch of patches.
+
+    Parameters
+    ----------
+    patches : (B, H, W) real array; not modified.
+    rng : numpy Generator for the masked positions and the replacement draws.
+    kind : ``"uniform_withCP"`` (stratified, the paper) or ``"center"`` (one pixel, the port).
+    percentage : percentage of masked pixels (``uniform_withCP`` only).
+    radius : replacement window radius r; the window is (2r+1)x(2r+1), clipped to the patch,
+        centre included, and one of its pixels is drawn uniformly.
+
+    Returns
+    -------
+    inputs : (B, H, W) float32, the patches with every masked pixel replaced by the value of
+        its drawn window pixel, read from the unmodified patch.
+    targets : (B, H, W) float32, the unmodified patches.
+    mask : (B, H, W) float32, 1.0 at masked pixels, 0.0 elsewhere.
+    """
+    if not isinstance(patches, np.ndarray) or patches.ndim != 3:
+        raise ValueError(
+            f"patches must be a (B, H, W) numpy array, got {getattr(patches, 'shape', patches)!r}"
+        )
+    if not np.issubdtype(patches.dtype, np.floating) and not np.issubdtype(
+        patches.dtype, np.integer
+    ):
+        raise ValueError(f"patches must hold real numbers, got dtype {patches.dtype}")
+    if isinstance(radius, bool) or not isinstance(radius, int | np.integer) or radius < 1:
+        raise ValueError(f"masking radius must be an integer >= 1, got {radius!r}")
+    batch, height, width = patches.shape
+    if batch == 0 or height == 0 or width == 0:
+        raise ValueError(f"patches must not be empty, got shape {patches.shape}")
+
+    if kind == "uniform_withCP":
+        coords = _uniform_withcp_batch(rng, batch, (height, width), percentage)
+    elif kind == "center":
+        centre = center_coords((height, width))
+        coords = np.concatenate(
+            [np.arange(batch, dtype=np.int64)[:, None], np.repeat(centre, batch, axis=0)], axis=1
+        )
+    else:
+        raise ValueError(f"unknown masking kind {kind!r}; expected one of {MASKING_KINDS}")
+
+    targets = np.array(patches, dtype=np.float32, order="C", copy=True)
+    inputs = targets.copy()
+    mask = np.zeros_like(targets)
+    index, ys, xs = coords[:, 0], coords[:, 1], coords[:, 2]
+    # Independent uniform y and x in the clipped window = uniform over the clipped rectangle,
+    # the same distribution as juglab/n2v's draw inside its cropped sub-patch.
+    src_y = rng.integers(np.maximum(ys - radius, 0), np.minimum(ys + radius, height - 1) + 1)
+    src_x = rng.integers(np.maximum(xs - radius, 0), np.minimum(xs + radius, width - 1) + 1)
+    inputs[index, ys, xs] = targets[index, src_y, src_x]
+    mask[index, ys, xs] = 1.0
+    return inputs, targets, mask
+
+
+def masked_mse(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """N2V loss: sum(mask * (pred - target)^2) / sum(mask) over the whole batch.
+
+    Parameters
+    ----------
+    pred, target, mask : arrays of one shape (e.g. (B, 1, H, W)); mask holds 0/1 weights.
+
+    Returns
+    -------
+    The mean squared error over the masked pixels, computed in float64.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    mask = np.asarray(mask, dtype=np.float64)
+    if not pred.shape == target.shape == mask.shape:
+        raise ValueError(
+            f"pred, target and mask must have one shape, got {pred.shape}, {target.shape}, "
+            f"{mask.shape}"
+        )
+    weight = float(mask.sum())
+    if weight <= 0:
+        raise ValueError("mask selects no pixel: the masked loss is undefined")
+    return float((mask * (pred - target) ** 2).sum() / weight)

@@ -1,0 +1,366 @@
+"""Seeded training batches and the fixed validation set, framework-independent (numpy).
+
+A training batch is a pure function of (seed, step): every random draw of step `s` comes from
+generators seeded with ``[seed, stream, s]``. Both frameworks therefore see identical batches
+in identical order, and a resumed run continues exactly without saving any RNG state.
+
+Random streams (the middle entry of the seed sequence keeps them independent):
+
+- ``[seed, 0, step]``: image choice, crop position, augmentation of training step `step`;
+- ``[seed, 1, step]``: masking of training step `step` (so switching augmentation on or off
+  does not change the masks);
+- ``[seed, 2, 0]``: the one-off masking of the validation tiles.
+
+Sampling rule per training patch: an image chosen uniformly among the training images (as the
+original port's fixed number of crops per image; for BSD400, whose 400 images all have
+321 x 481 = 154,401 pixels, this equals choosing every pixel position with equal probability),
+a uniform random P x P crop inside it, then, if `augment`, one of the 8 flips/90-degree
+rotations chosen uniformly, then z-score normalisation with the training mean/std, then N2V
+masking (`n2v_repro.masking`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from n2v_repro.masking import MASKING_KINDS, box_size, mask_patches
+
+TRAIN_PIXELS = "train.npy"
+TRAIN_INDEX = "train_index.csv"
+TRAIN_STATS = "train_stats.json"
+INDEX_COLUMNS = ("id", "offset", "height", "width")
+MASKING_KEYS = ("kind", "percentage", "radius")
+
+_CROP_STREAM = 0
+_MASK_STREAM = 1
+_VALID_STREAM = 2
+
+
+def _check_stats(mean: float, std: float) -> tuple[float, float]:
+    mean, std = float(mean), float(std)
+    if not math.isfinite(mean):
+        raise ValueError(f"normalisation mean must be finite, got {mean!r}")
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"normalisation std must be finite and > 0, got {std!r}")
+    return mean, std
+
+
+def normalise(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Z-score normalisation (x - mean) / std, as float32 of the same shape as `x`."""
+    mean, std = _check_stats(mean, std)
+    return (np.asarray(x, dtype=np.float32) - np.float32(mean)) / np.float32(std)
+
+
+def denormalise(y: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Inverse of `normalise`: y * std + mean, as float32 of the same shape; not clipped."""
+    mean, std = _check_stats(mean, std)
+    return np.asarray(y, dtype=np.float32) * np.float32(std) + np.float32(mean)
+
+
+def _masking_arguments(masking: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `mask_patches` from a config `train.masking` mapping."""
+    missing = [key for key in MASKING_KEYS if key not in masking]
+    unknown = sorted(set(masking) - set(MASKING_KEYS))
+    if missing or unknown:
+        raise ValueError(
+            f"masking settings need exactly the keys {MASKING_KEYS}; "
+            f"missing {missing}, unknown {unknown}"
+        )
+    kind = masking["kind"]
+    if kind not in MASKING_KINDS:
+        raise ValueError(f"unknown masking kind {kind!r}; expected one of {MASKING_KINDS}")
+    radius = masking["radius"]
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+        raise ValueError(f"masking radius must be an integer >= 1, got {radius!r}")
+    box_size(float(masking["percentage"]))  # raises on an out-of-range percentage
+    return {"kind": kind, "percentage": float(masking["percentage"]), "radius": radius}
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The noisy training images of one sigma, as written by the `patchify` rule.
+
+    Attributes
+    ----------
+    pixels : (total,) float32, every image flattened row-major and concatenated (memory-mapped).
+    ids : image ids, in index order.
+    offsets, heights, widths : (n_images,) int64, where each image starts in `pixels`, its size.
+    mean, std : statistics of all noisy training pixels (z-score normalisation).
+    """
+
+    pixels: np.ndarray
+    ids: tuple[str, ...]
+    offsets: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    mean: float
+    std: float
+
+    @property
+    def n_images(self) -> int:
+        return len(self.ids)
+
+    def image(self, index: int) -> np.ndarray:
+        """(H, W) float32 view (no copy) of image number `index`."""
+        start = int(self.offsets[index])
+        height, width = int(self.heights[index]), int(self.widths[index])
+        return self.pixels[start : start + height * width].reshape(height, width)
+
+
+def _read_index(path: Path) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or tuple(reader.fieldnames) != INDEX_COLUMNS:
+            raise ValueError(
+                f"{path}: header must be {','.join(INDEX_COLUMNS)}, got {reader.fieldnames}"
+            )
+        ids: list[str] = []
+        numbers: list[tuple[int, int, int]] = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                offset, height, width = (int(row[key]) for key in INDEX_COLUMNS[1:])
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"{path}, line {line}: offset/height/width must be integers: {row}"
+                ) from error
+            if offset < 0 or height < 1 or width < 1:
+                raise ValueError(
+                    f"{path}, line {line}: need offset >= 0 and positive height/width, got {row}"
+                )
+            ids.append(row["id"])
+            numbers.append((offset, height, width))
+    if not ids:
+        raise ValueError(f"{path}: the index lists no image")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: image ids are not unique")
+    table = np.array(numbers, dtype=np.int64)
+    return tuple(ids), table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy()
+
+
+def _read_stats(path: Path) -> tuple[float, float]:
+    with open(path) as handle:
+        stats = json.load(handle)
+    if not isinstance(stats, dict) or not {"mean", "std"} <= stats.keys():
+        raise ValueError(f"{path}: must be a JSON object with keys 'mean' and 'std'")
+    try:
+        return _check_stats(stats["mean"], stats["std"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def load_training_data(patch_dir: Path) -> TrainingData:
+    """Read `train.npy` (memory-mapped), `train_index.csv` and `train_stats.json`.
+
+    Raises FileNotFoundError naming a missing file and ValueError for a malformed one: wrong
+    dtype or rank, an index entry reaching beyond the pixel array or overlapping another
+    image, std <= 0.
+    """
+    patch_dir = Path(patch_dir)
+    paths = {name: patch_dir / name for name in (TRAIN_PIXELS, TRAIN_INDEX, TRAIN_STATS)}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"training data incomplete, missing: {', '.join(missing)}")
+
+    pixels = np.load(paths[TRAIN_PIXELS], mmap_mode="r", allow_pickle=False)
+    if pixels.ndim != 1 or pixels.dtype != np.float32:
+        raise ValueError(
+            f"{paths[TRAIN_PIXELS]}: expected a 1-D float32 array, "
+            f"got shape {pixels.shape} dtype {pixels.dtype}"
+        )
+    ids, offsets, heights, widths = _read_index(paths[TRAIN_INDEX])
+    ends = offsets + heights * widths
+    beyond = np.flatnonzero(ends > pixels.size)
+    if beyond.size:
+        first = int(beyond[0])
+        raise ValueError(
+            f"{paths[TRAIN_INDEX]}: image {ids[first]!r} spans pixels {offsets[first]}.."
+            f"{ends[first]} but {paths[TRAIN_PIXELS]} holds only {pixels.size}"
+        )
+    order = np.argsort(offsets, kind="stable")
+    if np.any(offsets[order][1:] < ends[order][:-1]):
+        raise ValueError(f"{paths[TRAIN_INDEX]}: image extents overlap")
+    mean, std = _read_stats(paths[TRAIN_STATS])
+    return TrainingData(pixels, ids, offsets, heights, widths, mean, std)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch; every array (B, 1, P, P) float32, C-contiguous.
+
+    inputs: normalised patches with the masked pixels replaced; targets: normalised patches;
+    mask: 1.0 at masked pixels, else 0.0.
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    mask: np.ndarray
+
+
+def _dihedral(patch: np.ndarray, transform: int) -> np.ndarray:
+    """Transform 0-7 of the square's symmetry group: rotate by 90 deg * (t % 4), flip if t >= 4."""
+    rotated = np.rot90(patch, k=transform % 4)
+    return rotated[:, ::-1] if transform >= 4 else rotated
+
+
+class PatchSampler:
+    """Training batches that depend only on (seed, step); see the module docstring for the rule.
+
+    Parameters
+    ----------
+    data : the training images.
+    patch_size : side P of the square patches; every image must be at least P x P.
+    batch_size : patches per batch B.
+    augment : apply one of the 8 flips/90-degree rotations, chosen uniformly, to each patch.
+    masking : mapping with keys ``kind``, ``percentage``, ``radius`` (config `train.masking`).
+    seed : master seed (>= 0).
+    """
+
+    def __init__(
+        self,
+        data: TrainingData,
+        patch_size: int,
+        batch_size: int,
+        augment: bool,
+        masking: Mapping[str, Any],
+        seed: int,
+    ) -> None:
+        for name, value in (("patch_size", patch_size), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        too_small = [
+            f"{image_id} ({height}x{width})"
+            for image_id, height, width in zip(data.ids, data.heights, data.widths, strict=True)
+            if height < patch_size or width < patch_size
+        ]
+        if too_small:
+            raise ValueError(
+                f"{len(too_small)} training image(s) smaller than the {patch_size}x{patch_size} "
+                f"patch: {', '.join(too_small[:5])}"
+            )
+        self.data = data
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.augment = bool(augment)
+        self.masking = _masking_arguments(masking)
+        self.seed = _check_seed(seed)
+
+    def raw_patches(self, step: int) -> np.ndarray:
+        """(B, P, P) float32 un-normalised, unmasked (augmented) patches of training step `step`."""
+        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+            raise ValueError(f"step must be an integer >= 0, got {step!r}")
+        rng = np.random.default_rng([self.seed, _CROP_STREAM, int(step)])
+        size, count = self.patch_size, self.batch_size
+        images = rng.integers(0, self.data.n_images, size=count)
+        tops = rng.integers(0, self.data.heights[images] - size + 1)
+        lefts = rng.integers(0, self.data.widths[images] - size + 1)
+        transforms = rng.integers(0, 8, size=count) if self.augment else np.zeros(count, int)
+        # A plain ndarray view of the memory map skips np.memmap's per-slice bookkeeping.
+        pixels = np.asarray(self.data.pixels)
+        starts = self.data.offsets[images]
+        patches = np.empty((count, size, size), dtype=np.float32)
+        for slot in range(count):
+            height, width = self.data.heights[images[slot]], self.data.widths[images[slot]]
+            image = pixels[starts[slot] : starts[slot] + height * width].reshape(height, width)
+            crop = image[tops[slot] : tops[slot] + size, lefts[slot] : lefts[slot] + size]
+            patches[slot] = _dihedral(crop, int(transforms[slot]))
+        return patches
+
+    def batch(self, step: int) -> Batch:
+        """Batch of training step `step` (>= 0): arrays (B, 1, P, P) float32, normalised."""
+        patches = normalise(self.raw_patches(step), self.data.mean, self.data.std)
+        rng = np.random.default_rng([self.seed, _MASK_STREAM, int(step)])
+        inputs, targets, mask = mask_patches(patches, rng, **self.masking)
+        return Batch(inputs[:, None], targets[:, None], mask[:, None])
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Validation tiles, masked once.
+
+    inputs, targets, mask : (N, 1, P, P) float32, normalised with the training statistics;
+        the mask is drawn once from the seed, so it is the same on every call.
+    noisy : (N, P, P) float32 raw noisy tiles; clean : (N, P, P) uint8 clean tiles;
+    ids : (N,) source image id of each tile.
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    mask: np.ndarray
+    noisy: np.ndarray
+    clean: np.ndarray
+    ids: np.ndarray
+
+
+def load_validation(
+    valid_tiles_path: Path,
+    mean: float,
+    std: float,
+    masking: Mapping[str, Any],
+    seed: int,
+    limit: int | None = None,
+) -> ValidationSet:
+    """Load `valid_tiles.npz` (keys noisy, clean, ids) and mask it with a fixed generator.
+
+    All tiles are masked (generator ``[seed, 2, 0]``) before `limit` keeps the first `limit`
+    of them, so a tile's mask does not depend on `limit`. A `limit` larger than the number of
+    tiles keeps them all.
+    """
+    valid_tiles_path = Path(valid_tiles_path)
+    if not valid_tiles_path.is_file():
+        raise FileNotFoundError(f"validation tiles not found: {valid_tiles_path}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
+    arguments = _masking_arguments(masking)
+    seed = _check_seed(seed)
+    mean, std = _check_stats(mean, std)
+    try:
+        with np.load(valid_tiles_path, allow_pickle=False) as archive:
+            missing = {"noisy", "clean", "ids"} - set(archive.files)
+            if missing:
+                raise ValueError(f"{valid_tiles_path}: missing arrays {sorted(missing)}")
+            noisy, clean, ids = archive["noisy"], archive["clean"], archive["ids"]
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise ValueError(
+                f"{valid_tiles_path}: ids must be a string array, not objects"
+            ) from error
+        raise
+    if noisy.ndim != 3 or noisy.shape[1] != noisy.shape[2] or noisy.shape[0] == 0:
+        raise ValueError(
+            f"{valid_tiles_path}: noisy must be (N, P, P) with N >= 1, got {noisy.shape}"
+        )
+    if noisy.dtype != np.float32 or clean.dtype != np.uint8:
+        raise ValueError(
+            f"{valid_tiles_path}: expected noisy float32 and clean uint8, "
+            f"got {noisy.dtype} and {clean.dtype}"
+        )
+    if clean.shape != noisy.shape or ids.shape != noisy.shape[:1]:
+        raise ValueError(
+            f"{valid_tiles_path}: shapes disagree: noisy {noisy.shape}, clean {clean.shape}, "
+            f"ids {ids.shape}"
+        )
+    rng = np.random.default_rng([seed, _VALID_STREAM, 0])
+    inputs, targets, mask = mask_patches(normalise(noisy, mean, std), rng, **arguments)
+    keep = slice(0, limit)
+    return ValidationSet(
+        inputs=np.ascontiguousarray(inputs[keep, None]),
+        targets=np.ascontiguousarray(targets[keep, None]),
+        mask=np.ascontiguousarray(mask[keep, None]),
+        noisy=np.ascontiguousarray(noisy[keep]),
+        clean=np.ascontiguousarray(clean[keep]),
+        ids=ids[keep].copy(),
+    )
