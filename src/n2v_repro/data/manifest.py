@@ -70,7 +70,9 @@ def read_id_list(path: str | Path) -> list[str]:
 
 def train_ids(manifest: dict[str, ManifestEntry], limit: int | None = None) -> list[str]:
     """BSD400: the train and test images, in id order, optionally only the first `limit`."""
-    ids = sorted((e.image_id for e in manifest.values() if e.split in TRAIN_SPLITS), key=id_sort_key)
+    ids = sorted(
+        (e.image_id for e in manifest.values() if e.split in TRAIN_SPLITS), key=id_sort_key
+    )
     return ids[:limit] if limit is not None else ids
 
 

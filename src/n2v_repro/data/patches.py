@@ -1,0 +1,171 @@
+"""Training source and validation tiles from the noisy images (the `patchify` rule).
+
+Training reads random patches from the whole noisy training images, so they are stored
+flat in one memory-mappable float32 array with an index, rather than as pre-cut patches.
+Validation uses fixed non-overlapping tiles of the validation subset of BSD68.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from n2v_repro.data.manifest import id_sort_key
+from n2v_repro.data.noise import read_gray_png
+from n2v_repro.data.split import ids_in, read_split
+from n2v_repro.io_utils import atomic_open, atomic_path, save_npz, write_json
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ("id", "offset", "height", "width")
+
+
+class PatchError(ValueError):
+    """Inputs of the patch stage are missing or inconsistent."""
+
+
+def tile_grid(height: int, width: int, size: int) -> list[tuple[int, int]]:
+    """Top-left corners (row, col) of the non-overlapping size x size tiles, row-major.
+
+    Partial tiles at the bottom and right edges are dropped.
+    """
+    return [
+        (row, col)
+        for row in range(0, height - size + 1, size)
+        for col in range(0, width - size + 1, size)
+    ]
+
+
+def tile_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Cut an (H, W) image into its (N, size, size) tiles in `tile_grid` order."""
+    corners = tile_grid(*image.shape, size)
+    if not corners:
+        return np.empty((0, size, size), dtype=image.dtype)
+    return np.stack([image[r : r + size, c : c + size] for r, c in corners])
+
+
+def valid_tiles(
+    noisy: Mapping[str, np.ndarray], clean: Mapping[str, np.ndarray], ids: list[str], size: int
+) -> dict[str, np.ndarray]:
+    """Aligned noisy/clean tiles of `ids`, image by image in the given order.
+
+    Returns
+    -------
+    {'noisy': (N, P, P) float32, 'clean': (N, P, P) uint8, 'ids': (N,) str}
+    """
+    noisy_tiles, clean_tiles, tile_ids = [], [], []
+    for image_id in ids:
+        if noisy[image_id].shape != clean[image_id].shape:
+            raise PatchError(
+                f"image {image_id}: noisy shape {noisy[image_id].shape} differs from clean "
+                f"shape {clean[image_id].shape}"
+            )
+        noisy_tiles.append(tile_image(noisy[image_id].astype(np.float32), size))
+        clean_tiles.append(tile_image(clean[image_id].astype(np.uint8), size))
+        tile_ids += [image_id] * len(noisy_tiles[-1])
+    if not tile_ids:
+        raise PatchError(f"no {size}x{size} validation tile fits in any of the images {ids}")
+    return {
+        "noisy": np.concatenate(noisy_tiles),
+        "clean": np.concatenate(clean_tiles),
+        "ids": np.asarray(tile_ids),
+    }
+
+
+def write_train_source(
+    noisy: Mapping[str, np.ndarray], train_path: str | Path, index_path: str | Path
+) -> list[tuple[str, int, int, int]]:
+    """Concatenate the flattened images (id order) into one float32 .npy, plus its index.
+
+    The index rows are (id, offset, height, width); `offset` counts float32 elements from
+    the start of the flat array, so image i is `flat[offset : offset + height * width]`
+    reshaped to (height, width).
+    """
+    ids = sorted(noisy, key=id_sort_key)
+    rows, offset = [], 0
+    for image_id in ids:
+        height, width = noisy[image_id].shape
+        rows.append((image_id, offset, height, width))
+        offset += height * width
+    with atomic_path(train_path, suffix=".npy") as tmp:
+        # Filled image by image so the whole set is never held twice in memory.
+        flat = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(offset,))
+        for image_id, start, height, width in rows:
+            flat[start : start + height * width] = noisy[image_id].ravel()
+        flat.flush()
+        del flat
+    with atomic_open(index_path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(INDEX_COLUMNS)
+        writer.writerows(rows)
+    return rows
+
+
+def pixel_stats(images: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Mean and (population) standard deviation over every pixel, accumulated in float64."""
+    count = sum(a.size for a in images.values())
+    if count == 0:
+        raise PatchError("no training pixels: the training set is empty")
+    mean = sum(float(a.sum(dtype=np.float64)) for a in images.values()) / count
+    # Two passes: the sum of squared deviations does not cancel the way E[x^2]-E[x]^2 can.
+    squares = sum(float(np.square(a.astype(np.float64) - mean).sum()) for a in images.values())
+    return {"mean": mean, "std": (squares / count) ** 0.5}
+
+
+def _load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def patchify(
+    train_npz: str | Path,
+    bsd68_npz: str | Path,
+    split_csv: str | Path,
+    clean_bsd68_pngs: list[str | Path],
+    patch_size: int,
+    outputs: Mapping[str, str | Path],
+) -> None:
+    """Write the four patch files (keys of `outputs`: train, index, stats, valid).
+
+    Parameters
+    ----------
+    train_npz, bsd68_npz : noisy images by id (from `add_noise`).
+    split_csv : BSD68 `id,subset` split; the 'valid' ids are tiled.
+    clean_bsd68_pngs : clean BSD68 PNGs `<folder>/<id>.png`, the tiles' references.
+    patch_size : tile side P in pixels (config data.patch_size).
+    """
+    missing = {"train", "index", "stats", "valid"} - set(outputs)
+    if missing:
+        raise PatchError(f"outputs lack the keys {sorted(missing)}")
+    train = _load_npz(train_npz)
+    rows = write_train_source(train, outputs["train"], outputs["index"])
+    stats = pixel_stats(train)
+    n_pixels = sum(height * width for _, _, height, width in rows)
+    write_json(outputs["stats"], {**stats, "n_images": len(rows), "n_pixels": n_pixels})
+    del train
+
+    valid_ids = ids_in(read_split(split_csv), "valid")
+    noisy68 = _load_npz(bsd68_npz)
+    clean_paths = {Path(p).stem: p for p in clean_bsd68_pngs}
+    for image_id in valid_ids:
+        if image_id not in noisy68:
+            raise PatchError(f"{bsd68_npz}: validation id {image_id} (from {split_csv}) is missing")
+        if image_id not in clean_paths:
+            raise PatchError(f"no clean PNG for validation id {image_id} (from {split_csv})")
+    clean = {i: read_gray_png(clean_paths[i]) for i in valid_ids}
+    tiles = valid_tiles(noisy68, clean, valid_ids, patch_size)
+    save_npz(outputs["valid"], tiles)
+    log.info(
+        "train: %d images, mean %.4f std %.4f; valid: %d tiles of %dx%d from %d images",
+        len(rows),
+        stats["mean"],
+        stats["std"],
+        len(tiles["ids"]),
+        patch_size,
+        patch_size,
+        len(valid_ids),
+    )

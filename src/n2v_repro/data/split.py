@@ -1,0 +1,83 @@
+"""Seeded split of the BSD68 ids into a validation and a test subset.
+
+The images themselves are untouched (no cropping, orientation kept); only ids are assigned.
+The ids are sorted before shuffling, so the split depends only on the set of ids, the seed
+and n_valid, never on the order they were listed or found on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from n2v_repro.data.manifest import id_sort_key
+from n2v_repro.io_utils import atomic_open
+
+SUBSETS = ("valid", "test")
+# Mixed into the seed so the split's random stream differs from every other use of `seed`.
+_SPLIT_STREAM = 0x5B1D68
+
+
+class SplitError(ValueError):
+    """The split cannot be made or read."""
+
+
+def split_ids(ids: Iterable[str], n_valid: int, seed: int) -> dict[str, str]:
+    """Assign `n_valid` ids to 'valid' and the rest to 'test'.
+
+    Returns
+    -------
+    dict id -> subset, in id order.
+    """
+    ordered = sorted(set(ids), key=id_sort_key)
+    if not 1 <= n_valid < len(ordered):
+        raise SplitError(
+            f"config key 'data.n_valid': {n_valid} must be at least 1 and smaller than the "
+            f"number of BSD68 images in use ({len(ordered)}), so that both subsets are non-empty"
+        )
+    rng = np.random.default_rng([seed, _SPLIT_STREAM])
+    chosen = {ordered[i] for i in rng.permutation(len(ordered))[:n_valid]}
+    return {i: ("valid" if i in chosen else "test") for i in ordered}
+
+
+def write_split(path: str | Path, subsets: dict[str, str]) -> None:
+    """Write `id,subset` rows in id order, atomically."""
+    with atomic_open(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "subset"])
+        for image_id in sorted(subsets, key=id_sort_key):
+            writer.writerow([image_id, subsets[image_id]])
+
+
+def read_split(path: str | Path) -> dict[str, str]:
+    """Read an `id,subset` CSV into id -> subset (in id order)."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != ["id", "subset"]:
+            raise SplitError(f"{path}: expected the header 'id,subset', got {reader.fieldnames}")
+        subsets = {}
+        for row in reader:
+            if row["subset"] not in SUBSETS:
+                raise SplitError(
+                    f"{path}: id {row['id']} has subset {row['subset']!r}, "
+                    f"expected one of {SUBSETS}"
+                )
+            subsets[row["id"]] = row["subset"]
+    return dict(sorted(subsets.items(), key=lambda item: id_sort_key(item[0])))
+
+
+def ids_in(subsets: dict[str, str], subset: str) -> list[str]:
+    """Ids of one subset, in id order."""
+    if subset not in SUBSETS:
+        raise SplitError(f"unknown subset {subset!r}, expected one of {SUBSETS}")
+    return sorted((i for i, s in subsets.items() if s == subset), key=id_sort_key)
+
+
+def make_split(path: str | Path, ids: Iterable[str], n_valid: int, seed: int) -> dict[str, str]:
+    """Split `ids` and write the CSV to `path`; returns the split."""
+    subsets = split_ids(ids, n_valid, seed)
+    write_split(path, subsets)
+    return subsets

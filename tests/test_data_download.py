@@ -1,0 +1,116 @@
+"""Downloading from mirrors: verification, fallbacks, the cache, and error messages."""
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from fake_bsds import FakeBsds, make_fake_bsds
+from http_mirror import serve_directory, unreachable_url
+
+from n2v_repro.data.download import DownloadError, download_images, mirror_url, sha256_of
+from n2v_repro.data.manifest import read_manifest
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> FakeBsds:
+    return make_fake_bsds(tmp_path_factory.mktemp("fake"), n_train=3, n_test=1, n_val=2, n_bsd68=2)
+
+
+def _outputs(root: Path, fake: FakeBsds, ids: list[str]) -> list[Path]:
+    manifest = read_manifest(fake.manifest)
+    return [root / "bsds500" / manifest[i].relpath for i in ids]
+
+
+def _assert_verified(outputs: list[Path], fake: FakeBsds) -> None:
+    for output in outputs:
+        assert sha256_of(output) == sha256_of(fake.jpg(output.stem)), output
+
+
+def test_http_download_verifies_and_caches(tmp_path: Path, fake: FakeBsds, caplog) -> None:
+    ids = fake.train_ids + fake.bsd68
+    outputs = _outputs(tmp_path, fake, ids)
+    cache = tmp_path / "cache"
+    with serve_directory(fake.images) as base, caplog.at_level(logging.INFO):
+        results = download_images(outputs, fake.manifest, [base], cache)
+    _assert_verified(outputs, fake)
+    assert {r.source for r in results} == {base}
+    assert f"{len(ids)}/{len(ids)}" in caplog.text and "MB/s" in caplog.text
+    for output in outputs:
+        cached = cache / output.parent.name / output.name
+        assert output.samefile(cached)
+    assert not list(cache.rglob("*.part")), "no temporary file may be left"
+
+    # Outputs deleted (as Snakemake does for a failed job): rebuilt from the cache, no mirror.
+    for output in outputs:
+        output.unlink()
+    again = download_images(outputs, fake.manifest, [unreachable_url()], cache)
+    assert {r.source for r in again} == {"cache"}
+    _assert_verified(outputs, fake)
+
+
+def test_local_folder_and_file_url_mirrors(tmp_path: Path, fake: FakeBsds) -> None:
+    outputs = _outputs(tmp_path / "a", fake, fake.bsd68)
+    download_images(outputs, fake.manifest, [str(fake.images)], tmp_path / "cache_a")
+    _assert_verified(outputs, fake)
+    outputs = _outputs(tmp_path / "b", fake, fake.bsd68)
+    download_images(outputs, fake.manifest, [fake.images.as_uri()], tmp_path / "cache_b")
+    _assert_verified(outputs, fake)
+
+
+def test_unreachable_mirror_then_good_one_succeeds(tmp_path: Path, fake: FakeBsds) -> None:
+    outputs = _outputs(tmp_path, fake, fake.train_ids)
+    with serve_directory(fake.images) as base:
+        results = download_images(outputs, fake.manifest, [unreachable_url(), base], tmp_path / "c")
+    assert {r.source for r in results} == {base}
+    _assert_verified(outputs, fake)
+
+
+def test_checksum_mismatch_names_file_and_mirror_and_keeps_the_rest(
+    tmp_path: Path, fake: FakeBsds
+) -> None:
+    bad_mirror = tmp_path / "bad_mirror"
+    shutil.copytree(fake.images, bad_mirror)
+    victim = fake.train_ids[1]
+    tampered = bad_mirror / "train" / f"{victim}.jpg"
+    tampered.write_bytes(tampered.read_bytes()[:-10] + b"0123456789")
+    outputs = _outputs(tmp_path, fake, fake.train_ids)
+    cache = tmp_path / "cache"
+    with serve_directory(bad_mirror) as base, pytest.raises(DownloadError) as caught:
+        download_images(outputs, fake.manifest, [base], cache)
+    message = str(caught.value)
+    assert f"train/{victim}.jpg" in message and base in message and "sha256 mismatch" in message
+    # Everything else was fetched and verified; the bad file was never written anywhere.
+    good = [o for o in outputs if o.stem != victim]
+    _assert_verified(good, fake)
+    assert not (cache / "train" / f"{victim}.jpg").exists()
+    assert not [p for p in tmp_path.rglob(f"*{victim}*") if "bad_mirror" not in p.parts]
+
+
+def test_missing_everywhere_lists_every_mirror_with_its_reason(
+    tmp_path: Path, fake: FakeBsds
+) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(fake.images, partial)
+    victim = fake.bsd68[0]
+    (partial / "val" / f"{victim}.jpg").unlink()
+    down = unreachable_url()
+    outputs = _outputs(tmp_path, fake, fake.bsd68)
+    with serve_directory(partial) as base, pytest.raises(DownloadError) as caught:
+        download_images(outputs, fake.manifest, [base, down, str(partial)], tmp_path / "c")
+    message = str(caught.value)
+    assert f"val/{victim}.jpg" in message
+    assert "HTTP 404" in message and f"{down}/val/{victim}.jpg" in message
+    assert mirror_url(str(partial), read_manifest(fake.manifest)[victim]) in message
+    assert "tried 3 mirror(s)" in message
+    assert not outputs[0].exists()
+    _assert_verified(outputs[1:], fake)
+
+
+def test_output_not_in_manifest_or_wrong_split(tmp_path: Path, fake: FakeBsds) -> None:
+    with pytest.raises(DownloadError, match="999999 is not in the manifest"):
+        download_images([tmp_path / "train" / "999999.jpg"], fake.manifest, ["x"], tmp_path)
+    with pytest.raises(DownloadError, match="expected"):
+        download_images(
+            [tmp_path / "val" / f"{fake.train_ids[0]}.jpg"], fake.manifest, ["x"], tmp_path
+        )
