@@ -54,10 +54,30 @@ def downloaded_jpgs():
     ]
 
 
+# Verified downloads; not a declared output, so a failed job never deletes them.
+DOWNLOAD_CACHE = "resources/.download_cache"
+
+# Pixels of one BSDS500 image (481 x 321): sizes the memory of the whole-set data jobs.
+BSDS500_IMAGE_PIXELS = 481 * 321
+
+
+def gray_train_pngs():
+    return [f"resources/gray/bsd400/{i}.png" for i in TRAIN_IDS]
+
+
+def gray_bsd68_pngs():
+    return [f"resources/gray/bsd68/{i}.png" for i in BSD68_IDS]
+
+
 def gray_pngs():
-    return [f"resources/gray/bsd400/{i}.png" for i in TRAIN_IDS] + [
-        f"resources/gray/bsd68/{i}.png" for i in BSD68_IDS
-    ]
+    return gray_train_pngs() + gray_bsd68_pngs()
+
+
+def data_mem_mb(wildcards):
+    """add_noise / patchify hold the noisy set as float32 plus one float64 image at a time;
+    x3 covers the npz being written and numpy's temporaries, plus the interpreter."""
+    n_bytes = 4 * BSDS500_IMAGE_PIXELS * (len(TRAIN_IDS) + len(BSD68_IDS))
+    return 3 * n_bytes // 2**20 + 500
 
 
 def noisy_npzs(wildcards):
@@ -123,28 +143,44 @@ def eval_dir(framework, sigma):
     return f"results/eval/{framework}/sigma{sigma}"
 
 
+def evaluation_inputs(wildcards):
+    """The test images, the training statistics and the weights named in eval.weights."""
+    folder = model_dir(wildcards.framework, wildcards.sigma)
+    return {
+        "clean": gray_bsd68_pngs(),
+        "noisy": f"resources/noisy/sigma{wildcards.sigma}/bsd68.npz",
+        "split": "resources/bsd68_split.csv",
+        "stats": patch_files(wildcards.sigma)["stats"],
+        **{name: f"{folder}/{name}.npz" for name in config["eval"]["weights"]},
+    }
+
+
+def sigma_denoised_dirs(wildcards):
+    return [f"{eval_dir(fw, wildcards.sigma)}/denoised" for fw in FRAMEWORKS]
+
+
+def sigma_per_image_csvs(wildcards):
+    return [f"{eval_dir(fw, wildcards.sigma)}/per_image.csv" for fw in FRAMEWORKS]
+
+
 def all_eval_summaries():
-    return [
-        f"{eval_dir(fw, s)}/summary.json" for fw in FRAMEWORKS for s in SIGMAS
-    ]
+    return [f"{eval_dir(fw, s)}/summary.json" for fw in FRAMEWORKS for s in SIGMAS]
 
 
 def all_per_image_csvs():
-    return [
-        f"{eval_dir(fw, s)}/per_image.csv" for fw in FRAMEWORKS for s in SIGMAS
-    ]
+    return [f"{eval_dir(fw, s)}/per_image.csv" for fw in FRAMEWORKS for s in SIGMAS]
 
 
 def all_histories():
-    return [
-        f"{model_dir(fw, s)}/history.csv" for fw in FRAMEWORKS for s in SIGMAS
-    ]
+    return [f"{model_dir(fw, s)}/history.csv" for fw in FRAMEWORKS for s in SIGMAS]
 
 
 def all_monitors():
-    return [
-        f"{model_dir(fw, s)}/monitor.csv" for fw in FRAMEWORKS for s in SIGMAS
-    ]
+    return [f"{model_dir(fw, s)}/monitor.csv" for fw in FRAMEWORKS for s in SIGMAS]
+
+
+def all_train_benchmarks():
+    return [f"benchmarks/train/{fw}/sigma{s}.tsv" for fw in FRAMEWORKS for s in SIGMAS]
 
 
 def parity_outputs():
@@ -154,12 +190,25 @@ def parity_outputs():
     return []
 
 
+def figure_files():
+    """Every figure of the report; parity.png only when there is a parity check."""
+    return [
+        "results/figures/loss_curves.png",
+        "results/figures/valid_psnr_ssim.png",
+        "results/figures/epoch_time.png",
+        "results/figures/memory_utilisation.png",
+        "results/figures/final_psnr.png",
+        *[f"results/figures/qualitative_sigma{s}.png" for s in SIGMAS],
+        *(["results/figures/parity.png"] if parity_outputs() else []),
+    ]
+
+
 def final_outputs():
     return [
         "results/tables/psnr_ssim.csv",
         "results/tables/psnr_ssim.html",
         "results/tables/benchmark.csv",
         "results/tables/benchmark.html",
-        "results/figures/.done",
+        *figure_files(),
         *parity_outputs(),
     ]

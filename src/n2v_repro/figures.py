@@ -1,0 +1,179 @@
+"""Shared figure helpers and the training figures (loss, validation metrics, time, memory).
+
+Every training figure has one column of panels per sigma with both frameworks in each panel,
+so the frameworks compare at a glance and the sigmas side by side. Matplotlib runs headless
+(Agg). Figures go to disk through an atomic rename.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from n2v_repro.io_utils import atomic_path  # noqa: E402
+from n2v_repro.tables import FRAMEWORK_ORDER, read_csv_columns, run_key  # noqa: E402
+
+FRAMEWORK_COLOURS = {"torch": "#d1495b", "jittor": "#00798c"}
+PANEL_SIZE = (4.2, 3.2)  # inches per panel
+
+RunTable = Mapping[tuple[str, int], Mapping[str, np.ndarray]]
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def panel_grid(n_rows: int, n_cols: int, sharex: bool = False) -> tuple[Figure, np.ndarray]:
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(PANEL_SIZE[0] * n_cols, PANEL_SIZE[1] * n_rows),
+        squeeze=False,
+        sharex=sharex,
+        layout="constrained",
+    )
+    return fig, axes
+
+
+def framework_colour(framework: str) -> str:
+    return FRAMEWORK_COLOURS.get(framework, "#444444")
+
+
+def read_runs(paths: Iterable[str | Path]) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+    """CSV columns per (framework, sigma), named by the path."""
+    return {run_key(p): read_csv_columns(p) for p in paths}
+
+
+def sigmas_of(runs: Iterable[tuple[str, int]]) -> list[int]:
+    return sorted({sigma for _, sigma in runs})
+
+
+def frameworks_of(runs: Iterable[tuple[str, int]]) -> list[str]:
+    present = {framework for framework, _ in runs}
+    return [f for f in FRAMEWORK_ORDER if f in present]
+
+
+def _has_data(values: np.ndarray | None) -> bool:
+    return values is not None and values.size > 0 and not np.all(np.isnan(values))
+
+
+def _plot_by_sigma(
+    runs: RunTable,
+    axes_row: Sequence[Axes],
+    x_key: str,
+    series: Sequence[tuple[str, str, str]],
+    ylabel: str,
+    xlabel: str,
+) -> None:
+    """Plot `series` (column, label suffix, line style) of each framework, a panel per sigma."""
+    for ax, sigma in zip(axes_row, sigmas_of(runs), strict=True):
+        for framework in frameworks_of(runs):
+            table = runs.get((framework, sigma))
+            if table is None:
+                continue
+            for column, suffix, style in series:
+                values = table.get(column)
+                if not _has_data(values):
+                    continue
+                ax.plot(
+                    table[x_key],
+                    values,
+                    style,
+                    color=framework_colour(framework),
+                    label=f"{framework} {suffix}".strip(),
+                    marker="." if table[x_key].size < 30 else None,
+                )
+        ax.set_title(f"σ = {sigma}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+
+
+def plot_loss_curves(histories: RunTable, path: str | Path) -> None:
+    fig, axes = panel_grid(1, len(sigmas_of(histories)))
+    _plot_by_sigma(
+        histories,
+        axes[0],
+        "epoch",
+        [("train_loss", "train", "-"), ("valid_loss", "validation", "--")],
+        "masked MSE loss (normalised units²)",
+        "epoch",
+    )
+    for ax in axes[0]:
+        if ax.has_data():
+            ax.set_yscale("log")
+    fig.suptitle("Training and validation loss")
+    save_figure(fig, path)
+
+
+def plot_valid_metrics(histories: RunTable, path: str | Path) -> None:
+    fig, axes = panel_grid(2, len(sigmas_of(histories)), sharex=True)
+    _plot_by_sigma(histories, axes[0], "epoch", [("valid_psnr", "", "-")], "PSNR (dB)", "epoch")
+    _plot_by_sigma(histories, axes[1], "epoch", [("valid_ssim", "", "-")], "SSIM", "epoch")
+    fig.suptitle("Validation tiles: PSNR and SSIM (data range 255) by epoch")
+    save_figure(fig, path)
+
+
+def plot_epoch_time(histories: RunTable, path: str | Path) -> None:
+    fig, axes = panel_grid(1, len(sigmas_of(histories)))
+    _plot_by_sigma(
+        histories, axes[0], "epoch", [("epoch_time_s", "", "-")], "epoch time (s)", "epoch"
+    )
+    for ax in axes[0]:
+        ax.set_ylim(bottom=0)
+    fig.suptitle("Time per epoch (training steps and validation)")
+    save_figure(fig, path)
+
+
+def plot_memory_utilisation(monitors: RunTable, path: str | Path) -> None:
+    fig, axes = panel_grid(2, len(sigmas_of(monitors)))
+    _plot_by_sigma(
+        monitors,
+        axes[0],
+        "time_s",
+        [("rss_mib", "RSS", "-"), ("gpu_mem_mib", "GPU memory", "--")],
+        "memory (MiB)",
+        "training time (s)",
+    )
+    _plot_by_sigma(
+        monitors,
+        axes[1],
+        "time_s",
+        [("cpu_percent", "CPU", "-"), ("gpu_util_percent", "GPU", "--")],
+        "utilisation (%; CPU: 100 per core)",
+        "training time (s)",
+    )
+    fig.suptitle("Memory and utilisation during training")
+    save_figure(fig, path)
+
+
+def make_training_figures(
+    *,
+    histories: Sequence[str | Path],
+    monitors: Sequence[str | Path],
+    loss_curves: str | Path,
+    valid_metrics: str | Path,
+    epoch_time: str | Path,
+    memory_utilisation: str | Path,
+) -> None:
+    """Write loss_curves.png, valid_psnr_ssim.png, epoch_time.png, memory_utilisation.png."""
+    history_runs = read_runs(histories)
+    plot_loss_curves(history_runs, loss_curves)
+    plot_valid_metrics(history_runs, valid_metrics)
+    plot_epoch_time(history_runs, epoch_time)
+    plot_memory_utilisation(read_runs(monitors), memory_utilisation)

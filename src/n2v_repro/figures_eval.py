@@ -1,0 +1,218 @@
+"""Evaluation figures: test PSNR against the paper, denoised examples, framework parity."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from n2v_repro.evaluate import read_split, to_uint8
+from n2v_repro.figures import (
+    framework_colour,
+    frameworks_of,
+    panel_grid,
+    save_figure,
+    sigmas_of,
+)
+from n2v_repro.html_pages import render_figure
+from n2v_repro.io_utils import atomic_open
+from n2v_repro.references import PAPER_CITATION, PAPER_SHORT, paper_psnr
+from n2v_repro.tables import TEST_SET_ORDER, read_summaries, run_key
+
+# Horizontal offset of each framework's marker at a sigma, so error bars do not overlap.
+FRAMEWORK_OFFSET = {"torch": -0.6, "jittor": 0.6}
+
+
+# --- final PSNR -----------------------------------------------------------------------------
+
+
+def plot_final_psnr(summaries: Mapping[tuple[str, int], Mapping[str, Any]], path: str | Path):
+    """Test PSNR (mean ± std over images) by sigma: one panel per test set."""
+    sigmas = sigmas_of(summaries)
+    fig, axes = panel_grid(1, len(TEST_SET_ORDER))
+    for ax, test_set in zip(axes[0], TEST_SET_ORDER, strict=True):
+        noisy = {}
+        for framework in frameworks_of(summaries):
+            for weights, filled in (("last", True), ("best", False)):
+                xs, means, stds = [], [], []
+                for sigma in sigmas:
+                    by_weights = summaries.get((framework, sigma), {}).get("test_sets", {})
+                    stats = by_weights.get(test_set, {}).get(weights)
+                    if stats is None:
+                        continue
+                    xs.append(sigma + FRAMEWORK_OFFSET.get(framework, 0.0))
+                    means.append(stats["psnr_mean"])
+                    stds.append(stats["psnr_std"])
+                    noisy_stats = by_weights.get(test_set, {}).get("noisy")
+                    if noisy_stats is not None:
+                        noisy[sigma] = noisy_stats["psnr_mean"]
+                if not xs:
+                    continue
+                colour = framework_colour(framework)
+                ax.errorbar(
+                    xs,
+                    means,
+                    yerr=stds,
+                    fmt="o-" if filled else "s:",
+                    color=colour,
+                    markerfacecolor=colour if filled else "white",
+                    capsize=3,
+                    label=f"{framework} ({weights} weights)",
+                )
+        if noisy:
+            ax.plot(list(noisy), list(noisy.values()), "x--", color="grey", label="noisy input")
+        references = [(s, paper_psnr(test_set, s)) for s in sigmas]
+        references = [(s, p) for s, p in references if p is not None]
+        if references:
+            ax.plot(
+                *zip(*references, strict=True),
+                "*",
+                color="black",
+                markersize=14,
+                label=f"paper N2V ({PAPER_SHORT})",
+            )
+        ax.set_title({"bsd68": "BSD68, all images", "test34": "split's test subset"}[test_set])
+        ax.set_xlabel("noise σ (grey levels)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_xticks(sigmas)
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize="small")
+    fig.suptitle("Test PSNR by noise level (mean ± std over images)")
+    save_figure(fig, path)
+
+
+FINAL_PSNR_CAPTION = (
+    "Test PSNR (mean ± std over images) by noise level: filled markers last-epoch weights, "
+    "hollow markers best-validation weights, grey crosses the noisy input, the black star "
+    f"the published Noise2Void result ({PAPER_CITATION})."
+)
+
+
+def make_final_psnr_figure(
+    *, summaries: Sequence[str | Path], output: str | Path, html_output: str | Path
+) -> None:
+    """final_psnr.png, and the same figure inlined in a standalone HTML page (landing page)."""
+    plot_final_psnr(read_summaries(summaries), output)
+    page = render_figure("Test PSNR by noise level", output, FINAL_PSNR_CAPTION)
+    with atomic_open(html_output, encoding="utf-8") as handle:
+        handle.write(page)
+
+
+# --- qualitative ----------------------------------------------------------------------------
+
+
+def read_last_psnr(per_image_csv: str | Path) -> dict[tuple[str, str], float]:
+    """(weights, id) -> PSNR from a per_image.csv."""
+    with open(per_image_csv, newline="") as handle:
+        return {(r["weights"], r["id"]): float(r["psnr"]) for r in csv.DictReader(handle)}
+
+
+def make_qualitative_figure(
+    *,
+    sigma: int,
+    clean_pngs: Sequence[str | Path],
+    noisy_npz: str | Path,
+    split_csv: str | Path,
+    denoised_dirs: Sequence[str | Path],
+    per_image_csvs: Sequence[str | Path],
+    n_images: int,
+    output: str | Path,
+) -> None:
+    """Grid: a row per test image, columns clean / noisy / each framework's last weights.
+
+    Titles give the PSNR of the unclipped prediction (the reported metric), read from
+    per_image.csv; the pictures are the clipped 8-bit PNGs.
+    """
+    split = read_split(split_csv)
+    ids = [i for i, subset in split.items() if subset == "test"][:n_images]
+    clean_by_id = {Path(p).stem: Path(p) for p in clean_pngs}
+    dirs = {run_key(d)[0]: Path(d) for d in denoised_dirs}
+    scores = {run_key(p)[0]: read_last_psnr(p) for p in per_image_csvs}
+    frameworks = frameworks_of((f, sigma) for f in dirs)
+    columns = ["clean", "noisy", *frameworks]
+    fig, axes = panel_grid(len(ids), len(columns))
+    with np.load(noisy_npz) as noisy_set:
+        for row, image_id in enumerate(ids):
+            first_scores = next(iter(scores.values()), {})
+            noisy_psnr = first_scores.get(("noisy", image_id))
+            panels = [
+                (np.asarray(Image.open(clean_by_id[image_id])), f"{image_id} clean"),
+                (to_uint8(noisy_set[image_id]), _titled("noisy", noisy_psnr)),
+            ]
+            for framework in frameworks:
+                picture = np.asarray(Image.open(dirs[framework] / f"{image_id}.png"))
+                value = scores.get(framework, {}).get(("last", image_id))
+                panels.append((picture, _titled(framework, value)))
+            for ax, (picture, title) in zip(axes[row], panels, strict=True):
+                ax.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+                ax.set_title(title, fontsize="medium")
+                ax.set_axis_off()
+    fig.suptitle(f"BSD68 test images, σ = {sigma}: last weights, PSNR of each image")
+    save_figure(fig, output, dpi=100)
+
+
+def _titled(name: str, value: float | None) -> str:
+    return name if value is None else f"{name}: {value:.2f} dB"
+
+
+# --- parity ---------------------------------------------------------------------------------
+
+
+def read_parity(parity_csv: str | Path) -> dict[str, dict[str, float]]:
+    """{arch: {quantity: relative error}} from the numeric columns of parity.csv."""
+    with open(parity_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    result: dict[str, dict[str, float]] = {}
+    for row in rows:
+        arch = row.get("arch", "model")
+        for key, text in row.items():
+            if key == "arch" or "rel" not in key:
+                continue
+            try:
+                result.setdefault(arch, {})[key] = float(text)
+            except (TypeError, ValueError):
+                continue
+    return result
+
+
+def plot_parity(errors: Mapping[str, Mapping[str, float]], tolerance: float, path: str | Path):
+    quantities = list(dict.fromkeys(q for per_arch in errors.values() for q in per_arch))
+    archs = list(errors)
+    fig, axes = panel_grid(1, 1)
+    ax = axes[0, 0]
+    fig.set_size_inches(max(5.0, 1.2 * len(quantities) * max(1, len(archs))), 4.0)
+    width = 0.8 / max(1, len(archs))
+    positions = np.arange(len(quantities))
+    values = [v for per_arch in errors.values() for v in per_arch.values()]
+    positive = [v for v in values if v > 0] + [tolerance]
+    # Log scale: the axis starts a decade below the smallest error; exact zeros sit on it.
+    bottom = 10.0 ** (np.floor(np.log10(min(positive))) - 1)
+    for index, arch in enumerate(archs):
+        offsets = positions + (index - (len(archs) - 1) / 2) * width
+        raw = [errors[arch].get(q, np.nan) for q in quantities]
+        bars = ax.bar(offsets, [max(v, bottom) - bottom for v in raw], width, bottom, label=arch)
+        ax.bar_label(bars, [f"{v:.1e}" if v > 0 else "0" for v in raw], fontsize="x-small")
+    ax.axhline(tolerance, color="black", linestyle="--", label=f"tolerance {tolerance:g}")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=bottom)
+    ax.set_xticks(positions, [q.replace("_", " ") for q in quantities], rotation=20, ha="right")
+    ax.set_ylabel("relative error, Jittor vs PyTorch")
+    ax.set_title("Framework parity with identical weights and batches")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    save_figure(fig, path)
+
+
+def make_parity_figure(
+    *, parity_csv: str | Path, parity_json: str | Path, tolerance: float, output: str | Path
+) -> None:
+    with open(parity_json) as handle:
+        # The parity job records the tolerance it judged by; prefer it to the config's.
+        tolerance = float(json.load(handle).get("tolerance", tolerance))
+    plot_parity(read_parity(parity_csv), tolerance, output)

@@ -1,0 +1,265 @@
+"""The two result tables: accuracy (PSNR/SSIM) and cost (time, memory, throughput).
+
+Inputs are the files of docs/architecture.md; the (framework, sigma) of each comes from its
+path (`.../{framework}/sigma{sigma}/...` or `.../{framework}/sigma{sigma}.tsv`), the same
+words the rules use.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from n2v_repro.html_pages import Column, fixed, render_table
+from n2v_repro.io_utils import atomic_open
+from n2v_repro.references import PAPER_CITATION, paper_psnr
+
+FRAMEWORK_ORDER = ("torch", "jittor")
+TEST_SET_ORDER = ("bsd68", "test34")
+WEIGHTS_ORDER = ("last", "best")
+RUN_KEY = re.compile(r"(?:^|/)(torch|jittor)/sigma(\d+)(?:/|\.tsv$)")
+
+TEST_SET_NOTE = (
+    "bsd68 = all BSD68 images in use (the paper's protocol); test34 = the split's test "
+    "subset (the original port's protocol). PSNR/SSIM use data range 255 on the unclipped "
+    "prediction; mean and (population) std over images."
+)
+
+PSNR_SSIM_COLUMNS = [
+    Column("test_set", "test set"),
+    Column("sigma", "σ"),
+    Column("weights", "weights"),
+    Column("framework", "framework"),
+    Column("n", "images", numeric=True),
+    Column("psnr_mean", "PSNR mean (dB)", fixed(2), True),
+    Column("psnr_std", "PSNR std (dB)", fixed(2), True),
+    Column("ssim_mean", "SSIM mean", fixed(4), True),
+    Column("ssim_std", "SSIM std", fixed(4), True),
+    Column("noisy_psnr", "noisy PSNR (dB)", fixed(2), True),
+    Column("noisy_ssim", "noisy SSIM", fixed(4), True),
+    Column("jittor_minus_torch_psnr", "jittor − torch PSNR (dB)", fixed(3, signed=True), True),
+    Column("paper_psnr", "paper N2V PSNR (dB)", fixed(2), True),
+]
+
+BENCHMARK_COLUMNS = [
+    Column("framework", "framework"),
+    Column("sigma", "σ"),
+    Column("device", "device"),
+    Column("epochs", "epochs", numeric=True),
+    Column("first_epoch_s", "first epoch (s)", fixed(1), True),
+    Column("epoch_mean_s", "epoch mean (s)", fixed(2), True),
+    Column("epoch_std_s", "epoch std (s)", fixed(2), True),
+    Column("train_patches_per_s", "training (patches/s)", fixed(1), True),
+    Column("train_total_s", "training total (s)", fixed(0), True),
+    Column("job_wall_s", "train job wall (s)", fixed(0), True),
+    Column("peak_rss_mib", "peak RSS (MiB)", fixed(0), True),
+    Column("peak_gpu_mem_mib", "peak GPU memory (MiB)", fixed(0), True),
+    Column("peak_framework_mem_mib", "framework peak (MiB)", fixed(0), True),
+    Column("cpu_util_mean_percent", "mean CPU (%)", fixed(0), True),
+    Column("gpu_util_mean_percent", "mean GPU (%)", fixed(0), True),
+    Column("infer_images_per_s", "inference (images/s)", fixed(2), True),
+    Column("infer_megapixels_per_s", "inference (MP/s)", fixed(3), True),
+]
+
+BENCHMARK_NOTE = (
+    "Epoch mean/std and training throughput exclude the first epoch when there are more "
+    "(it holds one-off costs such as Jittor's kernel compilation); training total is the "
+    "sum of all epoch times. Peak RSS and CPU utilisation come from the training monitor "
+    "(CPU % is per core, so 200% = two cores busy); GPU columns are empty on CPU. "
+    "Inference: whole BSD68 images, batch 1, after a warm-up."
+)
+
+
+def run_key(path: str | Path) -> tuple[str, int]:
+    """(framework, sigma) named by a result path."""
+    match = RUN_KEY.search(Path(path).as_posix())
+    if match is None:
+        raise ValueError(f"cannot tell framework and sigma from path {path}")
+    return match.group(1), int(match.group(2))
+
+
+def _order(value: str, order: Sequence[str]) -> int:
+    return order.index(value) if value in order else len(order)
+
+
+def _by_run(paths: Iterable[str | Path]) -> dict[tuple[str, int], Path]:
+    return {run_key(p): Path(p) for p in paths}
+
+
+def read_csv_columns(path: str | Path) -> dict[str, np.ndarray]:
+    """Numeric columns of a CSV as float arrays (empty or NA cells become NaN)."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t" if str(path).endswith(".tsv") else ",")
+        rows = list(reader)
+        names = reader.fieldnames or []
+
+    def number(text: str | None) -> float:
+        try:
+            return float(text) if text not in (None, "", "NA", "-") else math.nan
+        except ValueError:
+            return math.nan
+
+    return {name: np.array([number(row.get(name)) for row in rows]) for name in names}
+
+
+def _nanstat(values: np.ndarray | None, how: str) -> float | None:
+    if values is None or values.size == 0 or np.all(np.isnan(values)):
+        return None
+    return float({"mean": np.nanmean, "max": np.nanmax, "std": np.nanstd}[how](values))
+
+
+# --- PSNR/SSIM ------------------------------------------------------------------------------
+
+
+def psnr_ssim_rows(summaries: Mapping[tuple[str, int], Mapping[str, Any]]) -> list[dict]:
+    """One row per framework x sigma x test set x trained weights, ordered for reading."""
+    rows = []
+    for (framework, sigma), summary in summaries.items():
+        for test_set, by_weights in summary["test_sets"].items():
+            noisy = by_weights.get("noisy", {})
+            for weights, stats in by_weights.items():
+                if weights == "noisy":
+                    continue
+                rows.append(
+                    {
+                        "framework": framework,
+                        "sigma": sigma,
+                        "test_set": test_set,
+                        "weights": weights,
+                        **{k: stats[k] for k in ("n", "psnr_mean", "psnr_std")},
+                        **{k: stats[k] for k in ("ssim_mean", "ssim_std")},
+                        "noisy_psnr": noisy.get("psnr_mean"),
+                        "noisy_ssim": noisy.get("ssim_mean"),
+                        "jittor_minus_torch_psnr": None,
+                        "paper_psnr": paper_psnr(test_set, sigma),
+                    }
+                )
+    by_cell = {(r["framework"], r["sigma"], r["test_set"], r["weights"]): r for r in rows}
+    for row in rows:
+        torch_row = by_cell.get(("torch", row["sigma"], row["test_set"], row["weights"]))
+        if row["framework"] == "jittor" and torch_row is not None:
+            row["jittor_minus_torch_psnr"] = row["psnr_mean"] - torch_row["psnr_mean"]
+    rows.sort(
+        key=lambda r: (
+            _order(r["test_set"], TEST_SET_ORDER),
+            r["sigma"],
+            _order(r["weights"], WEIGHTS_ORDER),
+            _order(r["framework"], FRAMEWORK_ORDER),
+        )
+    )
+    return rows
+
+
+# --- benchmark ------------------------------------------------------------------------------
+
+
+def _history_stats(history: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    epoch_times = history["epoch_time_s"]
+    throughput = history["patches_per_s"]
+    # The first epoch carries one-off costs (Jittor compiles its kernels): keep it apart.
+    steady = slice(1, None) if epoch_times.size > 1 else slice(None)
+    return {
+        "epochs": int(epoch_times.size),
+        "first_epoch_s": float(epoch_times[0]) if epoch_times.size else None,
+        "epoch_mean_s": _nanstat(epoch_times[steady], "mean"),
+        "epoch_std_s": _nanstat(epoch_times[steady], "std"),
+        "train_patches_per_s": _nanstat(throughput[steady], "mean"),
+        "train_total_s": float(np.nansum(epoch_times)),
+    }
+
+
+def _monitor_stats(monitor: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    return {
+        "peak_rss_mib": _nanstat(monitor.get("rss_mib"), "max"),
+        "peak_gpu_mem_mib": _nanstat(monitor.get("gpu_mem_mib"), "max"),
+        "peak_framework_mem_mib": _nanstat(monitor.get("framework_mem_mib"), "max"),
+        "cpu_util_mean_percent": _nanstat(monitor.get("cpu_percent"), "mean"),
+        "gpu_util_mean_percent": _nanstat(monitor.get("gpu_util_percent"), "mean"),
+    }
+
+
+def benchmark_rows(
+    histories: Mapping[tuple[str, int], Path],
+    monitors: Mapping[tuple[str, int], Path],
+    train_benchmarks: Mapping[tuple[str, int], Path],
+    summaries: Mapping[tuple[str, int], Mapping[str, Any]],
+) -> list[dict]:
+    rows = []
+    for key in sorted(histories, key=lambda k: (_order(k[0], FRAMEWORK_ORDER), k[1])):
+        framework, sigma = key
+        row: dict[str, Any] = {"framework": framework, "sigma": sigma}
+        row.update(_history_stats(read_csv_columns(histories[key])))
+        if key in monitors:
+            row.update(_monitor_stats(read_csv_columns(monitors[key])))
+        if key in train_benchmarks:
+            row["job_wall_s"] = _nanstat(read_csv_columns(train_benchmarks[key]).get("s"), "mean")
+        inference = summaries.get(key, {}).get("inference", {})
+        row["device"] = inference.get("device")
+        row["infer_images_per_s"] = inference.get("images_per_s")
+        row["infer_megapixels_per_s"] = inference.get("megapixels_per_s")
+        rows.append(row)
+    return rows
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def write_csv(path: str | Path, columns: Sequence[Column], rows: Sequence[Mapping]) -> None:
+    """Machine-readable: full precision, empty cells where there is no value."""
+    with atomic_open(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([c.key for c in columns])
+        for row in rows:
+            writer.writerow(["" if row.get(c.key) is None else row[c.key] for c in columns])
+
+
+def write_html(path: str | Path, html_text: str) -> None:
+    with atomic_open(path, encoding="utf-8") as handle:
+        handle.write(html_text)
+
+
+def read_summaries(paths: Iterable[str | Path]) -> dict[tuple[str, int], dict[str, Any]]:
+    summaries = {}
+    for key, path in _by_run(paths).items():
+        with open(path) as handle:
+            summaries[key] = json.load(handle)
+    return summaries
+
+
+def make_tables(
+    *,
+    summaries: Sequence[str | Path],
+    histories: Sequence[str | Path],
+    monitors: Sequence[str | Path],
+    train_benchmarks: Sequence[str | Path],
+    psnr_ssim_csv: str | Path,
+    psnr_ssim_html: str | Path,
+    benchmark_csv: str | Path,
+    benchmark_html: str | Path,
+) -> None:
+    """Write results/tables/{psnr_ssim,benchmark}.{csv,html}."""
+    loaded = read_summaries(summaries)
+    accuracy = psnr_ssim_rows(loaded)
+    write_csv(psnr_ssim_csv, PSNR_SSIM_COLUMNS, accuracy)
+    write_html(
+        psnr_ssim_html,
+        render_table(
+            "Denoising accuracy on BSD68 (PSNR/SSIM)",
+            PSNR_SSIM_COLUMNS,
+            accuracy,
+            [TEST_SET_NOTE, f"Paper reference: {PAPER_CITATION}; — where it reports none."],
+        ),
+    )
+    cost = benchmark_rows(_by_run(histories), _by_run(monitors), _by_run(train_benchmarks), loaded)
+    write_csv(benchmark_csv, BENCHMARK_COLUMNS, cost)
+    write_html(
+        benchmark_html,
+        render_table("Training and inference cost", BENCHMARK_COLUMNS, cost, [BENCHMARK_NOTE]),
+    )

@@ -1,0 +1,121 @@
+"""The figures, drawn from a fake results tree: they exist, are PNGs, are not blank, and have
+one panel column per sigma / one row per example image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_results import write_parity, write_results_tree
+from PIL import Image
+
+from n2v_repro.figures import make_training_figures
+from n2v_repro.figures_eval import (
+    make_final_psnr_figure,
+    make_parity_figure,
+    make_qualitative_figure,
+    read_parity,
+)
+
+IDS = [f"im{i}" for i in range(6)]
+
+
+def _tree(root: Path, frameworks: tuple[str, ...], sigmas: tuple[int, ...]) -> Path:
+    write_results_tree(root, IDS, n_valid=2, frameworks=frameworks, sigmas=sigmas)
+    return root
+
+
+def _runs(root: Path, pattern: str, frameworks, sigmas) -> list[Path]:
+    return [root / pattern.format(f=f, s=s) for f in frameworks for s in sigmas]
+
+
+def _picture(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return np.asarray(image.convert("L"), dtype=np.float64)
+
+
+def _assert_drawn(path: Path) -> np.ndarray:
+    picture = _picture(path)
+    assert picture.std() > 10, f"{path.name} looks blank"
+    return picture
+
+
+def _training_figures(root: Path, frameworks, sigmas) -> dict[str, Path]:
+    out = {
+        "loss_curves": root / "fig" / "loss_curves.png",
+        "valid_metrics": root / "fig" / "valid_psnr_ssim.png",
+        "epoch_time": root / "fig" / "epoch_time.png",
+        "memory_utilisation": root / "fig" / "memory_utilisation.png",
+    }
+    make_training_figures(
+        histories=_runs(root, "results/models/{f}/sigma{s}/history.csv", frameworks, sigmas),
+        monitors=_runs(root, "results/models/{f}/sigma{s}/monitor.csv", frameworks, sigmas),
+        **out,
+    )
+    return out
+
+
+def test_training_figures_have_a_panel_column_per_sigma(tmp_path: Path) -> None:
+    frameworks = ("torch", "jittor")
+    one = _training_figures(_tree(tmp_path / "one", frameworks, (25,)), frameworks, (25,))
+    three_sigmas = (10, 25, 50)
+    three = _training_figures(
+        _tree(tmp_path / "three", frameworks, three_sigmas), frameworks, three_sigmas
+    )
+    for name in one:
+        narrow, wide = _assert_drawn(one[name]), _assert_drawn(three[name])
+        assert wide.shape[1] > 2.3 * narrow.shape[1], name
+        assert wide.shape[0] == pytest.approx(narrow.shape[0], rel=0.15), name
+
+
+def test_final_psnr_with_one_framework(tmp_path: Path) -> None:
+    root = _tree(tmp_path, ("jittor",), (25, 50))
+    output = tmp_path / "final_psnr.png"
+    make_final_psnr_figure(
+        summaries=_runs(root, "results/eval/{f}/sigma{s}/summary.json", ("jittor",), (25, 50)),
+        output=output,
+        html_output=tmp_path / "final_psnr.html",
+    )
+    _assert_drawn(output)
+    page = (tmp_path / "final_psnr.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 1 and "Krull" in page
+
+
+@pytest.mark.parametrize("frameworks", [("torch", "jittor"), ("torch",)])
+def test_qualitative_grid_rows_and_columns(tmp_path: Path, frameworks: tuple[str, ...]) -> None:
+    root = _tree(tmp_path, frameworks, (25,))
+    pictures = {}
+    for n_images in (1, 3):
+        output = tmp_path / f"qualitative_{n_images}.png"
+        make_qualitative_figure(
+            sigma=25,
+            clean_pngs=sorted((root / "resources/gray/bsd68").glob("*.png")),
+            noisy_npz=root / "resources/noisy/sigma25/bsd68.npz",
+            split_csv=root / "resources/bsd68_split.csv",
+            denoised_dirs=_runs(root, "results/eval/{f}/sigma{s}/denoised", frameworks, (25,)),
+            per_image_csvs=_runs(root, "results/eval/{f}/sigma{s}/per_image.csv", frameworks, [25]),
+            n_images=n_images,
+            output=output,
+        )
+        pictures[n_images] = _assert_drawn(output)
+    assert pictures[3].shape[0] > 2.3 * pictures[1].shape[0]
+
+
+def test_parity_figure_reads_every_relative_error_column(tmp_path: Path) -> None:
+    write_parity(tmp_path, tolerance=1e-4)
+    errors = read_parity(tmp_path / "results/parity/parity.csv")
+    assert errors["n2n_unet"] == {
+        "forward_rel_error": 3e-7,
+        "grad_rel_error_max": 2.5e-6,
+        "param_rel_error_max": 2.8e-2,
+    }
+    output = tmp_path / "parity.png"
+    make_parity_figure(
+        parity_csv=tmp_path / "results/parity/parity.csv",
+        parity_json=tmp_path / "results/parity/parity.json",
+        tolerance=1.0,
+        output=output,
+    )
+    _assert_drawn(output)

@@ -1,0 +1,38 @@
+# Evaluation: one job per framework x sigma. Whole BSD68 images, normalised with the training
+# statistics, predicted unclipped; per-image PSNR/SSIM (data range 255) for each saved
+# weights and for the noisy input (src/n2v_repro/evaluate.py). Like training, each framework
+# has its own rule so that each gets its own conda environment.
+
+
+rule evaluate_torch:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        per_image="results/eval/{framework}/sigma{sigma}/per_image.csv",
+        summary="results/eval/{framework}/sigma{sigma}/summary.json",
+        denoised=directory("results/eval/{framework}/sigma{sigma}/denoised"),
+    log:
+        "logs/evaluate/{framework}/sigma{sigma}.log",
+    benchmark:
+        "benchmarks/evaluate/{framework}/sigma{sigma}.tsv"
+    wildcard_constraints:
+        framework="torch",
+    conda:
+        "../../envs/torch.yaml"
+    threads: framework_threads()
+    resources:
+        gpu=gpu_jobs_resource(),
+    params:
+        arch=ARCH,
+        device=config["train"]["device"],
+        weights=config["eval"]["weights"],
+        tta=config["eval"]["tta"],
+    script:
+        "../scripts/evaluate.py"
+
+
+use rule evaluate_torch as evaluate_jittor with:
+    wildcard_constraints:
+        framework="jittor",
+    conda:
+        "../../envs/jittor.yaml"
