@@ -1,0 +1,216 @@
+"""The pipeline's stages, run inside one per-rule environment (helper of tests/test_envs.py).
+
+`python env_stages.py <stage> <workdir>` runs, with the interpreter of the environment under
+test, the library calls that the workflow scripts of that environment's rules make, on tiny
+generated data, and checks that the framework the environment must not hold is absent:
+
+- data (envs/analysis.yaml): download, gray, split, noise, patches, initial weights;
+- torch / jittor (envs/torch.yaml, envs/jittor.yaml): one training epoch of one step, then
+  the evaluation of the saved weights;
+- report (envs/analysis.yaml): tables and figures from the torch and jittor outputs.
+
+Only the standard library, the environment's packages, <repo>/src and this folder are
+importable here (the test sets PYTHONPATH, as the workflow scripts extend sys.path).
+Paths follow docs/architecture.md, below `workdir`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SIGMA = 25
+ARCH = "n2n_unet"
+SEED = 123
+PATCH_SIZE = 64
+FRAMEWORKS = ("torch", "jittor")
+# Each environment must NOT hold these (the rules of one framework never import the other).
+FORBIDDEN = {
+    "data": ("torch", "jittor"),
+    "report": ("torch", "jittor"),
+    "torch": ("jittor",),
+    "jittor": ("torch",),
+}
+
+
+def check_forbidden(stage: str) -> None:
+    """Fail if a framework this environment must not contain can be found at all."""
+    present = [name for name in FORBIDDEN[stage] if importlib.util.find_spec(name) is not None]
+    if present:
+        raise SystemExit(f"environment for stage {stage!r} must not contain {present}")
+
+
+def data_stage(workdir: Path) -> None:
+    from fake_bsds import make_fake_bsds
+
+    from n2v_repro.data.download import download_images
+    from n2v_repro.data.gray import convert_images
+    from n2v_repro.data.manifest import bsd68_ids, read_manifest, train_ids
+    from n2v_repro.data.noise import write_noisy_sets
+    from n2v_repro.data.patches import patchify
+    from n2v_repro.data.split import make_split
+    from n2v_repro.init_weights import write_init_weights
+
+    fake = make_fake_bsds(workdir / "mirror", n_train=3, n_test=1, n_val=4, n_bsd68=4)
+    manifest = read_manifest(fake.manifest)
+    train = train_ids(manifest)
+    bsd68 = bsd68_ids(manifest, fake.bsd68_ids)
+    jpgs = [workdir / f"resources/bsds500/{manifest[i].split}/{i}.jpg" for i in train + bsd68]
+    # The mirror is a plain folder (file:// through urllib): the same code path as http.
+    download_images(jpgs, fake.manifest, [str(fake.images)], workdir / "resources/.cache")
+    train_pngs = [workdir / f"resources/gray/bsd400/{i}.png" for i in train]
+    bsd68_pngs = [workdir / f"resources/gray/bsd68/{i}.png" for i in bsd68]
+    convert_images(
+        jpgs=jpgs,
+        train_pngs=train_pngs,
+        bsd68_pngs=bsd68_pngs,
+        pixel_hashes_file=fake.bsd68_pixels,
+        workers=1,
+    )
+    split_csv = workdir / "resources/bsd68_split.csv"
+    make_split(path=split_csv, ids=bsd68, n_valid=2, seed=SEED)
+    noisy = workdir / f"resources/noisy/sigma{SIGMA}"
+    write_noisy_sets(
+        datasets={
+            "bsd400": (train_pngs, noisy / "bsd400.npz"),
+            "bsd68": (bsd68_pngs, noisy / "bsd68.npz"),
+        },
+        sigma=SIGMA,
+        seed=SEED,
+    )
+    patches = workdir / f"resources/patches/sigma{SIGMA}"
+    patchify(
+        train_npz=noisy / "bsd400.npz",
+        bsd68_npz=noisy / "bsd68.npz",
+        split_csv=split_csv,
+        clean_bsd68_pngs=bsd68_pngs,
+        patch_size=PATCH_SIZE,
+        outputs={
+            "train": patches / "train.npy",
+            "index": patches / "train_index.csv",
+            "stats": patches / "train_stats.json",
+            "valid": patches / "valid_tiles.npz",
+        },
+    )
+    write_init_weights(str(workdir / f"results/init/{ARCH}_seed{SEED}.npz"), ARCH, SEED)
+
+
+def framework_stage(workdir: Path, framework: str) -> None:
+    from n2v_repro.config import validate_config
+    from n2v_repro.evaluate import run_evaluation
+    from n2v_repro.train import TrainJob, train
+
+    config = validate_config(
+        {
+            "frameworks": [framework],
+            "sigmas": [SIGMA],
+            "train": {
+                "arch": ARCH,
+                "epochs": 1,
+                "steps_per_epoch": 1,
+                "batch_size": 2,
+                "valid_tiles": 2,
+                "device": "cpu",
+            },
+        }
+    )
+    patches = workdir / f"resources/patches/sigma{SIGMA}"
+    models = workdir / f"results/models/{framework}/sigma{SIGMA}"
+    train(
+        TrainJob(
+            framework=framework,
+            patch_dir=patches,
+            init_weights=workdir / f"results/init/{ARCH}_seed{SEED}.npz",
+            out_dir=models,
+            checkpoint=workdir / f"results/checkpoints/{framework}/sigma{SIGMA}/checkpoint.npz",
+            train_cfg=config["train"],
+            patch_size=PATCH_SIZE,
+            seed=SEED,
+            threads=2,
+        )
+    )
+    evaluation = workdir / f"results/eval/{framework}/sigma{SIGMA}"
+    run_evaluation(
+        framework=framework,
+        arch=ARCH,
+        sigma=SIGMA,
+        clean_pngs=sorted(str(p) for p in (workdir / "resources/gray/bsd68").glob("*.png")),
+        noisy_npz=workdir / f"resources/noisy/sigma{SIGMA}/bsd68.npz",
+        split_csv=workdir / "resources/bsd68_split.csv",
+        stats_json=patches / "train_stats.json",
+        weight_files={name: models / f"{name}.npz" for name in ("last", "best")},
+        per_image_csv=evaluation / "per_image.csv",
+        summary_json=evaluation / "summary.json",
+        denoised_dir=evaluation / "denoised",
+        device="cpu",
+        threads=2,
+        tta=False,
+    )
+
+
+def report_stage(workdir: Path) -> None:
+    from n2v_repro.figures import make_training_figures
+    from n2v_repro.figures_eval import make_final_psnr_figure, make_qualitative_figure
+    from n2v_repro.tables import make_tables
+
+    def per_run(template: str) -> list[str]:
+        return [str(workdir / template.format(framework=f, sigma=SIGMA)) for f in FRAMEWORKS]
+
+    # Snakemake's benchmark file of each training job (written by Snakemake, not the library).
+    benchmarks = per_run("benchmarks/train/{framework}/sigma{sigma}.tsv")
+    for path in benchmarks:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t900.1\n")
+    summaries = per_run("results/eval/{framework}/sigma{sigma}/summary.json")
+    histories = per_run("results/models/{framework}/sigma{sigma}/history.csv")
+    monitors = per_run("results/models/{framework}/sigma{sigma}/monitor.csv")
+    tables, figures = workdir / "results/tables", workdir / "results/figures"
+    make_tables(
+        summaries=summaries,
+        histories=histories,
+        monitors=monitors,
+        train_benchmarks=benchmarks,
+        psnr_ssim_csv=tables / "psnr_ssim.csv",
+        psnr_ssim_html=tables / "psnr_ssim.html",
+        benchmark_csv=tables / "benchmark.csv",
+        benchmark_html=tables / "benchmark.html",
+    )
+    make_training_figures(
+        histories=histories,
+        monitors=monitors,
+        loss_curves=figures / "loss_curves.png",
+        valid_metrics=figures / "valid_psnr_ssim.png",
+        epoch_time=figures / "epoch_time.png",
+        memory_utilisation=figures / "memory_utilisation.png",
+    )
+    make_final_psnr_figure(
+        summaries=summaries,
+        output=figures / "final_psnr.png",
+        html_output=figures / "final_psnr.html",
+    )
+    make_qualitative_figure(
+        sigma=SIGMA,
+        clean_pngs=sorted(str(p) for p in (workdir / "resources/gray/bsd68").glob("*.png")),
+        noisy_npz=workdir / f"resources/noisy/sigma{SIGMA}/bsd68.npz",
+        split_csv=workdir / "resources/bsd68_split.csv",
+        denoised_dirs=per_run("results/eval/{framework}/sigma{sigma}/denoised"),
+        per_image_csvs=per_run("results/eval/{framework}/sigma{sigma}/per_image.csv"),
+        n_images=2,
+        output=figures / f"qualitative_sigma{SIGMA}.png",
+    )
+
+
+def main(stage: str, workdir: Path) -> None:
+    check_forbidden(stage)
+    if stage == "data":
+        data_stage(workdir)
+    elif stage == "report":
+        report_stage(workdir)
+    else:
+        framework_stage(workdir, stage)
+    print(f"stage {stage} done with {sys.executable}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]))

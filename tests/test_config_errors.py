@@ -1,0 +1,66 @@
+"""A bad configuration stops `snakemake -n` before any job, with the offending key named.
+
+Each case writes a config that differs from a valid one in one key; the valid one is checked
+to pass first, so a failure can only come from that key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pipeline_runner import merged, repo_data_config, run_snakemake, write_config
+
+# A target that needs only the repository's manifest files: the dry run builds the DAG of
+# the data stage without touching the network.
+DRY_RUN_TARGET = "resources/bsd68_split.csv"
+
+# (case name, config change, words the error message must contain)
+BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("unknown framework", {"frameworks": ["torch", "tensorflow"]}, ["frameworks[1]", "tensorflow"]),
+    ("negative sigma", {"sigmas": [25, -5]}, ["sigmas[1]", "-5"]),
+    ("empty sigma list", {"sigmas": []}, ["'sigmas'"]),
+    ("empty eval weights", {"eval": {"weights": []}}, ["eval.weights"]),
+    ("wrong type", {"train": {"epochs": "ten"}}, ["train.epochs", "ten"]),
+    ("float where int", {"train": {"batch_size": 4.5}}, ["train.batch_size"]),
+    (
+        "unknown nested key",
+        {"train": {"learning_rate": 0.001}},
+        ["'train'", "'learning_rate' was unexpected"],
+    ),
+    ("unknown top-level key", {"sigma": 25}, ["'sigma' was unexpected"]),
+    ("patch size not multiple of 32", {"data": {"patch_size": 48}}, ["data.patch_size"]),
+    ("no test image left", {"data": {"n_valid": 8, "bsd68_images": 8}}, ["data.n_valid"]),
+]
+
+
+def dry_run(workdir: Path, change: dict[str, Any]) -> tuple[int, str]:
+    configfile = write_config(workdir / "config.yaml", merged(repo_data_config(), change))
+    result = run_snakemake(workdir, configfile, [DRY_RUN_TARGET], ["-n"], timeout_s=120)
+    return result.returncode, result.stdout
+
+
+def test_valid_config_passes_dry_run(tmp_path: Path) -> None:
+    returncode, output = dry_run(tmp_path, {})
+    assert returncode == 0, output
+    assert "split_bsd68" in output
+
+
+@pytest.mark.parametrize(
+    ("change", "expected_words"),
+    [pytest.param(change, words, id=name) for name, change, words in BAD_CONFIGS],
+)
+def test_bad_config_fails_before_any_job(
+    tmp_path: Path, change: dict[str, Any], expected_words: list[str]
+) -> None:
+    returncode, output = dry_run(tmp_path, change)
+    assert returncode != 0, output
+    assert "invalid configuration" in output or "config key" in output, output
+    for word in expected_words:
+        assert word in output, f"{word!r} not in the error message:\n{output}"
+    # Failing at parse time: no job was scheduled, and nothing but Snakemake's own
+    # bookkeeping and our config exists in the working directory.
+    assert "Job stats" not in output
+    leftovers = {p.name for p in tmp_path.iterdir()} - {".snakemake", "config.yaml"}
+    assert not leftovers, leftovers
