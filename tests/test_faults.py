@@ -267,7 +267,10 @@ def json_dump_until_full(data: Any, handle: Any, **_kwargs: Any) -> None:
 
 
 def np_save_until_full(file: Any, *_args: Any, **_kwargs: Any) -> None:
-    Path(file).write_bytes(b"PK\x03\x04 half an archive")
+    if hasattr(file, "write"):
+        file.write(b"PK\x03\x04 half an archive")
+    else:
+        Path(file).write_bytes(b"PK\x03\x04 half an archive")
     disk_full()
 
 
@@ -333,8 +336,8 @@ def small_tmpfs(tmp_path: Path):
 
 
 # np.savez leaves its ZipFile open when a write fails; closing it at garbage collection
-# raises ENOSPC again, which pytest reports as an unraisable exception (harmless: the
-# temporary file is already unlinked).
+# raises again, which pytest reports as an unraisable exception (harmless: the temporary
+# file is already unlinked).
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_full_tmpfs_leaves_old_file_and_no_partial_output(small_tmpfs: Path) -> None:
     """The same with a real full file system: 1 MB into 256 KiB."""

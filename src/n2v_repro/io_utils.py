@@ -51,11 +51,15 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez under an atomic rename (np.savez would append .npz to a temporary name)."""
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+    """np.savez under an atomic rename.
+
+    The handle is ours, not numpy's: when a write fails (full disk) np.savez would leave its
+    own file object open, and its later close raises the same error again.
+    """
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
-    with atomic_path(path, suffix=".npy") as tmp:
-        np.save(tmp, array)
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, array)
