@@ -212,3 +212,13 @@ def final_outputs():
         *figure_files(),
         *parity_outputs(),
     ]
+
+
+# --- parity ---------------------------------------------------------------------------------
+
+PARITY_ARCHS = ["n2n_unet", "n2v_unet"]
+
+
+def parity_threads():
+    """Parity jobs are small; on CPU they still get the cores so that no two share them."""
+    return framework_threads()

@@ -1,0 +1,150 @@
+"""Framework-neutral description of the two U-Nets: every layer, parameter and buffer.
+
+The table here is the single source of the parameter names and PyTorch-layout shapes that
+both model files must produce (tests check them against it) and that `init_weights` fills.
+
+- `n2n_unet`: the original port's network, the Noise2Noise U-Net (Lehtinen et al. 2018, as
+  in joeylitalien/noise2noise-pytorch): five poolings, so inputs must be multiples of 32.
+  One encoder block (`enc_down`) is applied four times and one decoder block (`dec_up`) three
+  times, as the port did; their parameters appear once.
+- `n2v_unet`: the reference recipe's CSBDeep U-Net (depth 2, 96 first-level features, batch
+  norm, residual); 2,991,841 trainable parameters, two poolings (stride 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ARCHS = ("n2n_unet", "n2v_unet")
+ARCH_STRIDE = {"n2n_unet": 32, "n2v_unet": 4}
+BN_BUFFERS = ("running_mean", "running_var")
+
+# Channel widths of n2n_unet (Lehtinen et al., Table 2) and n2v_unet (CSBDeep, base 96).
+N2N_FEATURES = 48
+N2N_DECODER = 96
+N2V_BASE = 96
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One parametrised layer; `kind` is conv, conv_transpose or batch_norm."""
+
+    name: str
+    kind: str
+    in_channels: int
+    out_channels: int
+    kernel: int = 0
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        k = self.kernel
+        if self.kind == "conv":
+            return {
+                f"{self.name}.weight": (self.out_channels, self.in_channels, k, k),
+                f"{self.name}.bias": (self.out_channels,),
+            }
+        if self.kind == "conv_transpose":
+            # PyTorch (and Jittor) store transposed-conv weights as (in, out, kh, kw).
+            return {
+                f"{self.name}.weight": (self.in_channels, self.out_channels, k, k),
+                f"{self.name}.bias": (self.out_channels,),
+            }
+        if self.kind == "batch_norm":
+            return {
+                f"{self.name}.{field}": (self.out_channels,)
+                for field in ("weight", "bias", *BN_BUFFERS)
+            }
+        raise ValueError(f"unknown layer kind {self.kind!r}")
+
+
+def _conv(name: str, cin: int, cout: int, k: int = 3) -> Layer:
+    return Layer(name, "conv", cin, cout, k)
+
+
+def _n2n_layers() -> list[Layer]:
+    f, d = N2N_FEATURES, N2N_DECODER
+    return [
+        _conv("enc_in.conv1", 1, f),
+        _conv("enc_in.conv2", f, f),
+        _conv("enc_down.conv", f, f),
+        _conv("bottom.conv", f, f),
+        Layer("bottom.upconv", "conv_transpose", f, f, 3),
+        _conv("dec_first.conv1", 2 * f, d),
+        _conv("dec_first.conv2", d, d),
+        Layer("dec_first.upconv", "conv_transpose", d, d, 3),
+        _conv("dec_up.conv1", d + f, d),
+        _conv("dec_up.conv2", d, d),
+        Layer("dec_up.upconv", "conv_transpose", d, d, 3),
+        _conv("head.conv1", d + 1, 64),
+        _conv("head.conv2", 64, 32),
+        _conv("head.conv3", 32, 1),
+    ]
+
+
+def _double_conv(name: str, cin: int, mid: int, cout: int) -> list[Layer]:
+    return [
+        _conv(f"{name}.conv1", cin, mid),
+        Layer(f"{name}.bn1", "batch_norm", mid, mid),
+        _conv(f"{name}.conv2", mid, cout),
+        Layer(f"{name}.bn2", "batch_norm", cout, cout),
+    ]
+
+
+def _n2v_layers() -> list[Layer]:
+    b = N2V_BASE
+    # CSBDeep's unet_block: each level's last conv (and the bottom's) narrows to the width
+    # of the level above, so the up path's concatenations are 2*192 and 2*96 channels.
+    return [
+        *_double_conv("down0", 1, b, b),
+        *_double_conv("down1", b, 2 * b, 2 * b),
+        *_double_conv("middle", 2 * b, 4 * b, 2 * b),
+        *_double_conv("up1", 4 * b, 2 * b, b),
+        *_double_conv("up0", 2 * b, b, b),
+        _conv("head", b, 1, 1),
+    ]
+
+
+def layers(arch: str) -> list[Layer]:
+    """The parametrised layers of `arch`, in definition order."""
+    if arch == "n2n_unet":
+        return _n2n_layers()
+    if arch == "n2v_unet":
+        return _n2v_layers()
+    raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+
+
+def parameter_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    """Name -> PyTorch-layout shape of every parameter and buffer of `arch`."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in layers(arch):
+        shapes.update(layer.shapes())
+    return shapes
+
+
+def is_buffer(name: str) -> bool:
+    """True for batch-norm running statistics (saved with the weights, never trained)."""
+    return name.rsplit(".", 1)[-1] in BN_BUFFERS
+
+
+def biases_before_batch_norm(arch: str) -> list[str]:
+    """Conv biases directly followed by batch norm: BN subtracts the batch mean, so their
+    gradient is zero in exact arithmetic and only rounding noise in float32."""
+    seq = layers(arch)
+    return [
+        f"{layer.name}.bias"
+        for layer, after in zip(seq, seq[1:], strict=False)
+        if layer.kind == "conv" and after.kind == "batch_norm"
+    ]
+
+
+def trainable_names(arch: str) -> list[str]:
+    return [name for name in parameter_shapes(arch) if not is_buffer(name)]
+
+
+def count_trainable(arch: str) -> int:
+    total = 0
+    for name in trainable_names(arch):
+        size = 1
+        for dim in parameter_shapes(arch)[name]:
+            size *= dim
+        total += size
+    return total

@@ -1,0 +1,30 @@
+"""Entry point to the framework backends (docs/backend_interface.md).
+
+The backend modules are imported lazily, so the torch environment never imports Jittor and
+the Jittor environment never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from n2v_repro.arch_spec import ARCHS
+
+FRAMEWORKS = ("torch", "jittor")
+
+
+def make_backend(
+    framework: str, arch: str, device: str = "auto", threads: int | None = None
+) -> Any:
+    """A TorchBackend or JittorBackend for `arch` on `device` (auto, cpu or cuda)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    if framework == "torch":
+        from n2v_repro.backend_torch import TorchBackend
+
+        return TorchBackend(arch, device=device, threads=threads)
+    if framework == "jittor":
+        from n2v_repro.backend_jittor import JittorBackend
+
+        return JittorBackend(arch, device=device, threads=threads)
+    raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}")

@@ -1,0 +1,195 @@
+"""The two U-Nets in Jittor. models_torch.py is the same file line for line in PyTorch.
+
+Differences from the PyTorch file are Jittor's API only: `execute` instead of `forward`,
+`jt.concat` instead of `torch.cat`, and a BatchNorm2d written here so that the running
+variance is updated exactly as PyTorch does (Jittor's own uses the biased variance).
+Call `n2v_repro.jittor_env.prepare_jittor_env()` before importing this module.
+"""
+
+from __future__ import annotations
+
+import jittor as jt
+from jittor import nn
+
+# The port (and joeylitalien/noise2noise-pytorch, which it followed) uses ReLU inside the
+# network and LeakyReLU(0.1) only after the last conv.
+HEAD_SLOPE = 0.1
+# Keras' BatchNormalization defaults (CSBDeep): momentum 0.99 <=> PyTorch momentum 0.01.
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+
+
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+def upconv3x3(cin: int, cout: int) -> nn.ConvTranspose2d:
+    # Doubles H and W exactly: (H-1)*2 - 2*1 + 3 + 1 = 2H.
+    return nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
+
+
+def max_pool2x(x: jt.Var) -> jt.Var:
+    return nn.pool(x, 2, "maximum", stride=2)
+
+
+class BatchNorm2d(nn.Module):
+    """PyTorch's BatchNorm2d semantics: normalise with the biased batch variance, update the
+    running variance with the unbiased one (Jittor's nn.BatchNorm uses the biased one)."""
+
+    def __init__(self, channels: int, eps: float, momentum: float):
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = jt.ones((channels,), "float32")
+        self.bias = jt.zeros((channels,), "float32")
+        self.running_mean = jt.zeros((channels,), "float32").stop_grad()
+        self.running_var = jt.ones((channels,), "float32").stop_grad()
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        if self.is_training():
+            mean = x.mean(dims=[0, 2, 3])  # (C,)
+            var = ((x - mean.broadcast(x, [0, 2, 3])) ** 2).mean(dims=[0, 2, 3])
+            count = x.shape[0] * x.shape[2] * x.shape[3]
+            unbiased = var * (count / max(count - 1, 1))
+            m = self.momentum
+            # detach(), not stop_grad(): Jittor's stop_grad() marks the Var itself, which
+            # would cut the gradient through the batch mean used below.
+            self.running_mean.update(self.running_mean * (1 - m) + mean.detach() * m)
+            self.running_var.update(self.running_var * (1 - m) + unbiased.detach() * m)
+        else:
+            mean, var = self.running_mean, self.running_var
+        # (x - mean) * inv_std, as PyTorch: Jittor's x * scale + (bias - mean * scale) cancels
+        # catastrophically when |mean| >> std and gave gradients 5-17% off at batch 16.
+        inv_std = 1.0 / jt.sqrt(var + self.eps)
+        x_hat = (x - mean.broadcast(x, [0, 2, 3])) * inv_std.broadcast(x, [0, 2, 3])
+        return x_hat * self.weight.broadcast(x, [0, 2, 3]) + self.bias.broadcast(x, [0, 2, 3])
+
+
+# --- n2n_unet ------------------------------------------------------------------------------
+
+
+class InputBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        self.conv1 = conv3x3(cin, cout)
+        self.conv2 = conv3x3(cout, cout)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        x = nn.relu(self.conv1(x))
+        x = nn.relu(self.conv2(x))
+        return max_pool2x(x)
+
+
+class DownBlock(nn.Module):
+    def __init__(self, channels: int):
+        self.conv = conv3x3(channels, channels)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        return max_pool2x(nn.relu(self.conv(x)))
+
+
+class BottomBlock(nn.Module):
+    def __init__(self, channels: int):
+        self.conv = conv3x3(channels, channels)
+        self.upconv = upconv3x3(channels, channels)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        return self.upconv(nn.relu(self.conv(x)))
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        self.conv1 = conv3x3(cin, cout)
+        self.conv2 = conv3x3(cout, cout)
+        self.upconv = upconv3x3(cout, cout)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        x = nn.relu(self.conv1(x))
+        x = nn.relu(self.conv2(x))
+        return self.upconv(x)
+
+
+class OutputBlock(nn.Module):
+    def __init__(self, cin: int):
+        self.conv1 = conv3x3(cin, 64)
+        self.conv2 = conv3x3(64, 32)
+        self.conv3 = conv3x3(32, 1)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        x = nn.relu(self.conv1(x))
+        x = nn.relu(self.conv2(x))
+        return nn.leaky_relu(self.conv3(x), HEAD_SLOPE)
+
+
+class N2NUNet(nn.Module):
+    """Noise2Noise U-Net as in the port: shared encoder and decoder blocks, stride 32."""
+
+    def __init__(self):
+        self.enc_in = InputBlock(1, 48)
+        self.enc_down = DownBlock(48)  # applied four times
+        self.bottom = BottomBlock(48)
+        self.dec_first = UpBlock(96, 96)
+        self.dec_up = UpBlock(144, 96)  # applied three times
+        self.head = OutputBlock(97)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        pool1 = self.enc_in(x)  # (B, 48, 32, 32)
+        pool2 = self.enc_down(pool1)  # (B, 48, 16, 16)
+        pool3 = self.enc_down(pool2)  # (B, 48, 8, 8)
+        pool4 = self.enc_down(pool3)  # (B, 48, 4, 4)
+        pool5 = self.enc_down(pool4)  # (B, 48, 2, 2)
+        up5 = self.bottom(pool5)  # (B, 48, 4, 4)
+        up4 = self.dec_first(jt.concat((up5, pool4), dim=1))  # (B, 96, 8, 8)
+        up3 = self.dec_up(jt.concat((up4, pool3), dim=1))  # (B, 96, 16, 16)
+        up2 = self.dec_up(jt.concat((up3, pool2), dim=1))  # (B, 96, 32, 32)
+        up1 = self.dec_up(jt.concat((up2, pool1), dim=1))  # (B, 96, 64, 64)
+        return self.head(jt.concat((up1, x), dim=1))  # (B, 1, 64, 64)
+
+
+# --- n2v_unet ------------------------------------------------------------------------------
+
+
+class DoubleConv(nn.Module):
+    """CSBDeep level: 2 x (3x3 conv + batch norm + ReLU)."""
+
+    def __init__(self, cin: int, mid: int, cout: int):
+        self.conv1 = conv3x3(cin, mid)
+        self.bn1 = BatchNorm2d(mid, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.conv2 = conv3x3(mid, cout)
+        self.bn2 = BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        x = nn.relu(self.bn1(self.conv1(x)))
+        return nn.relu(self.bn2(self.conv2(x)))
+
+
+class N2VUNet(nn.Module):
+    """CSBDeep U-Net of the N2V reference recipe: depth 2, 96 features, residual, stride 4."""
+
+    def __init__(self, base: int = 96):
+        self.down0 = DoubleConv(1, base, base)
+        self.down1 = DoubleConv(base, 2 * base, 2 * base)
+        self.middle = DoubleConv(2 * base, 4 * base, 2 * base)
+        self.up1 = DoubleConv(4 * base, 2 * base, base)
+        self.up0 = DoubleConv(2 * base, base, base)
+        self.head = nn.Conv2d(base, 1, 1)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        skip0 = self.down0(x)  # (B, 96, 64, 64)
+        skip1 = self.down1(max_pool2x(skip0))  # (B, 192, 32, 32)
+        mid = self.middle(max_pool2x(skip1))  # (B, 192, 16, 16)
+        up1 = self.up1(jt.concat((upsample2x(mid), skip1), dim=1))  # (B, 96, 32, 32)
+        up0 = self.up0(jt.concat((upsample2x(up1), skip0), dim=1))  # (B, 96, 64, 64)
+        return self.head(up0) + x  # residual, (B, 1, 64, 64)
+
+
+def upsample2x(x: jt.Var) -> jt.Var:
+    # Nearest neighbour by index arithmetic: exact, and its gradient is a plain 2x2 sum.
+    b, c, h, w = x.shape
+    return x.reindex([b, c, 2 * h, 2 * w], ["i0", "i1", "i2/2", "i3/2"])
+
+
+def build_model(arch: str) -> nn.Module:
+    if arch == "n2n_unet":
+        return N2NUNet()
+    if arch == "n2v_unet":
+        return N2VUNet()
+    raise ValueError(f"unknown arch {arch!r}; expected n2n_unet or n2v_unet")

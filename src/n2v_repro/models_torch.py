@@ -1,0 +1,165 @@
+"""The two U-Nets in PyTorch. models_jittor.py is the same file line for line in Jittor.
+
+Shapes in comments are (B, C, H, W) for a 64x64 input. Parameter names follow
+`arch_spec.parameter_shapes`; weights are loaded from `init_weights`, so the constructors'
+own initialisation does not matter.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The port (and joeylitalien/noise2noise-pytorch, which it followed) uses ReLU inside the
+# network and LeakyReLU(0.1) only after the last conv.
+HEAD_SLOPE = 0.1
+# Keras' BatchNormalization defaults (CSBDeep): momentum 0.99 <=> PyTorch momentum 0.01.
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+
+
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+def upconv3x3(cin: int, cout: int) -> nn.ConvTranspose2d:
+    # Doubles H and W exactly: (H-1)*2 - 2*1 + 3 + 1 = 2H.
+    return nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
+
+
+# --- n2n_unet ------------------------------------------------------------------------------
+
+
+class InputBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = conv3x3(cin, cout)
+        self.conv2 = conv3x3(cout, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return F.max_pool2d(x, 2)
+
+
+class DownBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = conv3x3(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(F.relu(self.conv(x)), 2)
+
+
+class BottomBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = conv3x3(channels, channels)
+        self.upconv = upconv3x3(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upconv(F.relu(self.conv(x)))
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = conv3x3(cin, cout)
+        self.conv2 = conv3x3(cout, cout)
+        self.upconv = upconv3x3(cout, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.upconv(x)
+
+
+class OutputBlock(nn.Module):
+    def __init__(self, cin: int):
+        super().__init__()
+        self.conv1 = conv3x3(cin, 64)
+        self.conv2 = conv3x3(64, 32)
+        self.conv3 = conv3x3(32, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return F.leaky_relu(self.conv3(x), HEAD_SLOPE)
+
+
+class N2NUNet(nn.Module):
+    """Noise2Noise U-Net as in the port: shared encoder and decoder blocks, stride 32."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc_in = InputBlock(1, 48)
+        self.enc_down = DownBlock(48)  # applied four times
+        self.bottom = BottomBlock(48)
+        self.dec_first = UpBlock(96, 96)
+        self.dec_up = UpBlock(144, 96)  # applied three times
+        self.head = OutputBlock(97)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pool1 = self.enc_in(x)  # (B, 48, 32, 32)
+        pool2 = self.enc_down(pool1)  # (B, 48, 16, 16)
+        pool3 = self.enc_down(pool2)  # (B, 48, 8, 8)
+        pool4 = self.enc_down(pool3)  # (B, 48, 4, 4)
+        pool5 = self.enc_down(pool4)  # (B, 48, 2, 2)
+        up5 = self.bottom(pool5)  # (B, 48, 4, 4)
+        up4 = self.dec_first(torch.cat((up5, pool4), dim=1))  # (B, 96, 8, 8)
+        up3 = self.dec_up(torch.cat((up4, pool3), dim=1))  # (B, 96, 16, 16)
+        up2 = self.dec_up(torch.cat((up3, pool2), dim=1))  # (B, 96, 32, 32)
+        up1 = self.dec_up(torch.cat((up2, pool1), dim=1))  # (B, 96, 64, 64)
+        return self.head(torch.cat((up1, x), dim=1))  # (B, 1, 64, 64)
+
+
+# --- n2v_unet ------------------------------------------------------------------------------
+
+
+class DoubleConv(nn.Module):
+    """CSBDeep level: 2 x (3x3 conv + batch norm + ReLU)."""
+
+    def __init__(self, cin: int, mid: int, cout: int):
+        super().__init__()
+        self.conv1 = conv3x3(cin, mid)
+        self.bn1 = nn.BatchNorm2d(mid, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.conv2 = conv3x3(mid, cout)
+        self.bn2 = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(x)))
+
+
+class N2VUNet(nn.Module):
+    """CSBDeep U-Net of the N2V reference recipe: depth 2, 96 features, residual, stride 4."""
+
+    def __init__(self, base: int = 96):
+        super().__init__()
+        self.down0 = DoubleConv(1, base, base)
+        self.down1 = DoubleConv(base, 2 * base, 2 * base)
+        self.middle = DoubleConv(2 * base, 4 * base, 2 * base)
+        self.up1 = DoubleConv(4 * base, 2 * base, base)
+        self.up0 = DoubleConv(2 * base, base, base)
+        self.head = nn.Conv2d(base, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip0 = self.down0(x)  # (B, 96, 64, 64)
+        skip1 = self.down1(F.max_pool2d(skip0, 2))  # (B, 192, 32, 32)
+        mid = self.middle(F.max_pool2d(skip1, 2))  # (B, 192, 16, 16)
+        up1 = self.up1(torch.cat((upsample2x(mid), skip1), dim=1))  # (B, 96, 32, 32)
+        up0 = self.up0(torch.cat((upsample2x(up1), skip0), dim=1))  # (B, 96, 64, 64)
+        return self.head(up0) + x  # residual, (B, 1, 64, 64)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def build_model(arch: str) -> nn.Module:
+    if arch == "n2n_unet":
+        return N2NUNet()
+    if arch == "n2v_unet":
+        return N2VUNet()
+    raise ValueError(f"unknown arch {arch!r}; expected n2n_unet or n2v_unet")

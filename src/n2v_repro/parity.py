@@ -1,0 +1,242 @@
+"""Framework parity: the same weights and batch through PyTorch and Jittor, compared.
+
+Three steps, each its own process (the two frameworks never share one), exchanging files:
+
+1. `write_parity_inputs`: initial weights, the same weights perturbed by a relative 1e-6
+   (float32-rounding-sized), and one fixed masked batch, per arch.
+2. `run_framework`: in one framework, the eval-mode forward output, the train-mode loss and
+   gradients (at both weight sets), and the weights after K Adam steps with each semantics.
+3. `compare_frameworks`: relative errors, written to parity.json / parity.csv; raises
+   ParityError when the forward output or the gradients disagree beyond the tolerance.
+
+Relative error of a against reference b (PyTorch): max|a - b| / max|b|, per array; for the
+gradients and the weights, the maximum over parameters (the worst one is named).
+
+Conv biases directly before batch norm are left out of the gradient comparison: their exact
+gradient is zero, so the computed one is rounding noise.
+
+Gradient conditioning: a unit whose pre-activation sits at a ReLU kink passes its gradient
+or not depending on the last bit of the forward pass; with a sparse blind-spot loss one
+such unit can move a parameter's largest gradient entry by percents. n2v_unet (batch norm
+centres every pre-activation on the kink at initialisation) is badly conditioned: a relative
+1e-6 change of the weights moves PyTorch's own gradients by ~1e-2 (n2n_unet: ~1e-3 at
+worst, ~5e-6 typically). That "sensitivity" is measured on the PyTorch side with the
+perturbed weights, and the gradient check passes when the error is within
+max(tolerance, GRAD_SENSITIVITY_FACTOR x sensitivity); both numbers are reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from n2v_repro.arch_spec import biases_before_batch_norm, is_buffer
+from n2v_repro.init_weights import make_init_weights
+from n2v_repro.io_utils import atomic_open, save_npz, write_json
+
+log = logging.getLogger(__name__)
+
+PATCH = 64
+PERTURBATION = 1e-6
+GRAD_SENSITIVITY_FACTOR = 1.0
+SEMANTICS = ("torch", "jittor")
+CSV_FIELDS = [
+    "arch",
+    "forward_rel_error",
+    "loss_rel_error",
+    "grad_rel_error",
+    "grad_worst_param",
+    "grad_sensitivity",
+    "grad_threshold",
+    "params_rel_error_torch_semantics",
+    "params_worst_param_torch_semantics",
+    "params_rel_error_jittor_semantics",
+    "params_worst_param_jittor_semantics",
+    "steps",
+    "passed",
+]
+
+
+class ParityError(RuntimeError):
+    """The frameworks disagree beyond the configured tolerance."""
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max|a - b| / max|b|; 0 when both are all zero."""
+    scale = float(np.abs(b).max())
+    diff = float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def worst(errors: Mapping[str, float]) -> tuple[float, str]:
+    name = max(errors, key=errors.__getitem__)
+    return errors[name], name
+
+
+# --- 1. inputs -----------------------------------------------------------------------------
+
+
+def make_batch(batch_size: int, seed: int, masking: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """One N2V-masked batch of random normal 64x64 patches, (B, 1, 64, 64) each."""
+    from n2v_repro.masking import mask_patches
+
+    rng = np.random.default_rng([seed, 0x9A7])
+    patches = rng.standard_normal((batch_size, PATCH, PATCH)).astype(np.float32)
+    inputs, targets, mask = mask_patches(
+        patches, rng, masking["kind"], masking["percentage"], masking["radius"]
+    )
+    return {"inputs": inputs[:, None], "targets": targets[:, None], "mask": mask[:, None]}
+
+
+def perturb(weights: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([seed, 0x5E75])
+    return {
+        name: value
+        if is_buffer(name)
+        else (value * (1 + PERTURBATION * rng.standard_normal(value.shape))).astype(np.float32)
+        for name, value in weights.items()
+    }
+
+
+def write_parity_inputs(
+    path: str | Path, arch: str, seed: int, batch_size: int, masking: Mapping[str, Any]
+) -> None:
+    weights = make_init_weights(arch, seed)
+    arrays = {f"weights/{k}": v for k, v in weights.items()}
+    arrays |= {f"perturbed/{k}": v for k, v in perturb(weights, seed).items()}
+    arrays |= make_batch(batch_size, seed, masking)
+    save_npz(path, arrays)
+
+
+# --- 2. one framework ----------------------------------------------------------------------
+
+
+def _group(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) + 1 :]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
+
+
+def run_framework(
+    framework: str,
+    arch: str,
+    inputs_path: str | Path,
+    output_path: str | Path,
+    steps: int,
+    optimizer: Mapping[str, Any],
+    device: str = "auto",
+    threads: int | None = None,
+) -> None:
+    from n2v_repro.backends import make_backend
+
+    with np.load(inputs_path) as data:
+        arrays = {k: data[k] for k in data.files}
+    weights, perturbed = _group(arrays, "weights"), _group(arrays, "perturbed")
+    batch = (arrays["inputs"], arrays["targets"], arrays["mask"])
+    backend = make_backend(framework, arch, device=device, threads=threads)
+    backend.load_weights(weights)
+    out: dict[str, np.ndarray] = {"forward": backend.predict(batch[0])}
+    loss, grads = backend.loss_and_grads(*batch)
+    out["loss"] = np.array(loss)
+    out |= {f"grad/{k}": v for k, v in grads.items()}
+    backend.load_weights(perturbed)
+    _, perturbed_grads = backend.loss_and_grads(*batch)
+    out |= {f"perturbed_grad/{k}": v for k, v in perturbed_grads.items()}
+    for semantics in SEMANTICS:
+        backend.load_weights(weights)
+        backend.configure_optimizer(
+            optimizer["lr"], tuple(optimizer["betas"]), optimizer["eps"], semantics
+        )
+        losses = [backend.train_step(*batch) for _ in range(steps)]
+        out[f"losses_{semantics}"] = np.array(losses)
+        out |= {f"after_{semantics}/{k}": v for k, v in backend.get_weights().items()}
+        log.info("%s %s %s-semantics losses: %s", framework, arch, semantics, losses)
+    out["steps"] = np.array(steps)
+    save_npz(output_path, out)
+
+
+# --- 3. comparison -------------------------------------------------------------------------
+
+
+def _load(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _grad_errors(
+    a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], skip: set[str]
+) -> dict[str, float]:
+    return {k: rel_error(a[k], b[k]) for k in b if k not in skip}
+
+
+def compare_arch(
+    arch: str, torch_path: str | Path, jittor_path: str | Path, tolerance: float
+) -> dict[str, Any]:
+    """One record of errors (Jittor against PyTorch) for `arch`."""
+    ref, got = _load(torch_path), _load(jittor_path)
+    skip = set(biases_before_batch_norm(arch))
+    ref_grads = _group(ref, "grad")
+    grad_error, grad_name = worst(_grad_errors(_group(got, "grad"), ref_grads, skip))
+    sensitivity, _ = worst(_grad_errors(_group(ref, "perturbed_grad"), ref_grads, skip))
+    threshold = max(tolerance, GRAD_SENSITIVITY_FACTOR * sensitivity)
+    record: dict[str, Any] = {
+        "arch": arch,
+        "forward_rel_error": rel_error(got["forward"], ref["forward"]),
+        "loss_rel_error": rel_error(got["loss"], ref["loss"]),
+        "grad_rel_error": grad_error,
+        "grad_worst_param": grad_name,
+        "grad_sensitivity": sensitivity,
+        "grad_threshold": threshold,
+        "steps": int(ref["steps"]),
+    }
+    ref_after = _group(ref, "after_torch")
+    for semantics in SEMANTICS:
+        # Both columns compare against PyTorch with torch semantics: the jittor column shows
+        # what Jittor's own Adam does to the same training.
+        errors = {
+            k: rel_error(v, ref_after[k])
+            for k, v in _group(got, f"after_{semantics}").items()
+            if k not in skip and not is_buffer(k)
+        }
+        value, name = worst(errors)
+        record[f"params_rel_error_{semantics}_semantics"] = value
+        record[f"params_worst_param_{semantics}_semantics"] = name
+    record["passed"] = bool(
+        record["forward_rel_error"] <= tolerance and record["grad_rel_error"] <= threshold
+    )
+    return record
+
+
+def compare_frameworks(
+    archs: list[str],
+    torch_paths: list[str],
+    jittor_paths: list[str],
+    json_path: str | Path,
+    csv_path: str | Path,
+    tolerance: float,
+) -> list[dict[str, Any]]:
+    """Write parity.json/.csv; raise ParityError (after writing) when an arch fails."""
+    records = [
+        compare_arch(arch, t, j, tolerance)
+        for arch, t, j in zip(archs, torch_paths, jittor_paths, strict=True)
+    ]
+    write_json(json_path, {"tolerance": tolerance, "definition": __doc__, "archs": records})
+    with atomic_open(csv_path, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(records)
+    failed = [r for r in records if not r["passed"]]
+    for r in records:
+        log.info("parity %s", r)
+    if failed:
+        lines = [
+            f"{r['arch']}: forward {r['forward_rel_error']:.3g} (tolerance {tolerance:g}), "
+            f"gradient {r['grad_rel_error']:.3g} at {r['grad_worst_param']} "
+            f"(threshold {r['grad_threshold']:.3g})"
+            for r in failed
+        ]
+        raise ParityError("PyTorch and Jittor disagree:\n  " + "\n  ".join(lines))
+    return records

@@ -1,0 +1,279 @@
+"""The backend interface in both frameworks: weights, Adam semantics, optimizer state,
+gradients and cross-framework weights. Jittor cases use 1x1x64x64 batches of n2n_unet so
+that they share compiled kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from n2v_repro import arch_spec
+from n2v_repro.backend_common import AdamSettings
+from n2v_repro.backends import make_backend
+from n2v_repro.init_weights import make_init_weights
+
+torch = pytest.importorskip("torch")
+
+ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def batch(seed: int = 0, shape=(1, 1, 64, 64)):
+    rng = np.random.default_rng(seed)
+    targets = rng.normal(size=shape).astype(np.float32)
+    inputs = targets + 0.5 * rng.normal(size=shape).astype(np.float32)
+    mask = (rng.random(shape) < 0.05).astype(np.float32)
+    return inputs, targets, mask
+
+
+def backend(framework: str, arch: str = "n2n_unet", seed: int = 1, semantics: str = "torch"):
+    b = make_backend(framework, arch, device="cpu", threads=2)
+    b.load_weights(make_init_weights(arch, seed))
+    b.configure_optimizer(semantics=semantics, **ADAM)
+    return b
+
+
+# --- Adam update rule, on prescribed gradients -------------------------------------------
+
+GRADS = [
+    # One large, one ordinary and one tiny gradient (the tiny one is where eps matters).
+    {"a": np.array([[0.3, -1.2], [2e-11, 5e-3]], np.float32), "b": np.array([1e-9], np.float32)}
+    for _ in range(3)
+]
+for _i, _g in enumerate(GRADS):
+    _g["a"] = _g["a"] * (1 + 0.3 * _i)
+START = {"a": np.array([[0.1, 0.2], [-0.3, 0.4]], np.float32), "b": np.array([0.05], np.float32)}
+
+
+def torch_optim_reference(steps: int) -> dict[str, np.ndarray]:
+    params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in START.items()}
+    opt = torch.optim.Adam(params.values(), **ADAM)
+    for grads in GRADS[:steps]:
+        for k, p in params.items():
+            p.grad = torch.from_numpy(grads[k])
+        opt.step()
+    return {k: p.detach().numpy() for k, p in params.items()}
+
+
+def run_torch_adam(semantics: str, steps: int) -> dict[str, np.ndarray]:
+    from n2v_repro.backend_torch import TorchAdam
+
+    params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in START.items()}
+    adam = TorchAdam(params, AdamSettings.create(semantics=semantics, **ADAM))
+    for grads in GRADS[:steps]:
+        for k, p in params.items():
+            p.grad = torch.from_numpy(grads[k])
+        adam.update()
+    return {k: p.detach().numpy() for k, p in params.items()}
+
+
+def run_jittor_adam(semantics: str, steps: int) -> dict[str, np.ndarray]:
+    from n2v_repro.backend_jittor import JittorAdam, import_jittor
+
+    jt, _ = import_jittor("cpu")
+    params = {k: jt.array(v.copy()) for k, v in START.items()}
+    adam = JittorAdam(jt, params, AdamSettings.create(semantics=semantics, **ADAM))
+    for grads in GRADS[:steps]:
+        adam.update({k: jt.array(g) for k, g in grads.items()})
+        jt.sync_all()
+    return {k: p.numpy() for k, p in params.items()}
+
+
+def jittor_optim_reference(steps: int) -> dict[str, np.ndarray]:
+    from n2v_repro.backend_jittor import import_jittor
+
+    jt, _ = import_jittor("cpu")
+    params = {k: jt.array(v.copy()) for k, v in START.items()}
+    opt = jt.optim.Adam(list(params.values()), ADAM["lr"], eps=ADAM["eps"], betas=ADAM["betas"])
+    for grads in GRADS[:steps]:
+        # jt.optim.Adam takes a loss: sum(p * g) has gradient g.
+        loss = sum((p * jt.array(grads[k])).sum() for k, p in params.items())
+        opt.step(loss)
+        jt.sync_all()
+    return {k: p.numpy() for k, p in params.items()}
+
+
+def test_torch_semantics_match_torch_optim_adam():
+    expected = torch_optim_reference(3)
+    got = run_torch_adam("torch", 3)
+    for k in START:
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.jittor
+def test_jittor_torch_semantics_match_torch_optim_adam():
+    expected = torch_optim_reference(3)
+    got = run_jittor_adam("torch", 3)
+    for k in START:
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.jittor
+def test_jittor_semantics_are_jittor_optim_adam_and_differ_from_torch():
+    jittor_ref = jittor_optim_reference(3)
+    for got in (run_jittor_adam("jittor", 3), run_torch_adam("jittor", 3)):
+        for k in START:
+            np.testing.assert_allclose(got[k], jittor_ref[k], rtol=1e-5, atol=1e-9)
+    torch_ref = torch_optim_reference(1)
+    step1 = run_torch_adam("jittor", 1)
+    # Where |g| >> eps both make a step of ~lr; where |g| ~ eps the Jittor step is smaller,
+    # because its eps acts like eps/sqrt(1-b2) = 31.6*eps at step 1.
+    big = abs(step1["a"][0, 0] - START["a"][0, 0])
+    assert big == pytest.approx(abs(torch_ref["a"][0, 0] - START["a"][0, 0]), rel=1e-4)
+    tiny_torch = abs(torch_ref["b"][0] - START["b"][0])
+    tiny_jittor = abs(step1["b"][0] - START["b"][0])
+    g, eps, b2 = 1e-9, ADAM["eps"], ADAM["betas"][1]
+    assert tiny_torch == pytest.approx(ADAM["lr"] * g / (g + eps), rel=1e-3)
+    assert tiny_jittor == pytest.approx(ADAM["lr"] * g / (g + eps / np.sqrt(1 - b2)), rel=1e-3)
+
+
+def test_unknown_semantics_rejected():
+    with pytest.raises(ValueError, match="semantics"):
+        AdamSettings.create(1e-3, (0.9, 0.999), 1e-8, "keras")
+
+
+# --- weights -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["n2n_unet", "n2v_unet"])
+def test_torch_weights_roundtrip(arch):
+    weights = make_init_weights(arch, 5)
+    b = make_backend("torch", arch, device="cpu")
+    b.load_weights(weights)
+    got = b.get_weights()
+    assert set(got) == set(weights)
+    for k in weights:
+        assert got[k].dtype == np.float32
+        np.testing.assert_array_equal(got[k], weights[k])
+
+
+@pytest.mark.jittor
+def test_jittor_weights_roundtrip():
+    weights = make_init_weights("n2v_unet", 5)
+    b = make_backend("jittor", "n2v_unet", device="cpu")
+    b.load_weights(weights)
+    got = b.get_weights()
+    assert set(got) == set(weights)
+    for k in weights:
+        np.testing.assert_array_equal(got[k], weights[k])
+
+
+@pytest.mark.parametrize("framework", ["torch", pytest.param("jittor", marks=pytest.mark.jittor)])
+def test_load_weights_names_the_problem(framework):
+    b = make_backend(framework, "n2n_unet", device="cpu")
+    weights = make_init_weights("n2n_unet", 0)
+    missing = dict(weights)
+    del missing["head.conv3.bias"]
+    with pytest.raises(ValueError, match="missing head.conv3.bias"):
+        b.load_weights(missing)
+    with pytest.raises(ValueError, match="unexpected extra.weight"):
+        b.load_weights({**weights, "extra.weight": np.zeros(1, np.float32)})
+    wrong = {**weights, "head.conv3.weight": np.zeros((1, 32, 5, 5), np.float32)}
+    with pytest.raises(ValueError, match=r"head.conv3.weight: shape \(1, 32, 5, 5\)"):
+        b.load_weights(wrong)
+
+
+def test_backend_basics_and_input_checks():
+    b = backend("torch")
+    assert (b.name, b.arch, b.device, b.stride) == ("torch", "n2n_unet", "cpu", 32)
+    assert b.peak_memory_mib() is None
+    with pytest.raises(ValueError, match="multiples of 32"):
+        b.predict(np.zeros((1, 1, 48, 64), np.float32))
+    with pytest.raises(ValueError, match="one shape"):
+        b.train_step(*batch()[:2], np.zeros((1, 1, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="unknown framework"):
+        make_backend("tensorflow", "n2n_unet")
+    untrained = make_backend("torch", "n2n_unet", device="cpu")
+    with pytest.raises(RuntimeError, match="configure_optimizer"):
+        untrained.train_step(*batch())
+
+
+def test_torch_train_step_matches_torch_optim_adam():
+    inputs, targets, mask = batch()
+    b = backend("torch", "n2v_unet")
+    model = b.model.__class__()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in b.get_weights().items()}, False)
+    opt = torch.optim.Adam(model.parameters(), **ADAM)
+    for _ in range(2):
+        b.train_step(inputs, targets, mask)
+        model.train()
+        opt.zero_grad()
+        out = model(torch.from_numpy(inputs))
+        m = torch.from_numpy(mask)
+        (((out - torch.from_numpy(targets)) ** 2 * m).sum() / m.sum()).backward()
+        opt.step()
+    got = b.get_weights()
+    zero_gradient = set(arch_spec.biases_before_batch_norm("n2v_unet"))
+    for k, v in model.state_dict().items():
+        if k.endswith("num_batches_tracked") or k in zero_gradient:
+            continue  # conv biases before batch norm have a zero gradient: pure rounding noise
+        assert rel_error(got[k], v.numpy()) < 1e-4, k
+
+
+def test_nan_loss_is_returned():
+    inputs, targets, mask = batch()
+    b = backend("torch")
+    assert np.isnan(b.train_step(inputs * np.nan, targets, mask))
+
+
+def test_masked_loss_is_eval_mode_and_side_effect_free():
+    inputs, targets, mask = batch()
+    b = backend("torch", "n2v_unet")
+    before = b.get_weights()
+    loss, grads = b.loss_and_grads(inputs, targets, mask)
+    after = b.get_weights()
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k])
+    assert set(grads) == set(arch_spec.trainable_names("n2v_unet"))
+    out = b.predict(inputs)
+    expected = float(((out - targets) ** 2 * mask).sum() / mask.sum())
+    assert b.masked_loss(inputs, targets, mask) == pytest.approx(expected, rel=1e-5)
+    assert loss != pytest.approx(expected, rel=1e-3)  # train mode uses batch statistics
+
+
+# --- optimizer state -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("framework", ["torch", pytest.param("jittor", marks=pytest.mark.jittor)])
+def test_optimizer_state_roundtrip_gives_identical_next_step(framework):
+    first, second = batch(1), batch(2)
+    b = backend(framework)
+    b.train_step(*first)
+    weights, state = b.get_weights(), b.optimizer_state()
+    assert int(state["step"]) == 1
+    b.train_step(*second)
+    expected = b.get_weights()
+
+    resumed = make_backend(framework, "n2n_unet", device="cpu", threads=2)
+    resumed.load_weights(weights)
+    resumed.configure_optimizer(semantics="torch", **ADAM)
+    resumed.load_optimizer_state(state)
+    resumed.train_step(*second)
+    got = resumed.get_weights()
+    for k in expected:
+        np.testing.assert_array_equal(got[k], expected[k])
+    with pytest.raises(ValueError, match="missing"):
+        resumed.load_optimizer_state({"step": np.array(1)})
+
+
+# --- cross-framework -----------------------------------------------------------------------
+
+
+@pytest.mark.jittor
+@pytest.mark.slow
+def test_gradient_parity_and_cross_framework_weights():
+    inputs, targets, mask = batch()
+    torch_b, jittor_b = backend("torch"), backend("jittor")
+    loss_t, grads_t = torch_b.loss_and_grads(inputs, targets, mask)
+    loss_j, grads_j = jittor_b.loss_and_grads(inputs, targets, mask)
+    assert loss_j == pytest.approx(loss_t, rel=1e-5)
+    assert max(rel_error(grads_j[k], grads_t[k]) for k in grads_t) < 1e-4
+
+    # One step in Jittor, then its weights predict the same in PyTorch.
+    jittor_b.train_step(inputs, targets, mask)
+    trained = jittor_b.get_weights()
+    torch_b.load_weights(trained)
+    assert rel_error(torch_b.predict(inputs), jittor_b.predict(inputs)) < 1e-4

@@ -1,0 +1,133 @@
+"""The two U-Nets: parameter counts, names and shapes, initial weights, forward parity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from n2v_repro import arch_spec
+from n2v_repro.init_weights import make_init_weights
+
+torch = pytest.importorskip("torch")
+from n2v_repro import models_torch  # noqa: E402
+
+ARCHS = ["n2n_unet", "n2v_unet"]
+# n2v_unet: the reference recipe's number. n2n_unet: derived by hand from the port's layers:
+# 480 + 20784 (enc_in) + 20784 (enc_down) + 2*20784 (bottom) + 3*83040 (dec_first)
+# + 124512 + 2*83040 (dec_up) + 55936 + 18464 + 289 (head).
+EXPECTED_TRAINABLE = {"n2v_unet": 2_991_841, "n2n_unet": 698_017}
+
+
+def jittor_models():
+    from n2v_repro.backend_jittor import import_jittor
+
+    import_jittor("cpu")
+    from n2v_repro import models_jittor
+
+    return models_jittor
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_trainable_parameter_count(arch):
+    assert arch_spec.count_trainable(arch) == EXPECTED_TRAINABLE[arch]
+    model = models_torch.build_model(arch)
+    assert sum(p.numel() for p in model.parameters()) == EXPECTED_TRAINABLE[arch]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_torch_names_and_shapes_match_spec(arch):
+    state = models_torch.build_model(arch).state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert shapes == arch_spec.parameter_shapes(arch)
+
+
+@pytest.mark.jittor
+@pytest.mark.parametrize("arch", ARCHS)
+def test_jittor_names_and_shapes_match_spec(arch):
+    models_jittor = jittor_models()
+    state = models_jittor.build_model(arch).state_dict()
+    assert {k: tuple(v.shape) for k, v in state.items()} == arch_spec.parameter_shapes(arch)
+
+
+def test_shared_blocks_appear_once():
+    names = arch_spec.parameter_shapes("n2n_unet")
+    assert "enc_down.conv.weight" in names and "dec_up.conv1.weight" in names
+    assert not any(name.startswith(("enc_down2", "dec_up2")) for name in names)
+
+
+def test_strides():
+    assert arch_spec.ARCH_STRIDE == {"n2n_unet": 32, "n2v_unet": 4}
+    for arch in ARCHS:
+        model = models_torch.build_model(arch).eval()
+        stride = arch_spec.ARCH_STRIDE[arch]
+        with torch.no_grad():
+            out = model(torch.zeros(1, 1, stride * 2, stride * 3))
+        assert out.shape == (1, 1, stride * 2, stride * 3)
+
+
+def test_unknown_arch_is_named():
+    with pytest.raises(ValueError, match="resnet"):
+        arch_spec.parameter_shapes("resnet")
+    with pytest.raises(ValueError, match="resnet"):
+        models_torch.build_model("resnet")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_init_weights_seeded_and_complete(arch):
+    first, again, other = (make_init_weights(arch, s) for s in (7, 7, 8))
+    assert set(first) == set(arch_spec.parameter_shapes(arch))
+    for name, shape in arch_spec.parameter_shapes(arch).items():
+        assert first[name].shape == shape and first[name].dtype == np.float32
+        np.testing.assert_array_equal(first[name], again[name])
+    assert any(not np.array_equal(first[k], other[k]) for k in first)
+
+
+def test_init_bounds_follow_pytorch_fan_in():
+    weights = make_init_weights("n2n_unet", 0)
+    # Conv (out, in, 3, 3): fan_in = in*9. Transposed conv (in, out, 3, 3): fan_in = out*9.
+    for name, fan_in in [
+        ("enc_in.conv2", 48 * 9),
+        ("bottom.upconv", 48 * 9),
+        ("dec_up.conv1", 144 * 9),
+        ("dec_up.upconv", 96 * 9),
+    ]:
+        bound = 1 / math.sqrt(fan_in)
+        w = weights[f"{name}.weight"]
+        assert np.abs(w).max() <= bound
+        assert np.abs(w).max() > 0.99 * bound  # uniform over the whole interval
+        assert np.abs(weights[f"{name}.bias"]).max() <= bound
+    bn = make_init_weights("n2v_unet", 0)
+    np.testing.assert_array_equal(bn["down0.bn1.weight"], 1)
+    np.testing.assert_array_equal(bn["down0.bn1.bias"], 0)
+    np.testing.assert_array_equal(bn["down0.bn1.running_mean"], 0)
+    np.testing.assert_array_equal(bn["down0.bn1.running_var"], 1)
+
+
+def test_init_matches_pytorch_distribution_width():
+    # Same distribution as PyTorch's own default init: compare standard deviations.
+    torch.manual_seed(0)
+    layer = torch.nn.ConvTranspose2d(96, 96, 3, stride=2, padding=1, output_padding=1)
+    ours = make_init_weights("n2n_unet", 0)["dec_up.upconv.weight"]
+    assert ours.std() == pytest.approx(layer.weight.detach().numpy().std(), rel=0.02)
+
+
+@pytest.mark.jittor
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_parity_from_same_weights(arch):
+    import jittor as jt
+
+    models_jittor = jittor_models()
+    weights = make_init_weights(arch, 1)
+    x = np.random.default_rng(0).normal(size=(1, 1, 64, 64)).astype(np.float32)
+    torch_model = models_torch.build_model(arch).eval()
+    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+    jittor_model = models_jittor.build_model(arch)
+    jittor_model.load_parameters(weights)
+    jittor_model.eval()
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(x)).numpy()
+    got = jittor_model(jt.array(x)).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4

@@ -1,0 +1,144 @@
+"""Framework parity: error definitions, the inputs, one framework's run, the comparison."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from n2v_repro import arch_spec, parity
+from n2v_repro.io_utils import save_npz
+
+MASKING = {"kind": "uniform_withCP", "percentage": 0.198, "radius": 2}
+OPTIMIZER = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8}
+
+
+def test_rel_error_definition():
+    b = np.array([1.0, -4.0, 2.0])
+    assert parity.rel_error(b + np.array([0, 0.4, 0]), b) == pytest.approx(0.1)
+    assert parity.rel_error(np.zeros(3), np.zeros(3)) == 0.0
+    assert parity.rel_error(np.ones(3), np.zeros(3)) == float("inf")
+
+
+def test_parity_inputs(tmp_path):
+    path = tmp_path / "in.npz"
+    parity.write_parity_inputs(path, "n2v_unet", seed=3, batch_size=2, masking=MASKING)
+    data = np.load(path)
+    names = arch_spec.parameter_shapes("n2v_unet")
+    assert {f"weights/{k}" for k in names} <= set(data.files)
+    assert {f"perturbed/{k}" for k in names} <= set(data.files)
+    for key in ("inputs", "targets", "mask"):
+        assert data[key].shape == (2, 1, 64, 64) and data[key].dtype == np.float32
+    assert 5 <= data["mask"][0].sum() <= 9  # uniform_withCP on 64x64
+    w, p = data["weights/down0.conv1.weight"], data["perturbed/down0.conv1.weight"]
+    assert 0 < parity.rel_error(p, w) < 1e-5
+    again = tmp_path / "again.npz"
+    parity.write_parity_inputs(again, "n2v_unet", seed=3, batch_size=2, masking=MASKING)
+    np.testing.assert_array_equal(np.load(again)["inputs"], data["inputs"])
+
+
+def fake_result(arch: str, scale: float = 0.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """A run_framework-shaped result; `scale` adds relative noise to every array."""
+    rng = np.random.default_rng(seed)
+    base = np.random.default_rng(99)
+
+    def value(shape):
+        v = base.standard_normal(shape).astype(np.float32)
+        return v * (1 + scale * rng.standard_normal(shape)).astype(np.float32)
+
+    out = {"forward": value((1, 1, 64, 64)), "loss": np.array(1.5), "steps": np.array(2)}
+    for name in arch_spec.trainable_names(arch):
+        out[f"grad/{name}"] = value((3,))
+        out[f"perturbed_grad/{name}"] = out[f"grad/{name}"] * (1 + 1e-7)
+    for name in arch_spec.parameter_shapes(arch):
+        for semantics in parity.SEMANTICS:
+            out[f"after_{semantics}/{name}"] = value((3,))
+    return out
+
+
+def test_compare_passes_and_writes_both_files(tmp_path):
+    save_npz(tmp_path / "t.npz", fake_result("n2n_unet"))
+    save_npz(tmp_path / "j.npz", fake_result("n2n_unet", scale=1e-6, seed=1))
+    records = parity.compare_frameworks(
+        ["n2n_unet"], [tmp_path / "t.npz"], [tmp_path / "j.npz"],
+        tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4,
+    )  # fmt: skip
+    assert records[0]["passed"] and 0 < records[0]["forward_rel_error"] < 1e-4
+    assert records[0]["grad_threshold"] == 1e-4
+    with open(tmp_path / "p.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["arch"] == "n2n_unet" and set(rows[0]) == set(parity.CSV_FIELDS)
+    assert json.loads((tmp_path / "p.json").read_text())["tolerance"] == 1e-4
+
+
+def test_compare_fails_naming_arch_and_parameter(tmp_path):
+    torch_result = fake_result("n2n_unet")
+    jittor_result = dict(torch_result)
+    jittor_result["grad/head.conv2.weight"] = torch_result["grad/head.conv2.weight"] * 1.01
+    save_npz(tmp_path / "t.npz", torch_result)
+    save_npz(tmp_path / "j.npz", jittor_result)
+    with pytest.raises(parity.ParityError, match=r"n2n_unet: .*head\.conv2\.weight"):
+        parity.compare_frameworks(
+            ["n2n_unet"], [tmp_path / "t.npz"], [tmp_path / "j.npz"],
+            tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4,
+        )  # fmt: skip
+    assert (tmp_path / "p.csv").exists()  # written before failing, for the report
+
+
+def test_zero_gradient_biases_are_not_compared(tmp_path):
+    torch_result = fake_result("n2v_unet")
+    jittor_result = dict(torch_result)
+    jittor_result["grad/down0.conv1.bias"] = -torch_result["grad/down0.conv1.bias"]
+    save_npz(tmp_path / "t.npz", torch_result)
+    save_npz(tmp_path / "j.npz", jittor_result)
+    record = parity.compare_arch("n2v_unet", tmp_path / "t.npz", tmp_path / "j.npz", 1e-4)
+    assert record["passed"] and record["grad_rel_error"] == 0.0
+    assert "down0.conv1.bias" in arch_spec.biases_before_batch_norm("n2v_unet")
+
+
+def test_ill_conditioned_gradients_get_a_wider_threshold(tmp_path):
+    torch_result = fake_result("n2n_unet")
+    for key in [k for k in torch_result if k.startswith("perturbed_grad/")]:
+        torch_result[key] = torch_result[key] * 1.002  # float32-sized change moves it 2e-3
+    jittor_result = dict(torch_result)
+    jittor_result["grad/head.conv2.weight"] = torch_result["grad/head.conv2.weight"] * 1.001
+    save_npz(tmp_path / "t.npz", torch_result)
+    save_npz(tmp_path / "j.npz", jittor_result)
+    record = parity.compare_arch("n2n_unet", tmp_path / "t.npz", tmp_path / "j.npz", 1e-4)
+    assert record["grad_threshold"] == pytest.approx(2e-3, rel=1e-3)
+    assert record["grad_rel_error"] > 1e-4 and record["passed"]
+
+
+def run_both(tmp_path, frameworks):
+    inputs = tmp_path / "in.npz"
+    parity.write_parity_inputs(inputs, "n2n_unet", seed=1, batch_size=1, masking=MASKING)
+    for framework in frameworks:
+        parity.run_framework(
+            framework, "n2n_unet", inputs, tmp_path / f"{framework}.npz",
+            steps=2, optimizer=OPTIMIZER, device="cpu", threads=2,
+        )  # fmt: skip
+    return inputs
+
+
+def test_run_framework_torch(tmp_path):
+    run_both(tmp_path, ["torch"])
+    out = np.load(tmp_path / "torch.npz")
+    assert out["forward"].shape == (1, 1, 64, 64)
+    assert out["losses_torch"].shape == (2,) and int(out["steps"]) == 2
+    # The two Adam semantics give different weights after the same steps.
+    a, b = out["after_torch/enc_in.conv1.weight"], out["after_jittor/enc_in.conv1.weight"]
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.jittor
+@pytest.mark.slow
+def test_parity_torch_vs_jittor(tmp_path):
+    run_both(tmp_path, ["torch", "jittor"])
+    (record,) = parity.compare_frameworks(
+        ["n2n_unet"], [tmp_path / "torch.npz"], [tmp_path / "jittor.npz"],
+        tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4,
+    )  # fmt: skip
+    assert record["forward_rel_error"] < 1e-5 and record["grad_rel_error"] < 1e-4
+    assert record["loss_rel_error"] < 1e-5
