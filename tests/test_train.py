@@ -1,0 +1,353 @@
+"""The training loop on tiny synthetic data: outputs, resume exactness, SIGTERM, divergence."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from n2v_repro import train as train_module
+from n2v_repro.config import validate_config
+from n2v_repro.init_weights import make_init_weights
+from n2v_repro.io_utils import save_npz
+from n2v_repro.masking import masked_mse
+from n2v_repro.metrics import psnr
+from n2v_repro.sampler import Batch, PatchSampler, load_validation
+from n2v_repro.train import (
+    HISTORY_COLUMNS,
+    TrainingDivergedError,
+    TrainJob,
+    fingerprint,
+    load_checkpoint,
+    train,
+    validate,
+)
+
+PATCH = 64
+SIGMA = 25.0
+ARCH = "n2n_unet"
+
+
+def write_patch_dir(folder: Path, seed: int = 0) -> Path:
+    """A patchify-format training source: three noisy images and six validation tiles."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    shapes = [(70, 90), (64, 64), (96, 72)]
+    images = [
+        (rng.uniform(40, 200, shape) + rng.normal(0, SIGMA, shape)).astype(np.float32)
+        for shape in shapes
+    ]
+    np.save(folder / "train.npy", np.concatenate([image.ravel() for image in images]))
+    offset = 0
+    with open(folder / "train_index.csv", "w") as handle:
+        handle.write("id,offset,height,width\n")
+        for number, image in enumerate(images):
+            handle.write(f"img{number},{offset},{image.shape[0]},{image.shape[1]}\n")
+            offset += image.size
+    pixels = np.concatenate([image.ravel() for image in images])
+    stats = {"mean": float(pixels.mean()), "std": float(pixels.std())}
+    (folder / "train_stats.json").write_text(json.dumps(stats))
+    clean = rng.integers(30, 220, (6, PATCH, PATCH)).astype(np.uint8)
+    noisy = (clean + rng.normal(0, SIGMA, clean.shape)).astype(np.float32)
+    ids = np.array(["v0", "v0", "v0", "v1", "v1", "v1"])
+    np.savez(folder / "valid_tiles.npz", noisy=noisy, clean=clean, ids=ids)
+    return folder
+
+
+def small_train_cfg(**overrides) -> dict:
+    train_cfg = {
+        "arch": ARCH,
+        "epochs": 2,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+        "valid_tiles": 3,
+        "device": "cpu",
+        "schedule": {"kind": "step", "step_epochs": 1, "factor": 0.5},
+        **overrides,
+    }
+    return validate_config({"train": train_cfg})["train"]
+
+
+def make_job(tmp: Path, framework: str = "torch", **overrides) -> TrainJob:
+    patch_dir = tmp / "patches"
+    if not patch_dir.exists():
+        write_patch_dir(patch_dir)
+    init = tmp / "init.npz"
+    if not init.exists():
+        save_npz(init, make_init_weights(ARCH, 7))
+    return TrainJob(
+        framework=framework,
+        patch_dir=patch_dir,
+        init_weights=init,
+        out_dir=tmp / "models" / framework,
+        checkpoint=tmp / "checkpoints" / framework / "checkpoint.npz",
+        train_cfg=small_train_cfg(**overrides),
+        patch_size=PATCH,
+        seed=123,
+        threads=1,
+    )
+
+
+def read_history(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == HISTORY_COLUMNS
+        return list(reader)
+
+
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def assert_same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype == np.float32, name
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+class IdentityBackend:
+    """Predicts its input: validation's batching and metrics can be checked by hand."""
+
+    def masked_loss(self, inputs, targets, mask) -> float:
+        return masked_mse(inputs, targets, mask)
+
+    def predict(self, inputs):
+        return inputs.copy()
+
+
+def test_validation_loss_is_the_whole_set_mean_for_any_batch_size(tmp_path: Path) -> None:
+    patch_dir = write_patch_dir(tmp_path / "patches")
+    stats = json.loads((patch_dir / "train_stats.json").read_text())
+    masking = {"kind": "uniform_withCP", "percentage": 0.198, "radius": 2}
+    valid = load_validation(patch_dir / "valid_tiles.npz", stats["mean"], stats["std"], masking, 1)
+    whole = masked_mse(valid.inputs, valid.targets, valid.mask)
+    noisy_psnr = np.mean([psnr(c, n) for c, n in zip(valid.clean, valid.noisy, strict=True)])
+    for batch_size in (1, 4, 6, 100):
+        loss, valid_psnr, valid_ssim = validate(
+            IdentityBackend(), valid, stats["mean"], stats["std"], batch_size
+        )
+        assert loss == pytest.approx(whole, rel=1e-12)
+        # the identity "denoiser" returns the noisy tiles (up to float32 round trips)
+        assert valid_psnr == pytest.approx(noisy_psnr, abs=1e-3)
+        assert 0 < valid_ssim < 1
+
+
+def test_fingerprint_ignores_epochs_and_device_only(tmp_path: Path) -> None:
+    job = make_job(tmp_path)
+    data = train_module.load_training_data(job.patch_dir)
+    base = fingerprint(job, data)
+    same = [
+        make_job(tmp_path, epochs=50),
+        make_job(tmp_path, device="auto"),
+    ]
+    different = [
+        make_job(tmp_path, batch_size=4),
+        make_job(tmp_path, optimizer={"lr": 2e-4}),
+        make_job(tmp_path, framework="jittor"),
+    ]
+    assert all(fingerprint(other, data) == base for other in same)
+    assert all(fingerprint(other, data) != base for other in different)
+
+
+# --- training runs (torch) ----------------------------------------------------------------
+
+
+def test_train_writes_history_weights_monitor_and_summary(tmp_path: Path) -> None:
+    job = make_job(tmp_path)
+    state = train(job)
+    out = job.out_dir
+
+    rows = read_history(out / "history.csv")
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    assert [float(row["lr"]) for row in rows] == [1e-4, 5e-5]  # step schedule, 1 epoch steps
+    for row in rows:
+        values = {key: float(value) for key, value in row.items()}
+        assert all(np.isfinite(list(values.values())))
+        assert values["train_loss"] > 0 and values["valid_loss"] > 0
+        assert 5 < values["valid_psnr"] < 60 and -1 < values["valid_ssim"] <= 1
+        assert values["patches_per_s"] == pytest.approx(4 / values["epoch_time_s"], rel=1e-9)
+    assert float(rows[1]["wall_time_s"]) > float(rows[0]["wall_time_s"]) > 0
+
+    init = load_weights(job.init_weights)
+    last, best = load_weights(out / "last.npz"), load_weights(out / "best.npz")
+    assert last.keys() == init.keys() == best.keys()
+    assert any(not np.array_equal(last[k], init[k]) for k in init)
+    losses = [float(row["valid_loss"]) for row in rows]
+    if losses[1] < losses[0]:
+        assert_same_weights(best, last)
+    else:
+        assert any(not np.array_equal(best[k], last[k]) for k in init)
+    assert_same_weights(last, state.weights)
+
+    with open(out / "monitor.csv") as handle:
+        header = handle.readline().strip()
+        samples = handle.readlines()
+    assert header == "time_s,cpu_percent,rss_mib,gpu_util_percent,gpu_mem_mib,framework_mem_mib"
+    assert samples
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["device"] == "cpu" and summary["epochs"] == 2
+    assert summary["total_time_s"] == pytest.approx(float(rows[-1]["wall_time_s"]))
+    assert summary["peak_rss_mib"] > 0
+
+    # resume state is gone once the outputs exist
+    assert not job.checkpoint.exists() and not job.partial_monitor.exists()
+
+
+def test_nan_loss_stops_at_once_and_keeps_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = make_job(tmp_path, epochs=3)
+    clean_batch = PatchSampler.batch
+
+    def poisoned_batch(self: PatchSampler, step: int) -> Batch:
+        batch = clean_batch(self, step)
+        if step == job.train_cfg["steps_per_epoch"]:  # first step of epoch 2
+            batch.inputs[0, 0, 5, 5] = np.nan
+        return batch
+
+    monkeypatch.setattr(PatchSampler, "batch", poisoned_batch)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 1 \(global step 2\)"):
+        train(job)
+    meta, state = load_checkpoint(job.checkpoint)
+    assert state.epochs_done == 1 and len(state.history) == 1
+    assert all(np.isfinite(w).all() for w in state.weights.values())
+    assert not (job.out_dir / "last.npz").exists()
+
+    # the same run without the poison resumes from epoch 2 and finishes
+    monkeypatch.setattr(PatchSampler, "batch", clean_batch)
+    train(job)
+    summary = json.loads((job.out_dir / "train_summary.json").read_text())
+    assert summary["resumed_from_epoch"] == 1
+    assert len(read_history(job.out_dir / "history.csv")) == 3
+
+
+def test_mismatched_checkpoint_starts_over_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = make_job(tmp_path, epochs=1)
+    data = train_module.load_training_data(job.patch_dir)
+    weights = make_init_weights(ARCH, 7)
+    state = train_module.TrainState(1, weights, {}, {"lr": 1.0}, weights, 0.5, [])
+    other = make_job(tmp_path, epochs=1, optimizer={"lr": 3e-4})
+    train_module.save_checkpoint(job.checkpoint, state, other, fingerprint(other, data))
+    assert train_module._resume_state(job, fingerprint(job, data)) is None
+    assert "starting over" in caplog.text
+    assert train_module._resume_state(other, fingerprint(other, data)) is not None
+
+
+# --- interruption (subprocesses) ----------------------------------------------------------
+
+RUNNER = textwrap.dedent(
+    """
+    import json, logging, sys
+    from pathlib import Path
+    sys.path.insert(0, {test_dir!r})
+    logging.basicConfig(level=logging.INFO)
+    from test_train import make_job
+    from n2v_repro.train import train
+    train(make_job(Path(sys.argv[1]), **json.loads(sys.argv[2])))
+    """
+)
+
+
+def start_run(tmp: Path, overrides: dict) -> subprocess.Popen[str]:
+    script = RUNNER.format(test_dir=str(Path(__file__).parent))
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp), json.dumps(overrides)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_first_checkpoint(process: subprocess.Popen[str], checkpoint: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        if process.poll() is not None:
+            pytest.fail(f"training ended before its first checkpoint:\n{process.stdout.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("no checkpoint after 120 s")
+        time.sleep(0.02)
+
+
+RESUME_CFG = {"epochs": 4, "steps_per_epoch": 3}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """last.npz and history of a run that nobody interrupts."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    process = start_run(tmp, RESUME_CFG)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    return tmp / "models" / "torch"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_run_resumes_to_the_same_weights(
+    tmp_path: Path, uninterrupted: Path, sig: signal.Signals
+) -> None:
+    job = make_job(tmp_path, **RESUME_CFG)
+    process = start_run(tmp_path, RESUME_CFG)
+    wait_for_first_checkpoint(process, job.checkpoint)
+    os.kill(process.pid, sig)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0, output
+    if sig == signal.SIGTERM:
+        assert "TrainingInterruptedError" in output and "signal SIGTERM" in output
+    _, state = load_checkpoint(job.checkpoint)
+    assert 1 <= state.epochs_done < RESUME_CFG["epochs"]
+    assert not (job.out_dir / "last.npz").exists()
+
+    train(job)  # resumes in this process, from the kill's last complete epoch
+
+    assert_same_weights(
+        load_weights(job.out_dir / "last.npz"), load_weights(uninterrupted / "last.npz")
+    )
+    assert_same_weights(
+        load_weights(job.out_dir / "best.npz"), load_weights(uninterrupted / "best.npz")
+    )
+    deterministic = ("epoch", "lr", "train_loss", "valid_loss", "valid_psnr", "valid_ssim")
+    resumed_rows = read_history(job.out_dir / "history.csv")
+    reference_rows = read_history(uninterrupted / "history.csv")
+    assert [[r[k] for k in deterministic] for r in resumed_rows] == [
+        [r[k] for k in deterministic] for r in reference_rows
+    ]
+    with open(job.out_dir / "monitor.csv", newline="") as handle:
+        times = [float(row["time_s"]) for row in csv.DictReader(handle)]
+    assert times == sorted(times)  # the resumed part continues the killed part's clock
+
+
+# --- jittor -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.jittor
+def test_jittor_trains_one_epoch(tmp_path: Path) -> None:
+    if importlib.util.find_spec("jittor") is None:  # not imported: the backend prepares it
+        pytest.skip("jittor is not installed")
+    job = make_job(tmp_path, "jittor", epochs=1)
+    train(job)
+    rows = read_history(job.out_dir / "history.csv")
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["valid_loss"]))
+    last = load_weights(job.out_dir / "last.npz")
+    init = load_weights(job.init_weights)
+    assert last.keys() == init.keys()
+    assert any(not np.array_equal(last[k], init[k]) for k in init)
