@@ -4,6 +4,9 @@ that they share compiled kernels."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -277,3 +280,24 @@ def test_gradient_parity_and_cross_framework_weights():
     trained = jittor_b.get_weights()
     torch_b.load_weights(trained)
     assert rel_error(torch_b.predict(inputs), jittor_b.predict(inputs)) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.jittor
+def test_jittor_backend_survives_a_child_killed_by_a_signal() -> None:
+    """Jittor's own SIGCHLD handler would exit the process when any child dies of a signal
+    (e.g. a Snakemake run a test kills); the backend restores the default handler. Runs in a
+    subprocess, since the failure mode is the death of the process."""
+    code = (
+        "import os, signal, subprocess\n"
+        "from n2v_repro.backends import make_backend\n"
+        "make_backend('jittor', 'n2n_unet', device='cpu', threads=1)\n"
+        "child = subprocess.Popen(['sleep', '30'], start_new_session=True)\n"
+        "os.killpg(child.pid, signal.SIGKILL)\n"
+        "child.wait()\n"
+        "print('survived', flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0 and "survived" in result.stdout, result.stderr[-2000:]

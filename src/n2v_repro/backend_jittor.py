@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import sys
 from dataclasses import replace
 from types import ModuleType
@@ -47,7 +48,13 @@ def import_jittor(device: str) -> tuple[ModuleType, str]:
     """Import jittor prepared for `device`; return (jittor, resolved device)."""
     if "jittor" not in sys.modules:
         resolved = prepare_jittor_env(device)
+        sigchld_handler = signal.getsignal(signal.SIGCHLD)
         import jittor as jt
+
+        # Jittor's core installs a C-level SIGCHLD handler (meant for its data-loader workers)
+        # that quick-exits the whole process with status 1, without flushing, whenever ANY
+        # child dies of a signal: a killed subprocess of the caller would take it down.
+        signal.signal(signal.SIGCHLD, sigchld_handler or signal.SIG_DFL)
     else:
         # Already imported by an earlier backend: its environment stands; check the request.
         import jittor as jt
