@@ -79,6 +79,6 @@ def prepare_jittor_env(device: str = "auto") -> str:
     jittor_home = Path(os.environ.setdefault("JITTOR_HOME", str(DEFAULT_JITTOR_HOME)))
     jittor_home.mkdir(parents=True, exist_ok=True)
     if resolved == "cpu":
-        os.environ["nvcc_path"] = ""
+        os.environ["nvcc_path"] = ""  # noqa: SIM112 - Jittor reads this lower-case name
         link_onednn(jittor_home)
     return resolved
