@@ -1,15 +1,20 @@
-"""The Snakemake report, end to end: on a fake training tree (made-up histories, seeded
-initial weights standing in for trained ones), the real evaluate rules (both frameworks) and
-aggregation rules run, `snakemake --report` builds the self-contained HTML, and headless
-Chromium renders it.
+"""The whole pipeline, download to report, as `snakemake --configfile config/test.yaml` runs it.
 
-Checks, from the rendered DOM: the landing page shows the PSNR/SSIM table and the headline
-figure, every figure is an embedded <img>; from a screenshot: the page is not blank.
-Needs /usr/bin/chromium (CI installs it); skipped with a message when it is absent.
+Generated images (tests/fake_bsds.py) are served from a real HTTP server on 127.0.0.1; every
+rule runs for real: download, gray, split, noise, patches, initial weights, both trainings,
+parity, both evaluations, tables, figures. Then `snakemake --report` builds the
+self-contained HTML and headless Chromium renders it.
+
+Checks, from the outputs: every final table and figure exists, the PSNR/SSIM table has a row
+per framework x test set x weights; from the rendered DOM: the landing page shows the PSNR/SSIM
+table and the headline figure, every figure is an embedded <img>; from a screenshot: the page
+is not blank. Needs /usr/bin/chromium (CI installs it); the browser checks are skipped with a
+message when it is absent.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import subprocess
@@ -17,25 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_results import write_data, write_parity, write_training
+from fake_bsds import make_fake_bsds
+from http_mirror import serve_directory
 from PIL import Image
-from pipeline_runner import REPO_DATA, repo_data_config, run_snakemake, write_config
-
-from n2v_repro.data.manifest import bsd68_ids, read_manifest
-from n2v_repro.init_weights import make_init_weights
+from pipeline_runner import run_snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-RULES = [
-    "evaluate_torch",
-    "evaluate_jittor",
-    "aggregate_tables",
-    "plot_training",
-    "plot_final_psnr",
-    "plot_qualitative",
-    "plot_parity",
-]
 FIGURES = [
     "loss_curves.png",
     "valid_psnr_ssim.png",
@@ -45,6 +39,7 @@ FIGURES = [
     "qualitative_sigma25.png",
     "parity.png",
 ]
+TABLES = ["psnr_ssim.csv", "psnr_ssim.html", "benchmark.csv", "benchmark.html"]
 
 
 def _chromium(user_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,34 +62,63 @@ def _chromium(user_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the default target of config/test.yaml on generated images; return the workdir."""
+    # config/test.yaml: 8 training images, 8 BSD68 images (4 for validation), sigma 25
+    fake = make_fake_bsds(tmp_path_factory.mktemp("fake"), n_train=6, n_test=2, n_val=10, n_bsd68=8)
+    workdir = tmp_path_factory.mktemp("pipeline_run")
+    with serve_directory(fake.images) as mirror:
+        config = write_config(workdir / "mirror.yaml", {"data": fake.data_config([mirror])})
+        result = run_snakemake(workdir, config, timeout_s=1200)
+        assert result.returncode == 0, result.stdout[-5000:]
+        html = workdir / "results" / "report.html"
+        result = run_snakemake(workdir, config, extra=["--report", str(html)])
+        assert result.returncode == 0, result.stdout[-5000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def report(pipeline_run: Path) -> Path:
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (apt-get install chromium); CI installs it")
-    workdir = tmp_path_factory.mktemp("report_run")
-    # config/test.yaml's BSD68 subset: 8 images, 4 of them for validation, sigma 25
-    ids = bsd68_ids(read_manifest(REPO_DATA / "bsds500.sha256"), REPO_DATA / "bsd68_ids.txt", 8)
-    weights = make_init_weights("n2n_unet", 123)
-    write_data(workdir, ids, n_valid=4, sigmas=(25,))
-    for framework in ("torch", "jittor"):
-        write_training(workdir, framework, 25, weights=weights)
-    write_parity(workdir)
-    config = write_config(
-        workdir / "test_config.yaml", {**repo_data_config(), "frameworks": ["torch", "jittor"]}
-    )
-    # Only evaluation and aggregation may run: every file upstream of them already exists.
-    allowed = ["--allowed-rules", *RULES]
-    result = run_snakemake(workdir, config, extra=allowed, timeout_s=600)
-    assert result.returncode == 0, result.stdout[-5000:]
-    for framework in ("torch", "jittor"):
-        denoised = workdir / "results" / "eval" / framework / "sigma25" / "denoised"
-        assert len(list(denoised.glob("*.png"))) == 8
+    return pipeline_run / "results" / "report.html"
+
+
+def test_every_final_output_exists(pipeline_run: Path) -> None:
+    results = pipeline_run / "results"
+    for name in TABLES:
+        assert (results / "tables" / name).stat().st_size > 0, name
     for name in FIGURES:
-        assert (workdir / "results" / "figures" / name).exists(), name
-    html = workdir / "results" / "report.html"
-    result = run_snakemake(workdir, config, extra=[*allowed, "--report", str(html)])
-    assert result.returncode == 0, result.stdout[-5000:]
-    assert html.stat().st_size > 100_000  # self-contained: scripts and images inside
-    return html
+        assert (results / "figures" / name).stat().st_size > 0, name
+    assert (results / "parity" / "parity.json").exists()
+    for framework in ("torch", "jittor"):
+        denoised = results / "eval" / framework / "sigma25" / "denoised"
+        assert len(list(denoised.glob("*.png"))) == 8
+        history = (results / "models" / framework / "sigma25" / "history.csv").read_text()
+        assert len(history.splitlines()) == 1 + 2  # header + config/test.yaml's 2 epochs
+
+
+def test_psnr_table_has_every_framework_test_set_and_weights(pipeline_run: Path) -> None:
+    with open(pipeline_run / "results" / "tables" / "psnr_ssim.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    keys = {(r["framework"], r["test_set"], r["weights"], r["sigma"]) for r in rows}
+    assert keys == {
+        (framework, test_set, weights, "25")
+        for framework in ("torch", "jittor")
+        for test_set in ("bsd68", "test34")
+        for weights in ("last", "best")
+    }
+    for row in rows:
+        assert np.isfinite(float(row["psnr_mean"])) and float(row["noisy_psnr"]) > 0
+        assert int(row["n"]) == (8 if row["test_set"] == "bsd68" else 4)
+
+
+def test_report_is_self_contained(report: Path) -> None:
+    assert report.stat().st_size > 100_000  # scripts and images inside
+    text = report.read_text()
+    # No file the browser would fetch from disk or the network: images are data URIs.
+    assert not re.search(r'<img[^>]+src="(?!data:)', text)
+    assert not re.search(r'<script[^>]+src="http', text)
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +127,6 @@ def dom(report: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     result = _chromium(user_dir, "--dump-dom", report.as_uri())
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
-
-
-def test_report_is_self_contained(report: Path) -> None:
-    text = report.read_text()
-    # No file the browser would fetch from disk or the network: images are data URIs.
-    assert not re.search(r'<img[^>]+src="(?!data:)', text)
-    assert not re.search(r'<script[^>]+src="http', text)
 
 
 def test_landing_page_shows_the_psnr_ssim_table(dom: str) -> None:
