@@ -114,3 +114,21 @@ def test_output_not_in_manifest_or_wrong_split(tmp_path: Path, fake: FakeBsds) -
         download_images(
             [tmp_path / "val" / f"{fake.train_ids[0]}.jpg"], fake.manifest, ["x"], tmp_path
         )
+
+
+def test_many_failures_name_the_first_few_and_log_the_rest(
+    tmp_path: Path, fake: FakeBsds, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreachable mirror fails every file: the error stays readable, the log has all."""
+    monkeypatch.setattr("n2v_repro.data.download.FAILURES_IN_MESSAGE", 2)
+    ids = fake.train_ids + fake.bsd68
+    outputs = _outputs(tmp_path, fake, ids)
+    with pytest.raises(DownloadError) as raised, caplog.at_level(logging.ERROR):
+        download_images(outputs, fake.manifest, [unreachable_url()], tmp_path / "cache")
+    message = str(raised.value)
+    assert message.startswith(f"{len(ids)} of {len(ids)} file(s) could not be downloaded")
+    assert message.count("no mirror gave the expected file") == 2
+    assert f"... and {len(ids) - 2} more" in message
+    logged = [r for r in caplog.records if "no mirror gave the expected file" in r.getMessage()]
+    assert len(logged) == len(ids) - 2
+    assert not any(p.exists() for p in outputs)

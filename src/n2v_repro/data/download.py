@@ -33,6 +33,10 @@ CONNECTIONS = 4
 _CHUNK = 1 << 16
 
 
+# An unreachable mirror fails every file the same way: the error names the first few.
+FAILURES_IN_MESSAGE = 10
+
+
 class DownloadError(RuntimeError):
     """One or more files could not be fetched with the expected checksum from any mirror."""
 
@@ -227,8 +231,12 @@ def download_images(
         len(failures),
     )
     if failures:
+        for failure in failures[FAILURES_IN_MESSAGE:]:
+            log.error("%s", failure)
+        more = len(failures) - FAILURES_IN_MESSAGE
         raise DownloadError(
             f"{len(failures)} of {len(targets)} file(s) could not be downloaded:\n  "
-            + "\n  ".join(failures)
+            + "\n  ".join(failures[:FAILURES_IN_MESSAGE])
+            + (f"\n  ... and {more} more (listed above in this log)" if more > 0 else "")
         )
     return results
