@@ -136,7 +136,7 @@ def plot_epoch_time(histories: RunTable, path: str | Path) -> None:
     )
     for ax in axes[0]:
         ax.set_ylim(bottom=0)
-    fig.suptitle("Time per epoch (training steps and validation)")
+    fig.suptitle("Training time per epoch (optimiser steps, without validation)")
     save_figure(fig, path)
 
 
