@@ -28,12 +28,9 @@ def test_parity_inputs(tmp_path):
     data = np.load(path)
     names = arch_spec.parameter_shapes("n2v_unet")
     assert {f"weights/{k}" for k in names} <= set(data.files)
-    assert {f"perturbed/{k}" for k in names} <= set(data.files)
     for key in ("inputs", "targets", "mask"):
         assert data[key].shape == (2, 1, 64, 64) and data[key].dtype == np.float32
     assert 5 <= data["mask"][0].sum() <= 9  # uniform_withCP on 64x64
-    w, p = data["weights/down0.conv1.weight"], data["perturbed/down0.conv1.weight"]
-    assert 0 < parity.rel_error(p, w) < 1e-5
     again = tmp_path / "again.npz"
     parity.write_parity_inputs(again, "n2v_unet", seed=3, batch_size=2, masking=MASKING)
     np.testing.assert_array_equal(np.load(again)["inputs"], data["inputs"])
@@ -51,7 +48,7 @@ def fake_result(arch: str, scale: float = 0.0, seed: int = 0) -> dict[str, np.nd
     out = {"forward": value((1, 1, 64, 64)), "loss": np.array(1.5), "steps": np.array(2)}
     for name in arch_spec.trainable_names(arch):
         out[f"grad/{name}"] = value((3,))
-        out[f"perturbed_grad/{name}"] = out[f"grad/{name}"] * (1 + 1e-7)
+        out[f"grad64/{name}"] = out[f"grad/{name}"].astype(np.float64) * (1 + 1e-7)
     for name in arch_spec.parameter_shapes(arch):
         for semantics in parity.SEMANTICS:
             out[f"after_{semantics}/{name}"] = value((3,))
@@ -99,16 +96,24 @@ def test_zero_gradient_biases_are_not_compared(tmp_path):
 
 
 def test_ill_conditioned_gradients_get_a_wider_threshold(tmp_path):
+    """When PyTorch's float32 gradient is itself 1e-3 off float64, 2e-3 between frameworks
+    is what two correct float32 implementations can show; beyond that is a failure."""
     torch_result = fake_result("n2n_unet")
-    for key in [k for k in torch_result if k.startswith("perturbed_grad/")]:
-        torch_result[key] = torch_result[key] * 1.002  # float32-sized change moves it 2e-3
+    for key in [k for k in torch_result if k.startswith("grad64/")]:
+        torch_result[key] = torch_result[key] * (1 + 1e-3)
     jittor_result = dict(torch_result)
-    jittor_result["grad/head.conv2.weight"] = torch_result["grad/head.conv2.weight"] * 1.001
+    jittor_result["grad/head.conv2.weight"] = torch_result["grad/head.conv2.weight"] * 1.0015
     save_npz(tmp_path / "t.npz", torch_result)
     save_npz(tmp_path / "j.npz", jittor_result)
     record = parity.compare_arch("n2n_unet", tmp_path / "t.npz", tmp_path / "j.npz", 1e-4)
-    assert record["grad_threshold"] == pytest.approx(2e-3, rel=1e-3)
+    assert record["grad_rel_error_torch_vs_float64"] == pytest.approx(1e-3, rel=1e-2)
+    assert record["grad_threshold"] == pytest.approx(2e-3, rel=1e-2)
     assert record["grad_rel_error"] > 1e-4 and record["passed"]
+
+    jittor_result["grad/head.conv2.weight"] = torch_result["grad/head.conv2.weight"] * 1.003
+    save_npz(tmp_path / "j.npz", jittor_result)
+    record = parity.compare_arch("n2n_unet", tmp_path / "t.npz", tmp_path / "j.npz", 1e-4)
+    assert not record["passed"]
 
 
 def run_both(tmp_path, frameworks):
@@ -130,6 +135,11 @@ def test_run_framework_torch(tmp_path):
     # The two Adam semantics give different weights after the same steps.
     a, b = out["after_torch/enc_in.conv1.weight"], out["after_jittor/enc_in.conv1.weight"]
     assert not np.array_equal(a, b)
+    # The float64 reference: same gradients to float32 accuracy on this well-conditioned net.
+    for name in arch_spec.trainable_names("n2n_unet"):
+        exact = out[f"grad64/{name}"]
+        assert exact.dtype == np.float64
+        assert parity.rel_error(out[f"grad/{name}"], exact) < 1e-4, name
 
 
 @pytest.mark.jittor

@@ -200,3 +200,31 @@ class TorchBackend:
     def synchronize(self) -> None:
         if self.device == "cuda":
             torch.cuda.synchronize()
+
+
+def float64_loss_and_grads(
+    arch: str,
+    weights: dict[str, np.ndarray],
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    mask: np.ndarray,
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Train-mode masked loss and gradients computed in float64 on the CPU.
+
+    The reference against which the parity check measures both frameworks' float32
+    gradients: where float32 itself is ill-conditioned, PyTorch's own float32 error against
+    it says how close two correct float32 implementations can be expected to agree.
+    """
+    check_weights(arch, weights)
+    check_batch(arch, inputs, targets, mask)
+    model = build_model(arch).double().train()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not name.endswith("num_batches_tracked"):
+                tensor.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float64)))
+    x, t, m = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (inputs, targets, mask))
+    loss = masked_mse(model(x), t, m)
+    loss.backward()
+    named = dict(model.named_parameters())
+    grads = {name: named[name].grad.numpy().copy() for name in trainable_names(arch)}
+    return float(loss.detach()), grads

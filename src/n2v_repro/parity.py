@@ -2,10 +2,10 @@
 
 Three steps, each its own process (the two frameworks never share one), exchanging files:
 
-1. `write_parity_inputs`: initial weights, the same weights perturbed by a relative 1e-6
-   (float32-rounding-sized), and one fixed masked batch, per arch.
+1. `write_parity_inputs`: initial weights and one fixed masked batch, per arch.
 2. `run_framework`: in one framework, the eval-mode forward output, the train-mode loss and
-   gradients (at both weight sets), and the weights after K Adam steps with each semantics.
+   gradients, and the weights after K Adam steps with each semantics; on the PyTorch side
+   also the gradients in float64 (the reference for the gradient check).
 3. `compare_frameworks`: relative errors, written to parity.json / parity.csv; raises
    ParityError when the forward output or the gradients disagree beyond the tolerance.
 
@@ -16,13 +16,16 @@ Conv biases directly before batch norm are left out of the gradient comparison: 
 gradient is zero, so the computed one is rounding noise.
 
 Gradient conditioning: a unit whose pre-activation sits at a ReLU kink passes its gradient
-or not depending on the last bit of the forward pass; with a sparse blind-spot loss one
+or not depending on the last bits of the forward pass; with a sparse blind-spot loss one
 such unit can move a parameter's largest gradient entry by percents. n2v_unet (batch norm
-centres every pre-activation on the kink at initialisation) is badly conditioned: a relative
-1e-6 change of the weights moves PyTorch's own gradients by ~1e-2 (n2n_unet: ~1e-3 at
-worst, ~5e-6 typically). That "sensitivity" is measured on the PyTorch side with the
-perturbed weights, and the gradient check passes when the error is within
-max(tolerance, GRAD_SENSITIVITY_FACTOR x sensitivity); both numbers are reported.
+centres every pre-activation on the kink at initialisation) is badly conditioned: PyTorch's
+own float32 gradients differ from the same computation in float64 by ~5e-3, so no float32
+implementation can meet 1e-4 against another. The torch side therefore also computes the
+gradients in float64 (the reference), and the gradient check passes when Jittor's error
+against PyTorch is within max(tolerance, FLOAT32_SPREAD x PyTorch's float32 error against
+float64): two float32 implementations, each within e of the exact gradient, can differ by
+2e. For a well-conditioned network (n2n_unet: ~1e-6 against float64) that is the tolerance
+itself. All three errors are reported.
 """
 
 from __future__ import annotations
@@ -42,8 +45,7 @@ from n2v_repro.io_utils import atomic_open, save_npz, write_json
 log = logging.getLogger(__name__)
 
 PATCH = 64
-PERTURBATION = 1e-6
-GRAD_SENSITIVITY_FACTOR = 1.0
+FLOAT32_SPREAD = 2.0
 SEMANTICS = ("torch", "jittor")
 CSV_FIELDS = [
     "arch",
@@ -51,7 +53,8 @@ CSV_FIELDS = [
     "loss_rel_error",
     "grad_rel_error",
     "grad_worst_param",
-    "grad_sensitivity",
+    "grad_rel_error_torch_vs_float64",
+    "grad_rel_error_jittor_vs_float64",
     "grad_threshold",
     "params_rel_error_torch_semantics",
     "params_worst_param_torch_semantics",
@@ -93,22 +96,11 @@ def make_batch(batch_size: int, seed: int, masking: Mapping[str, Any]) -> dict[s
     return {"inputs": inputs[:, None], "targets": targets[:, None], "mask": mask[:, None]}
 
 
-def perturb(weights: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([seed, 0x5E75])
-    return {
-        name: value
-        if is_buffer(name)
-        else (value * (1 + PERTURBATION * rng.standard_normal(value.shape))).astype(np.float32)
-        for name, value in weights.items()
-    }
-
-
 def write_parity_inputs(
     path: str | Path, arch: str, seed: int, batch_size: int, masking: Mapping[str, Any]
 ) -> None:
     weights = make_init_weights(arch, seed)
     arrays = {f"weights/{k}": v for k, v in weights.items()}
-    arrays |= {f"perturbed/{k}": v for k, v in perturb(weights, seed).items()}
     arrays |= make_batch(batch_size, seed, masking)
     save_npz(path, arrays)
 
@@ -134,7 +126,7 @@ def run_framework(
 
     with np.load(inputs_path) as data:
         arrays = {k: data[k] for k in data.files}
-    weights, perturbed = _group(arrays, "weights"), _group(arrays, "perturbed")
+    weights = _group(arrays, "weights")
     batch = (arrays["inputs"], arrays["targets"], arrays["mask"])
     backend = make_backend(framework, arch, device=device, threads=threads)
     backend.load_weights(weights)
@@ -142,9 +134,11 @@ def run_framework(
     loss, grads = backend.loss_and_grads(*batch)
     out["loss"] = np.array(loss)
     out |= {f"grad/{k}": v for k, v in grads.items()}
-    backend.load_weights(perturbed)
-    _, perturbed_grads = backend.loss_and_grads(*batch)
-    out |= {f"perturbed_grad/{k}": v for k, v in perturbed_grads.items()}
+    if framework == "torch":
+        from n2v_repro.backend_torch import float64_loss_and_grads
+
+        _, grads64 = float64_loss_and_grads(arch, weights, *batch)
+        out |= {f"grad64/{k}": v for k, v in grads64.items()}
     for semantics in SEMANTICS:
         backend.load_weights(weights)
         backend.configure_optimizer(
@@ -180,15 +174,18 @@ def compare_arch(
     skip = set(biases_before_batch_norm(arch))
     ref_grads = _group(ref, "grad")
     grad_error, grad_name = worst(_grad_errors(_group(got, "grad"), ref_grads, skip))
-    sensitivity, _ = worst(_grad_errors(_group(ref, "perturbed_grad"), ref_grads, skip))
-    threshold = max(tolerance, GRAD_SENSITIVITY_FACTOR * sensitivity)
+    exact = _group(ref, "grad64")
+    torch_vs_exact, _ = worst(_grad_errors(ref_grads, exact, skip))
+    jittor_vs_exact, _ = worst(_grad_errors(_group(got, "grad"), exact, skip))
+    threshold = max(tolerance, FLOAT32_SPREAD * torch_vs_exact)
     record: dict[str, Any] = {
         "arch": arch,
         "forward_rel_error": rel_error(got["forward"], ref["forward"]),
         "loss_rel_error": rel_error(got["loss"], ref["loss"]),
         "grad_rel_error": grad_error,
         "grad_worst_param": grad_name,
-        "grad_sensitivity": sensitivity,
+        "grad_rel_error_torch_vs_float64": torch_vs_exact,
+        "grad_rel_error_jittor_vs_float64": jittor_vs_exact,
         "grad_threshold": threshold,
         "steps": int(ref["steps"]),
     }
