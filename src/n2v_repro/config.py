@@ -7,6 +7,7 @@ bounds; errors name the offending key as a dotted path so a user can find it in 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,41 @@ def _fill_defaults(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
             _fill_defaults(config[key], sub)
 
 
+def _types(schema: Mapping[str, Any]) -> list[str]:
+    kind = schema.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def _coerce_strings(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Turn command-line strings into the numbers the schema asks for.
+
+    `snakemake --config sigmas=[25]` hands the list items over as strings ('25'); Snakemake
+    converts only top-level scalars. Strings that parse as the schema's integer, number or
+    boolean type become that type; anything else is left for validation to report.
+    """
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {k: _coerce_strings(v, properties.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_coerce_strings(item, schema.get("items", {})) for item in value]
+    if not isinstance(value, str):
+        return value
+    types = _types(schema)
+    text = value.strip()
+    if "integer" in types and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if "number" in types:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    if "boolean" in types and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if "null" in types and text.lower() in ("null", "none", "~"):
+        return None
+    return value
+
+
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     with open(path) as handle:
         return yaml.safe_load(handle)
@@ -48,7 +84,7 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
 def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """Return a copy of `config` with defaults filled in, or raise ConfigError naming the key."""
     schema = load_schema(schema_path)
-    filled = copy.deepcopy(dict(config))
+    filled = _coerce_strings(copy.deepcopy(dict(config)), schema)
     _fill_defaults(filled, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
