@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from n2v_repro.config import merge_into
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO_ROOT / "Snakefile"
 TEST_CONFIG = REPO_ROOT / "config" / "test.yaml"
@@ -43,11 +45,7 @@ def merged(*configs: Mapping[str, Any]) -> dict[str, Any]:
     """Recursive merge, later wins (the way Snakemake merges --configfile files)."""
     result: dict[str, Any] = {}
     for config in configs:
-        for key, value in config.items():
-            if isinstance(value, Mapping) and isinstance(result.get(key), dict):
-                result[key] = merged(result[key], value)
-            else:
-                result[key] = value
+        merge_into(result, config)
     return result
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 
 from n2v_repro.io_utils import atomic_open, write_json
 from n2v_repro.metrics import psnr, ssim
+from n2v_repro.sampler import denormalise, dihedral, inverse_dihedral, normalise
 
 log = logging.getLogger(__name__)
 
@@ -82,28 +83,13 @@ def reflect_pad(image: np.ndarray, stride: int) -> tuple[np.ndarray, tuple[slice
     return padded, (slice(top, top + height), slice(left, left + width))
 
 
-def dihedral(image: np.ndarray, index: int) -> np.ndarray:
-    """The `index`-th (0..7) of the 8 flips/90-degree rotations of a 2-D image."""
-    rotated = np.rot90(image, k=index % 4)
-    return np.fliplr(rotated) if index >= 4 else rotated
-
-
-def inverse_dihedral(image: np.ndarray, index: int) -> np.ndarray:
-    unflipped = np.fliplr(image) if index >= 4 else image
-    return np.rot90(unflipped, k=-(index % 4))
-
-
-# --- prediction -----------------------------------------------------------------------------
-
-
 def predict_image(backend: Predictor, noisy: np.ndarray, mean: float, std: float) -> np.ndarray:
     """Denoise one (H, W) image in grey levels; float32, unclipped."""
-    normalised = ((noisy.astype(np.float32) - mean) / std).astype(np.float32)
-    padded, crop = reflect_pad(normalised, backend.stride)
+    padded, crop = reflect_pad(normalise(noisy, mean, std), backend.stride)
     output = backend.predict(np.ascontiguousarray(padded[None, None]))
     if output.shape != (1, 1, *padded.shape):
         raise ValueError(f"backend returned {output.shape} for input {(1, 1, *padded.shape)}")
-    return (output[0, 0][crop] * std + mean).astype(np.float32)
+    return denormalise(output[0, 0][crop], mean, std)
 
 
 def denoise(

@@ -210,10 +210,20 @@ class Batch:
     mask: np.ndarray
 
 
-def _dihedral(patch: np.ndarray, transform: int) -> np.ndarray:
-    """Transform 0-7 of the square's symmetry group: rotate by 90 deg * (t % 4), flip if t >= 4."""
-    rotated = np.rot90(patch, k=transform % 4)
+def dihedral(image: np.ndarray, transform: int) -> np.ndarray:
+    """Transform 0-7 of the square's symmetry group: rotate by 90 deg * (t % 4), flip if t >= 4.
+
+    Training augmentation draws one per patch; evaluation's test-time augmentation averages
+    over all eight (with `inverse_dihedral`).
+    """
+    rotated = np.rot90(image, k=transform % 4)
     return rotated[:, ::-1] if transform >= 4 else rotated
+
+
+def inverse_dihedral(image: np.ndarray, transform: int) -> np.ndarray:
+    """Undo `dihedral(., transform)`."""
+    unflipped = image[:, ::-1] if transform >= 4 else image
+    return np.rot90(unflipped, k=-(transform % 4))
 
 
 class PatchSampler:
@@ -276,7 +286,7 @@ class PatchSampler:
             height, width = self.data.heights[images[slot]], self.data.widths[images[slot]]
             image = pixels[starts[slot] : starts[slot] + height * width].reshape(height, width)
             crop = image[tops[slot] : tops[slot] + size, lefts[slot] : lefts[slot] + size]
-            patches[slot] = _dihedral(crop, int(transforms[slot]))
+            patches[slot] = dihedral(crop, int(transforms[slot]))
         return patches
 
     def batch(self, step: int) -> Batch:
