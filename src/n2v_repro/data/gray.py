@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from n2v_repro.data.manifest import data_lines
 from n2v_repro.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -98,25 +99,19 @@ def format_pixel_hash(image_id: str, gray: np.ndarray) -> str:
 def read_pixel_hashes(path: str | Path) -> dict[str, PixelHash]:
     """Parse a pixel-hash file (`<sha256>  <id>  <H>x<W>` per line, # comments) by id."""
     hashes: dict[str, PixelHash] = {}
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            size = parts[2].split("x") if len(parts) == 3 else []
-            if (
-                len(parts) != 3
-                or len(parts[0]) != 64
-                or len(size) != 2
-                or not all(s.isdigit() for s in size)
-            ):
-                raise GrayError(
-                    f"{path}:{number}: expected '<sha256>  <id>  <H>x<W>', got {line!r}"
-                )
-            if parts[1] in hashes:
-                raise GrayError(f"{path}:{number}: id {parts[1]} listed twice")
-            hashes[parts[1]] = PixelHash(parts[1], parts[0].lower(), int(size[0]), int(size[1]))
+    for number, line in data_lines(path):
+        parts = line.split()
+        size = parts[2].split("x") if len(parts) == 3 else []
+        if (
+            len(parts) != 3
+            or len(parts[0]) != 64
+            or len(size) != 2
+            or not all(s.isdigit() for s in size)
+        ):
+            raise GrayError(f"{path}:{number}: expected '<sha256>  <id>  <H>x<W>', got {line!r}")
+        if parts[1] in hashes:
+            raise GrayError(f"{path}:{number}: id {parts[1]} listed twice")
+        hashes[parts[1]] = PixelHash(parts[1], parts[0].lower(), int(size[0]), int(size[1]))
     return hashes
 
 

@@ -7,6 +7,7 @@ and must lie in val.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,26 +35,31 @@ def id_sort_key(image_id: str) -> tuple[int, int | str]:
     return (0, int(image_id)) if image_id.isdigit() else (1, image_id)
 
 
-def read_manifest(path: str | Path) -> dict[str, ManifestEntry]:
-    """Entries by image id; raises ManifestError naming the file and line on bad input."""
-    entries: dict[str, ManifestEntry] = {}
+def data_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, stripped text) of every line that is neither blank nor a # comment."""
     with open(path) as handle:
         for number, line in enumerate(handle, start=1):
             line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            where = f"{path}:{number}"
-            if len(parts) != 2 or len(parts[0]) != 64:
-                raise ManifestError(f"{where}: expected '<sha256>  <split>/<id>.jpg', got {line!r}")
-            digest, relpath = parts[0].lower(), parts[1].lstrip("*")
-            split, _, filename = relpath.partition("/")
-            if split not in SPLITS or not filename.endswith(".jpg") or "/" in filename:
-                raise ManifestError(f"{where}: path {relpath!r} is not <train|val|test>/<id>.jpg")
-            image_id = filename[: -len(".jpg")]
-            if image_id in entries:
-                raise ManifestError(f"{where}: image id {image_id} listed twice")
-            entries[image_id] = ManifestEntry(digest, split, image_id)
+            if line and not line.startswith("#"):
+                yield number, line
+
+
+def read_manifest(path: str | Path) -> dict[str, ManifestEntry]:
+    """Entries by image id; raises ManifestError naming the file and line on bad input."""
+    entries: dict[str, ManifestEntry] = {}
+    for number, line in data_lines(path):
+        parts = line.split()
+        where = f"{path}:{number}"
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise ManifestError(f"{where}: expected '<sha256>  <split>/<id>.jpg', got {line!r}")
+        digest, relpath = parts[0].lower(), parts[1].lstrip("*")
+        split, _, filename = relpath.partition("/")
+        if split not in SPLITS or not filename.endswith(".jpg") or "/" in filename:
+            raise ManifestError(f"{where}: path {relpath!r} is not <train|val|test>/<id>.jpg")
+        image_id = filename[: -len(".jpg")]
+        if image_id in entries:
+            raise ManifestError(f"{where}: image id {image_id} listed twice")
+        entries[image_id] = ManifestEntry(digest, split, image_id)
     if not entries:
         raise ManifestError(f"{path}: no entries")
     return entries
