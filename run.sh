@@ -22,7 +22,7 @@ if [ "${1:-}" = "--setup-only" ]; then
     exit 0
 fi
 
-# Jittor keeps its compiled kernels and oneDNN links here (src/n2v_repro/jittor_env.py).
+# Jittor keeps its compiled kernels and oneDNN links here (src/n2v_repro/backends/jittor_env.py).
 export JITTOR_HOME="${JITTOR_HOME:-$PWD/.cache/jittor}"
 .venv/bin/snakemake --profile profiles/default "$@"
 .venv/bin/snakemake --profile profiles/default "$@" --report results/report.html

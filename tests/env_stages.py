@@ -50,7 +50,7 @@ def data_stage(workdir: Path) -> None:
     from n2v_repro.data.noise import write_noisy_sets
     from n2v_repro.data.patches import patchify
     from n2v_repro.data.split import make_split
-    from n2v_repro.init_weights import write_init_weights
+    from n2v_repro.models.initialisation import write_init_weights
 
     fake = make_fake_bsds(workdir / "mirror", n_train=3, n_test=1, n_val=4, n_bsd68=4)
     manifest = read_manifest(fake.manifest)
@@ -98,8 +98,8 @@ def data_stage(workdir: Path) -> None:
 
 def framework_stage(workdir: Path, framework: str) -> None:
     from n2v_repro.config import validate_config
-    from n2v_repro.evaluate import run_evaluation
-    from n2v_repro.train import TrainJob, train
+    from n2v_repro.evaluation.predict import run_evaluation
+    from n2v_repro.training.loop import TrainJob, train
 
     config = validate_config(
         {
@@ -150,9 +150,9 @@ def framework_stage(workdir: Path, framework: str) -> None:
 
 
 def report_stage(workdir: Path) -> None:
-    from n2v_repro.figures import make_training_figures
-    from n2v_repro.figures_eval import make_final_psnr_figure, make_qualitative_figure
-    from n2v_repro.tables import make_tables
+    from n2v_repro.report.figures import make_training_figures
+    from n2v_repro.report.figures_eval import make_final_psnr_figure, make_qualitative_figure
+    from n2v_repro.report.tables import make_tables
 
     def per_run(template: str) -> list[str]:
         return [str(workdir / template.format(framework=f, sigma=SIGMA)) for f in FRAMEWORKS]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from n2v_repro.evaluate import run_evaluation
+from n2v_repro.evaluation.predict import run_evaluation
 
 # Gain of the fake "network" per framework (prediction = mean + gain * (noisy - mean)):
 # different gains give the two frameworks different scores, as real runs would.

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from n2v_repro import arch_spec
-from n2v_repro.backend_common import AdamSettings
-from n2v_repro.backends import make_backend
-from n2v_repro.init_weights import make_init_weights
+from n2v_repro.backends.base import AdamSettings
+from n2v_repro.backends.registry import make_backend
+from n2v_repro.models import spec as arch_spec
+from n2v_repro.models.initialisation import make_init_weights
 
 torch = pytest.importorskip("torch")
 
@@ -62,7 +62,7 @@ def torch_optim_reference(steps: int) -> dict[str, np.ndarray]:
 
 
 def run_torch_adam(semantics: str, steps: int) -> dict[str, np.ndarray]:
-    from n2v_repro.backend_torch import TorchAdam
+    from n2v_repro.backends.torch_backend import TorchAdam
 
     params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in START.items()}
     adam = TorchAdam(params, AdamSettings.create(semantics=semantics, **ADAM))
@@ -74,7 +74,7 @@ def run_torch_adam(semantics: str, steps: int) -> dict[str, np.ndarray]:
 
 
 def run_jittor_adam(semantics: str, steps: int) -> dict[str, np.ndarray]:
-    from n2v_repro.backend_jittor import JittorAdam, import_jittor
+    from n2v_repro.backends.jittor_backend import JittorAdam, import_jittor
 
     jt, _ = import_jittor("cpu")
     params = {k: jt.array(v.copy()) for k, v in START.items()}
@@ -86,7 +86,7 @@ def run_jittor_adam(semantics: str, steps: int) -> dict[str, np.ndarray]:
 
 
 def jittor_optim_reference(steps: int) -> dict[str, np.ndarray]:
-    from n2v_repro.backend_jittor import import_jittor
+    from n2v_repro.backends.jittor_backend import import_jittor
 
     jt, _ = import_jittor("cpu")
     params = {k: jt.array(v.copy()) for k, v in START.items()}
@@ -290,7 +290,7 @@ def test_jittor_backend_survives_a_child_killed_by_a_signal() -> None:
     subprocess, since the failure mode is the death of the process."""
     code = (
         "import os, signal, subprocess\n"
-        "from n2v_repro.backends import make_backend\n"
+        "from n2v_repro.backends.registry import make_backend\n"
         "make_backend('jittor', 'n2n_unet', device='cpu', threads=1)\n"
         "child = subprocess.Popen(['sleep', '30'], start_new_session=True)\n"
         "os.killpg(child.pid, signal.SIGKILL)\n"

@@ -12,7 +12,8 @@ import pytest
 from fake_results import FakeBackend, write_data
 from PIL import Image
 
-from n2v_repro.evaluate import (
+from n2v_repro.evaluation.metrics import psnr, ssim
+from n2v_repro.evaluation.predict import (
     WARMUP_PASSES,
     EvalImage,
     denoise,
@@ -23,7 +24,6 @@ from n2v_repro.evaluate import (
     run_evaluation,
     summarise,
 )
-from n2v_repro.metrics import psnr, ssim
 
 
 def _images(n: int = 4, seed: int = 0) -> list[EvalImage]:
@@ -212,7 +212,7 @@ def test_run_evaluation_names_a_missing_clean_image(tmp_path: Path) -> None:
 
 def _evaluate_init_weights(tmp_path: Path, framework: str, arch: str) -> dict:
     """run_evaluation with the real backend and seeded initial weights on small images."""
-    from n2v_repro.init_weights import write_init_weights
+    from n2v_repro.models.initialisation import write_init_weights
 
     ids = [f"im{i}" for i in range(3)]
     write_data(tmp_path, ids, n_valid=1, sigmas=[25])

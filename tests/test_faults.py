@@ -26,7 +26,7 @@ from fake_bsds import FakeBsds, make_fake_bsds
 from http_mirror import serve_directory, unreachable_url
 from pipeline_runner import run_snakemake, start_snakemake, write_config
 
-from n2v_repro import io_utils
+from n2v_repro.io import atomic as io_utils
 
 SIGMA = 25
 MODEL_DIR = f"results/models/torch/sigma{SIGMA}"

@@ -10,8 +10,8 @@ import pytest
 from fake_results import write_parity, write_results_tree
 from PIL import Image
 
-from n2v_repro.figures import make_training_figures
-from n2v_repro.figures_eval import (
+from n2v_repro.report.figures import make_training_figures
+from n2v_repro.report.figures_eval import (
     make_final_psnr_figure,
     make_parity_figure,
     make_qualitative_figure,

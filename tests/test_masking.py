@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from n2v_repro.masking import (
+from n2v_repro.training.masking import (
     box_size,
     center_coords,
     mask_patches,

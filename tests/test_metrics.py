@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from n2v_repro.metrics import psnr, ssim
+from n2v_repro.evaluation.metrics import psnr, ssim
 
 
 def _clean(shape: tuple[int, int] = (48, 64), seed: int = 0) -> np.ndarray:

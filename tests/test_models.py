@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from n2v_repro import arch_spec
-from n2v_repro.init_weights import make_init_weights
+from n2v_repro.models import spec as arch_spec
+from n2v_repro.models.initialisation import make_init_weights
 
 torch = pytest.importorskip("torch")
-from n2v_repro import models_torch  # noqa: E402
+from n2v_repro.models import torch_nets as models_torch  # noqa: E402
 
 ARCHS = ["n2n_unet", "n2v_unet"]
 # n2v_unet: the reference recipe's number. n2n_unet: derived by hand from the port's layers:
@@ -21,10 +21,10 @@ EXPECTED_TRAINABLE = {"n2v_unet": 2_991_841, "n2n_unet": 698_017}
 
 
 def jittor_models():
-    from n2v_repro.backend_jittor import import_jittor
+    from n2v_repro.backends.jittor_backend import import_jittor
 
     import_jittor("cpu")
-    from n2v_repro import models_jittor
+    from n2v_repro.models import jittor_nets as models_jittor
 
     return models_jittor
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from n2v_repro.monitor import HEADER, ResourceMonitor
+from n2v_repro.training.monitor import HEADER, ResourceMonitor
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -139,7 +139,7 @@ def test_cuda_without_working_nvml_leaves_gpu_columns_empty(
     monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
     path = tmp_path / "monitor.csv"
     with (
-        caplog.at_level(logging.WARNING, logger="n2v_repro.monitor"),
+        caplog.at_level(logging.WARNING, logger="n2v_repro.training.monitor"),
         ResourceMonitor(path, interval_s=0.1, device="cuda") as mon,
     ):
         time.sleep(0.35)
@@ -170,7 +170,7 @@ def test_failing_framework_memory_is_disabled_once(
 
     path = tmp_path / "monitor.csv"
     with (
-        caplog.at_level(logging.WARNING, logger="n2v_repro.monitor"),
+        caplog.at_level(logging.WARNING, logger="n2v_repro.training.monitor"),
         ResourceMonitor(path, interval_s=0.1, framework_memory=broken),
     ):
         time.sleep(0.35)

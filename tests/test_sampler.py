@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from n2v_repro.sampler import (
+from n2v_repro.data.transforms import denormalise, normalise
+from n2v_repro.training.sampler import (
     Batch,
     PatchSampler,
     TrainingData,
     ValidationSet,
-    denormalise,
     load_training_data,
     load_validation,
-    normalise,
 )
 
 MASKING = {"kind": "uniform_withCP", "percentage": 0.198, "radius": 2}

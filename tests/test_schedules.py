@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from n2v_repro.schedules import (
+from n2v_repro.training.schedules import (
     ConstantSchedule,
     PlateauSchedule,
     StepSchedule,

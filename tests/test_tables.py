@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fake_results import write_results_tree
 
-from n2v_repro.references import PAPER_PSNR
-from n2v_repro.tables import make_tables, run_key
+from n2v_repro.report.references import PAPER_PSNR
+from n2v_repro.report.tables import make_tables, run_key
 
 IDS = [f"im{i}" for i in range(6)]
 FRAMEWORKS = ("torch", "jittor")

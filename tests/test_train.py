@@ -16,14 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from n2v_repro import train as train_module
 from n2v_repro.config import validate_config
-from n2v_repro.init_weights import make_init_weights
-from n2v_repro.io_utils import save_npz
-from n2v_repro.masking import masked_mse
-from n2v_repro.metrics import psnr
-from n2v_repro.sampler import Batch, PatchSampler, load_validation
-from n2v_repro.train import (
+from n2v_repro.evaluation.metrics import psnr
+from n2v_repro.io.atomic import save_npz
+from n2v_repro.models.initialisation import make_init_weights
+from n2v_repro.training import loop as train_module
+from n2v_repro.training.loop import (
     HISTORY_COLUMNS,
     TrainingDivergedError,
     TrainJob,
@@ -32,6 +30,8 @@ from n2v_repro.train import (
     train,
     validate,
 )
+from n2v_repro.training.masking import masked_mse
+from n2v_repro.training.sampler import Batch, PatchSampler, load_validation
 
 PATCH = 64
 SIGMA = 25.0
@@ -260,7 +260,7 @@ RUNNER = textwrap.dedent(
     sys.path.insert(0, {test_dir!r})
     logging.basicConfig(level=logging.INFO)
     from test_train import make_job
-    from n2v_repro.train import train
+    from n2v_repro.training.loop import train
     train(make_job(Path(sys.argv[1]), **json.loads(sys.argv[2])))
     """
 )

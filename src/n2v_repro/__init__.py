@@ -1,7 +1,7 @@
 """Noise2Void on BSD68, reproduced in PyTorch and Jittor.
 
-The package holds the pipeline's logic; the Snakemake scripts only call it. Framework code
-lives in `backend_torch` and `backend_jittor`; everything else is framework-independent.
+Layers, bottom to top: `io`, `config`, `data`, `models` -> `backends` -> `training` ->
+`evaluation` -> `report`; `bench` is a command-line entry point over backends and training.
 """
 
 __version__ = "0.1.0"

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from n2v_repro.arch_spec import ARCHS
-from n2v_repro.backends import FRAMEWORKS
+from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.models.spec import ARCHS
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ ADAM = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "semantics": "torch"}
 
 def make_batches(batch_size: int, seed: int) -> list[tuple[np.ndarray, ...]]:
     """A few fixed masked batches of random normal patches, cycled through by the runs."""
-    from n2v_repro.masking import mask_patches
+    from n2v_repro.training.masking import mask_patches
 
     rng = np.random.default_rng([seed, 0xBE7C])
     batches = []
@@ -65,8 +65,8 @@ def run_one(
     seed: int,
 ) -> dict[str, Any]:
     """Time `steps` training steps of one framework x arch in this process."""
-    from n2v_repro.backends import make_backend
-    from n2v_repro.init_weights import make_init_weights
+    from n2v_repro.backends.registry import make_backend
+    from n2v_repro.models.initialisation import make_init_weights
 
     backend = make_backend(framework, arch, device=device, threads=threads)
     backend.load_weights(make_init_weights(arch, seed))
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for arch, ratio in ratios(records).items():
         print(f"jittor/torch {arch}: {ratio:.3f}")
     if args.json is not None:
-        from n2v_repro.io_utils import write_json
+        from n2v_repro.io.atomic import write_json
 
         write_json(args.json, records)
     return records

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from n2v_repro.arch_spec import biases_before_batch_norm, is_buffer
-from n2v_repro.init_weights import make_init_weights
-from n2v_repro.io_utils import atomic_open, save_npz, write_json
+from n2v_repro.io.atomic import atomic_open, save_npz, write_json
+from n2v_repro.models.initialisation import make_init_weights
+from n2v_repro.models.spec import biases_before_batch_norm, is_buffer
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def worst(errors: Mapping[str, float]) -> tuple[float, str]:
 
 def make_batch(batch_size: int, seed: int, masking: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """One N2V-masked batch of random normal 64x64 patches, (B, 1, 64, 64) each."""
-    from n2v_repro.masking import mask_patches
+    from n2v_repro.training.masking import mask_patches
 
     rng = np.random.default_rng([seed, 0x9A7])
     patches = rng.standard_normal((batch_size, PATCH, PATCH)).astype(np.float32)
@@ -122,7 +122,7 @@ def run_framework(
     device: str = "auto",
     threads: int | None = None,
 ) -> None:
-    from n2v_repro.backends import make_backend
+    from n2v_repro.backends.registry import make_backend
 
     with np.load(inputs_path) as data:
         arrays = {k: data[k] for k in data.files}
@@ -135,7 +135,7 @@ def run_framework(
     out["loss"] = np.array(loss)
     out |= {f"grad/{k}": v for k, v in grads.items()}
     if framework == "torch":
-        from n2v_repro.backend_torch import float64_loss_and_grads
+        from n2v_repro.backends.torch_backend import float64_loss_and_grads
 
         _, grads64 = float64_loss_and_grads(arch, weights, *batch)
         out |= {f"grad64/{k}": v for k, v in grads64.items()}

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from n2v_repro.config import ConfigError, validate_config
 from n2v_repro.data import manifest as _manifest
-from n2v_repro.jittor_env import cuda_driver_available
+from n2v_repro.backends.jittor_env import cuda_driver_available
 
 try:
     _validated = validate_config(config)

@@ -1,6 +1,6 @@
 # Evaluation: one job per framework x sigma. Whole BSD68 images, normalised with the training
 # statistics, predicted unclipped; per-image PSNR/SSIM (data range 255) for each saved
-# weights and for the noisy input (src/n2v_repro/evaluate.py). Like training, each framework
+# weights and for the noisy input (src/n2v_repro/evaluation/predict.py). Like training, each framework
 # has its own rule so that each gets its own conda environment.
 
 

@@ -1,5 +1,5 @@
 # Aggregation for the report: the PSNR/SSIM and cost tables, and the figures. Everything here
-# reads the evaluation and training outputs only (src/n2v_repro/tables.py, figures.py,
+# reads the evaluation and training outputs only (src/n2v_repro/report/tables.py, figures.py,
 # figures_eval.py); each output is marked for the Snakemake report with its caption.
 
 

@@ -1,4 +1,4 @@
-# Training: one job per framework x sigma, the same loop (src/n2v_repro/train.py) for both.
+# Training: one job per framework x sigma, the same loop (src/n2v_repro/training/loop.py) for both.
 # Each framework has its own rule so that each gets its own conda environment; the jittor
 # rule is the torch rule with the environment and the framework constraint swapped.
 # Resume state lives in results/checkpoints/{framework}/sigma{sigma}/ (not an output, so a

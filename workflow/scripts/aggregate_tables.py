@@ -6,7 +6,7 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
-from n2v_repro.tables import make_tables  # noqa: E402
+from n2v_repro.report.tables import make_tables  # noqa: E402
 
 make_tables(
     summaries=snakemake.input.summaries,

@@ -6,7 +6,7 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
-from n2v_repro.evaluate import run_evaluation  # noqa: E402
+from n2v_repro.evaluation.predict import run_evaluation  # noqa: E402
 
 run_evaluation(
     framework=snakemake.wildcards.framework,

@@ -6,7 +6,7 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
-from n2v_repro.init_weights import write_init_weights  # noqa: E402
+from n2v_repro.models.initialisation import write_init_weights  # noqa: E402
 
 write_init_weights(
     snakemake.output[0], arch=snakemake.wildcards.arch, seed=int(snakemake.wildcards.seed)

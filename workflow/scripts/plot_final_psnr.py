@@ -6,7 +6,7 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
-from n2v_repro.figures_eval import make_final_psnr_figure  # noqa: E402
+from n2v_repro.report.figures_eval import make_final_psnr_figure  # noqa: E402
 
 make_final_psnr_figure(
     summaries=snakemake.input.summaries,

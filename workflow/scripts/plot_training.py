@@ -6,7 +6,7 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
-from n2v_repro.figures import make_training_figures  # noqa: E402
+from n2v_repro.report.figures import make_training_figures  # noqa: E402
 
 make_training_figures(
     histories=snakemake.input.histories,

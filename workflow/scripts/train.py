@@ -6,7 +6,7 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
-from n2v_repro.train import TrainJob, train  # noqa: E402
+from n2v_repro.training.loop import TrainJob, train  # noqa: E402
 
 train(
     TrainJob(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from n2v_repro.data.manifest import ManifestEntry, read_manifest
-from n2v_repro.io_utils import atomic_path
+from n2v_repro.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from n2v_repro.data.manifest import data_lines
-from n2v_repro.io_utils import atomic_path
+from n2v_repro.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

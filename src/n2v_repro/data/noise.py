@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from n2v_repro.data.manifest import id_sort_key
-from n2v_repro.io_utils import save_npz
+from n2v_repro.io.atomic import save_npz
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from n2v_repro.data.manifest import id_sort_key
-from n2v_repro.io_utils import atomic_open
+from n2v_repro.io.atomic import atomic_open
 
 SUBSETS = ("valid", "test")
 # Mixed into the seed so the split's random stream differs from every other use of `seed`.

@@ -16,14 +16,13 @@ original port's fixed number of crops per image; for BSD400, whose 400 images al
 321 x 481 = 154,401 pixels, this equals choosing every pixel position with equal probability),
 a uniform random P x P crop inside it, then, if `augment`, one of the 8 flips/90-degree
 rotations chosen uniformly, then z-score normalisation with the training mean/std, then N2V
-masking (`n2v_repro.masking`).
+masking (`n2v_repro.training.masking`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from n2v_repro.masking import MASKING_KINDS, box_size, mask_patches
+from n2v_repro.data.transforms import check_stats, dihedral, normalise
+from n2v_repro.training.masking import MASKING_KINDS, box_size, mask_patches
 
 TRAIN_PIXELS = "train.npy"
 TRAIN_INDEX = "train_index.csv"
@@ -42,27 +42,6 @@ MASKING_KEYS = ("kind", "percentage", "radius")
 _CROP_STREAM = 0
 _MASK_STREAM = 1
 _VALID_STREAM = 2
-
-
-def _check_stats(mean: float, std: float) -> tuple[float, float]:
-    mean, std = float(mean), float(std)
-    if not math.isfinite(mean):
-        raise ValueError(f"normalisation mean must be finite, got {mean!r}")
-    if not (math.isfinite(std) and std > 0):
-        raise ValueError(f"normalisation std must be finite and > 0, got {std!r}")
-    return mean, std
-
-
-def normalise(x: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """Z-score normalisation (x - mean) / std, as float32 of the same shape as `x`."""
-    mean, std = _check_stats(mean, std)
-    return (np.asarray(x, dtype=np.float32) - np.float32(mean)) / np.float32(std)
-
-
-def denormalise(y: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """Inverse of `normalise`: y * std + mean, as float32 of the same shape; not clipped."""
-    mean, std = _check_stats(mean, std)
-    return np.asarray(y, dtype=np.float32) * np.float32(std) + np.float32(mean)
 
 
 def _masking_arguments(masking: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,7 +136,7 @@ def _read_stats(path: Path) -> tuple[float, float]:
     if not isinstance(stats, dict) or not {"mean", "std"} <= stats.keys():
         raise ValueError(f"{path}: must be a JSON object with keys 'mean' and 'std'")
     try:
-        return _check_stats(stats["mean"], stats["std"])
+        return check_stats(stats["mean"], stats["std"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from error
 
@@ -208,22 +187,6 @@ class Batch:
     inputs: np.ndarray
     targets: np.ndarray
     mask: np.ndarray
-
-
-def dihedral(image: np.ndarray, transform: int) -> np.ndarray:
-    """Transform 0-7 of the square's symmetry group: rotate by 90 deg * (t % 4), flip if t >= 4.
-
-    Training augmentation draws one per patch; evaluation's test-time augmentation averages
-    over all eight (with `inverse_dihedral`).
-    """
-    rotated = np.rot90(image, k=transform % 4)
-    return rotated[:, ::-1] if transform >= 4 else rotated
-
-
-def inverse_dihedral(image: np.ndarray, transform: int) -> np.ndarray:
-    """Undo `dihedral(., transform)`."""
-    unflipped = image[:, ::-1] if transform >= 4 else image
-    return np.rot90(unflipped, k=-(transform % 4))
 
 
 class PatchSampler:
@@ -336,7 +299,7 @@ def load_validation(
         raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
     arguments = _masking_arguments(masking)
     seed = _check_seed(seed)
-    mean, std = _check_stats(mean, std)
+    mean, std = check_stats(mean, std)
     try:
         with np.load(valid_tiles_path, allow_pickle=False) as archive:
             missing = {"noisy", "clean", "ids"} - set(archive.files)

@@ -11,18 +11,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from n2v_repro.evaluate import read_split, to_uint8
-from n2v_repro.figures import (
+from n2v_repro.evaluation.predict import read_split, to_uint8
+from n2v_repro.io.atomic import atomic_open
+from n2v_repro.report.figures import (
     framework_colour,
     frameworks_of,
     panel_grid,
     save_figure,
     sigmas_of,
 )
-from n2v_repro.html_pages import render_figure
-from n2v_repro.io_utils import atomic_open
-from n2v_repro.references import PAPER_CITATION, PAPER_SHORT, paper_psnr
-from n2v_repro.tables import TEST_SET_ORDER, read_summaries, run_key
+from n2v_repro.report.html_pages import render_figure
+from n2v_repro.report.references import PAPER_CITATION, PAPER_SHORT, paper_psnr
+from n2v_repro.report.tables import TEST_SET_ORDER, read_summaries, run_key
 
 # Horizontal offset of each framework's marker at a sigma, so error bars do not overlap.
 FRAMEWORK_OFFSET = {"torch": -0.6, "jittor": 0.6}

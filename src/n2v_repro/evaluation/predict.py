@@ -26,9 +26,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from n2v_repro.io_utils import atomic_open, write_json
-from n2v_repro.metrics import psnr, ssim
-from n2v_repro.sampler import denormalise, dihedral, inverse_dihedral, normalise
+from n2v_repro.data.transforms import denormalise, dihedral, inverse_dihedral, normalise
+from n2v_repro.evaluation.metrics import psnr, ssim
+from n2v_repro.io.atomic import atomic_open, write_json
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,8 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Evaluate one trained model on BSD68 and write per_image.csv, summary.json, denoised/."""
     if backend is None:
-        from n2v_repro.backends import make_backend  # imports the framework: only when needed
+        # Imports the framework: only when needed.
+        from n2v_repro.backends.registry import make_backend
 
         backend = make_backend(framework, arch, device, threads)
     images = load_test_images(clean_pngs, noisy_npz, split_csv)

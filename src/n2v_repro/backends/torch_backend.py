@@ -10,8 +10,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from n2v_repro.arch_spec import ARCH_STRIDE, is_buffer, trainable_names
-from n2v_repro.backend_common import (
+from n2v_repro.backends.base import (
     AdamSettings,
     as_float32,
     check_batch,
@@ -20,7 +19,8 @@ from n2v_repro.backend_common import (
     check_weights,
     moment_keys,
 )
-from n2v_repro.models_torch import build_model
+from n2v_repro.models.spec import ARCH_STRIDE, is_buffer, trainable_names
+from n2v_repro.models.torch_nets import build_model
 
 
 def resolve_device(device: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from n2v_repro.arch_spec import ARCHS
+from n2v_repro.models.spec import ARCHS
 
 FRAMEWORKS = ("torch", "jittor")
 
@@ -20,11 +20,11 @@ def make_backend(
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
     if framework == "torch":
-        from n2v_repro.backend_torch import TorchBackend
+        from n2v_repro.backends.torch_backend import TorchBackend
 
         return TorchBackend(arch, device=device, threads=threads)
     if framework == "jittor":
-        from n2v_repro.backend_jittor import JittorBackend
+        from n2v_repro.backends.jittor_backend import JittorBackend
 
         return JittorBackend(arch, device=device, threads=threads)
     raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}")

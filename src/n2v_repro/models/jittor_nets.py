@@ -3,7 +3,7 @@
 Differences from the PyTorch file are Jittor's API only: `execute` instead of `forward`,
 `jt.concat` instead of `torch.cat`, and a BatchNorm2d written here so that the running
 variance is updated exactly as PyTorch does (Jittor's own uses the biased variance).
-Call `n2v_repro.jittor_env.prepare_jittor_env()` before importing this module.
+Call `n2v_repro.backends.jittor_env.prepare_jittor_env()` before importing this module.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from n2v_repro.html_pages import Column, fixed, render_table
-from n2v_repro.io_utils import atomic_open
-from n2v_repro.references import PAPER_CITATION, paper_psnr
+from n2v_repro.io.atomic import atomic_open
+from n2v_repro.report.html_pages import Column, fixed, render_table
+from n2v_repro.report.references import PAPER_CITATION, paper_psnr
 
 FRAMEWORK_ORDER = ("torch", "jittor")
 TEST_SET_ORDER = ("bsd68", "test34")

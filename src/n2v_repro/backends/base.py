@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from n2v_repro.arch_spec import ARCH_STRIDE, parameter_shapes
+from n2v_repro.models.spec import ARCH_STRIDE, parameter_shapes
 
 ADAM_SEMANTICS = ("torch", "jittor")
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from n2v_repro.arch_spec import ARCH_STRIDE, is_buffer, trainable_names
-from n2v_repro.backend_common import (
+from n2v_repro.backends.base import (
     AdamSettings,
     as_float32,
     check_batch,
@@ -28,7 +27,8 @@ from n2v_repro.backend_common import (
     check_weights,
     moment_keys,
 )
-from n2v_repro.jittor_env import cuda_driver_available, prepare_jittor_env
+from n2v_repro.backends.jittor_env import cuda_driver_available, prepare_jittor_env
+from n2v_repro.models.spec import ARCH_STRIDE, is_buffer, trainable_names
 
 
 def set_cpu_threads(threads: int) -> None:
@@ -99,7 +99,7 @@ class JittorBackend:
         if threads:
             set_cpu_threads(threads)
         self.jt, self.device = import_jittor(device)
-        from n2v_repro.models_jittor import build_model
+        from n2v_repro.models.jittor_nets import build_model
 
         self.arch = arch
         self.stride = ARCH_STRIDE[arch]

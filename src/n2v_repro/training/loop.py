@@ -52,20 +52,19 @@ from typing import Any
 
 import numpy as np
 
-from n2v_repro.backends import make_backend
-from n2v_repro.io_utils import atomic_open, atomic_path, save_npz, write_json
-from n2v_repro.metrics import psnr, ssim
-from n2v_repro.monitor import ResourceMonitor
-from n2v_repro.sampler import (
+from n2v_repro.backends.registry import make_backend
+from n2v_repro.data.transforms import denormalise, normalise
+from n2v_repro.evaluation.metrics import psnr, ssim
+from n2v_repro.io.atomic import atomic_open, atomic_path, save_npz, write_json
+from n2v_repro.training.monitor import ResourceMonitor
+from n2v_repro.training.sampler import (
     PatchSampler,
     TrainingData,
     ValidationSet,
-    denormalise,
     load_training_data,
     load_validation,
-    normalise,
 )
-from n2v_repro.schedules import LRSchedule, make_schedule
+from n2v_repro.training.schedules import LRSchedule, make_schedule
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from n2v_repro.io_utils import atomic_path  # noqa: E402
-from n2v_repro.tables import FRAMEWORK_ORDER, read_csv_columns, run_key  # noqa: E402
+from n2v_repro.io.atomic import atomic_path  # noqa: E402
+from n2v_repro.report.tables import FRAMEWORK_ORDER, read_csv_columns, run_key  # noqa: E402
 
 FRAMEWORK_COLOURS = {"torch": "#d1495b", "jittor": "#00798c"}
 PANEL_SIZE = (4.2, 3.2)  # inches per panel

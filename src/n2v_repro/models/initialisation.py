@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from n2v_repro.arch_spec import Layer, layers
+from n2v_repro.models.spec import Layer, layers
 
 
 def _fan_in(weight_shape: tuple[int, ...]) -> int:
@@ -52,6 +52,6 @@ def make_init_weights(arch: str, seed: int) -> dict[str, np.ndarray]:
 
 def write_init_weights(path: str, arch: str, seed: int) -> None:
     """Write make_init_weights(arch, seed) to `path` (.npz, atomically)."""
-    from n2v_repro.io_utils import save_npz
+    from n2v_repro.io.atomic import save_npz
 
     save_npz(path, make_init_weights(arch, seed))

@@ -1,0 +1,1 @@
+"""Files: atomic writes, and one reader and one writer per file format the pipeline exchanges."""
