@@ -97,11 +97,11 @@ def data_stage(workdir: Path) -> None:
 
 
 def framework_stage(workdir: Path, framework: str) -> None:
-    from n2v_repro.config import validate_config
+    from n2v_repro.config import PipelineConfig
     from n2v_repro.evaluation.predict import run_evaluation
     from n2v_repro.training.loop import TrainJob, train
 
-    config = validate_config(
+    config = PipelineConfig.from_mapping(
         {
             "frameworks": [framework],
             "sigmas": [SIGMA],
@@ -124,7 +124,7 @@ def framework_stage(workdir: Path, framework: str) -> None:
             init_weights=workdir / f"results/init/{ARCH}_seed{SEED}.npz",
             out_dir=models,
             checkpoint=workdir / f"results/checkpoints/{framework}/sigma{SIGMA}/checkpoint.npz",
-            train_cfg=config["train"],
+            train=config.train,
             patch_size=PATCH_SIZE,
             seed=SEED,
             threads=2,

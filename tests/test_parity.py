@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from n2v_repro import parity
+from n2v_repro.config import MaskingConfig, OptimizerConfig
 from n2v_repro.io.atomic import save_npz
 from n2v_repro.models import spec as arch_spec
 
-MASKING = {"kind": "uniform_withCP", "percentage": 0.198, "radius": 2}
-OPTIMIZER = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8}
+MASKING = MaskingConfig(kind="uniform_withCP", percentage=0.198, radius=2)
+OPTIMIZER = OptimizerConfig(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, semantics="torch")
 
 
 def test_rel_error_definition():

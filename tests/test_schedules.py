@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from n2v_repro.config import ScheduleConfig
 from n2v_repro.training.schedules import (
     ConstantSchedule,
     PlateauSchedule,
@@ -83,6 +84,7 @@ def test_plateau_cuts_after_more_than_patience_bad_epochs() -> None:
 )
 def test_state_round_trip_continues_identically(cfg) -> None:
     """A schedule rebuilt from a mid-run state takes the same decisions as the original."""
+    cfg = ScheduleConfig(**cfg)
     uninterrupted = make_schedule(cfg, 1e-3)
     expected = run(uninterrupted, LOSSES)
     first = make_schedule(cfg, 1e-3)
@@ -94,4 +96,4 @@ def test_state_round_trip_continues_identically(cfg) -> None:
 
 def test_make_schedule_rejects_unknown_kind() -> None:
     with pytest.raises(ValueError, match="cosine"):
-        make_schedule({"kind": "cosine"}, 1e-3)
+        make_schedule(ScheduleConfig("cosine", 1, 0.5, 1), 1e-3)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from n2v_repro.config import validate_config
+from n2v_repro.config import MaskingConfig, PipelineConfig, TrainConfig
 from n2v_repro.evaluation.metrics import psnr
 from n2v_repro.io.atomic import save_npz
 from n2v_repro.models.initialisation import make_init_weights
@@ -64,7 +64,7 @@ def write_patch_dir(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def small_train_cfg(**overrides) -> dict:
+def small_train_cfg(**overrides) -> TrainConfig:
     train_cfg = {
         "arch": ARCH,
         "epochs": 2,
@@ -75,7 +75,7 @@ def small_train_cfg(**overrides) -> dict:
         "schedule": {"kind": "step", "step_epochs": 1, "factor": 0.5},
         **overrides,
     }
-    return validate_config({"train": train_cfg})["train"]
+    return PipelineConfig.from_mapping({"train": train_cfg}).train
 
 
 def make_job(tmp: Path, framework: str = "torch", **overrides) -> TrainJob:
@@ -91,7 +91,7 @@ def make_job(tmp: Path, framework: str = "torch", **overrides) -> TrainJob:
         init_weights=init,
         out_dir=tmp / "models" / framework,
         checkpoint=tmp / "checkpoints" / framework / "checkpoint.npz",
-        train_cfg=small_train_cfg(**overrides),
+        train=small_train_cfg(**overrides),
         patch_size=PATCH,
         seed=123,
         threads=1,
@@ -133,7 +133,7 @@ class IdentityBackend:
 def test_validation_loss_is_the_whole_set_mean_for_any_batch_size(tmp_path: Path) -> None:
     patch_dir = write_patch_dir(tmp_path / "patches")
     stats = json.loads((patch_dir / "train_stats.json").read_text())
-    masking = {"kind": "uniform_withCP", "percentage": 0.198, "radius": 2}
+    masking = MaskingConfig(kind="uniform_withCP", percentage=0.198, radius=2)
     valid = load_validation(patch_dir / "valid_tiles.npz", stats["mean"], stats["std"], masking, 1)
     whole = masked_mse(valid.inputs, valid.targets, valid.mask)
     noisy_psnr = np.mean([psnr(c, n) for c, n in zip(valid.clean, valid.noisy, strict=True)])
@@ -217,7 +217,7 @@ def test_nan_loss_stops_at_once_and_keeps_last_good_checkpoint(
 
     def poisoned_batch(self: PatchSampler, step: int) -> Batch:
         batch = clean_batch(self, step)
-        if step == job.train_cfg["steps_per_epoch"]:  # first step of epoch 2
+        if step == job.train.steps_per_epoch:  # first step of epoch 2
             batch.inputs[0, 0, 5, 5] = np.nan
         return batch
 

@@ -7,8 +7,11 @@ bounds; errors name the offending key as a dotted path so a user can find it in 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
+import typing
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +98,51 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
     return filled
 
 
+# Every BSDS500 image is 321 x 481 pixels (portrait or landscape); BSD68 has 68 of them and
+# BSD400 (train + test splits) 400. Bounds that depend on them are checked here, before any job.
+BSDS500_IMAGE_SIDES = (321, 481)
+BSD68_SIZE = 68
+BSD400_SIZE = 400
+
+
 def _check_consistency(config: Mapping[str, Any]) -> None:
     """Rules that JSON schema cannot express across keys."""
-    data = config["data"]
-    n_bsd68 = data["bsd68_images"]
-    if n_bsd68 is not None and data["n_valid"] >= n_bsd68:
-        raise ConfigError(
-            f"config key 'data.n_valid': {data['n_valid']} leaves no test image out of "
-            f"data.bsd68_images = {n_bsd68}; it must be smaller"
+    data, train = config["data"], config["train"]
+    problems: list[str] = []
+    n_bsd68 = data["bsd68_images"] if data["bsd68_images"] is not None else BSD68_SIZE
+    if data["bsd68_images"] is not None and data["bsd68_images"] > BSD68_SIZE:
+        problems.append(
+            f"config key 'data.bsd68_images': {data['bsd68_images']} is more than the "
+            f"{BSD68_SIZE} BSD68 images; allowed 2-{BSD68_SIZE} or null (all)"
         )
+    elif data["n_valid"] >= n_bsd68:
+        problems.append(
+            f"config key 'data.n_valid': {data['n_valid']} leaves no test image out of the "
+            f"{n_bsd68} BSD68 images in use (data.bsd68_images); allowed 1-{n_bsd68 - 1}"
+        )
+    if data["train_images"] is not None and data["train_images"] > BSD400_SIZE:
+        problems.append(
+            f"config key 'data.train_images': {data['train_images']} is more than the "
+            f"{BSD400_SIZE} training images; allowed 1-{BSD400_SIZE} or null (all)"
+        )
+    size = data["patch_size"]
+    if size > min(BSDS500_IMAGE_SIDES):
+        problems.append(
+            f"config key 'data.patch_size': {size} does not fit in a "
+            f"{BSDS500_IMAGE_SIDES[0]}x{BSDS500_IMAGE_SIDES[1]} image; allowed multiples of 32 "
+            f"up to {min(BSDS500_IMAGE_SIDES) // 32 * 32}"
+        )
+    elif train["valid_tiles"] is not None:
+        per_image = (BSDS500_IMAGE_SIDES[0] // size) * (BSDS500_IMAGE_SIDES[1] // size)
+        available = min(data["n_valid"], n_bsd68) * per_image
+        if train["valid_tiles"] > available:
+            problems.append(
+                f"config key 'train.valid_tiles': {train['valid_tiles']} is more than the "
+                f"{available} tiles of {size}x{size} in the {data['n_valid']} validation images; "
+                f"allowed 1-{available} or null (all)"
+            )
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def load_config(*paths: str | Path) -> dict[str, Any]:
@@ -123,3 +162,126 @@ def merge_into(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
         else:
             base[key] = copy.deepcopy(value)
     return base
+
+
+# --- typed configuration -------------------------------------------------------------------
+# The validated mapping is turned once into frozen dataclasses that mirror the schema's
+# sections; rules and scripts read attributes. Field names equal the schema's keys, so
+# `as_dict` gives back the mapping Snakemake holds.
+
+
+T = typing.TypeVar("T")
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    kind: str
+    percentage: float
+    radius: int
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    semantics: str
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: str
+    step_epochs: int
+    factor: float
+    patience: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    augment: bool
+    masking: MaskingConfig
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    valid_tiles: int | None
+    device: str
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    mirrors: tuple[str, ...]
+    manifest: str
+    bsd68_ids: str
+    bsd68_pixels: str | None
+    n_valid: int
+    train_images: int | None
+    bsd68_images: int | None
+    patch_size: int
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    weights: tuple[str, ...]
+    tta: bool
+    figure_images: int
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    batch_size: int
+    steps: int
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    seed: int
+    frameworks: tuple[str, ...]
+    sigmas: tuple[int, ...]
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    parity: ParityConfig
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> PipelineConfig:
+        """Validate `config` (schema and cross-key checks) and build the typed view."""
+        return from_plain(cls, validate_config(config))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plain mapping (lists for tuples), e.g. for Snakemake's `config`."""
+        return plain(self)
+
+
+def from_plain(cls: type[T], values: Mapping[str, Any]) -> T:
+    """Build the config dataclass `cls` (a section or the whole) from its plain mapping.
+
+    Rules hand sections to scripts as plain mappings (Snakemake pickles params, and the
+    per-rule environments import nothing from the package before the script runs).
+    """
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        value, hint = values[field.name], hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            value = from_plain(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def plain(section: Any) -> dict[str, Any]:
+    """The plain mapping of a config dataclass, as rules hand it to scripts."""
+    return _plain(dataclasses.asdict(section))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value

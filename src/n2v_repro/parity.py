@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from n2v_repro.config import MaskingConfig, OptimizerConfig
 from n2v_repro.io.atomic import atomic_open, save_npz, write_json
 from n2v_repro.models.initialisation import make_init_weights
 from n2v_repro.models.spec import biases_before_batch_norm, is_buffer
@@ -84,20 +85,20 @@ def worst(errors: Mapping[str, float]) -> tuple[float, str]:
 # --- 1. inputs -----------------------------------------------------------------------------
 
 
-def make_batch(batch_size: int, seed: int, masking: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def make_batch(batch_size: int, seed: int, masking: MaskingConfig) -> dict[str, np.ndarray]:
     """One N2V-masked batch of random normal 64x64 patches, (B, 1, 64, 64) each."""
     from n2v_repro.training.masking import mask_patches
 
     rng = np.random.default_rng([seed, 0x9A7])
     patches = rng.standard_normal((batch_size, PATCH, PATCH)).astype(np.float32)
     inputs, targets, mask = mask_patches(
-        patches, rng, masking["kind"], masking["percentage"], masking["radius"]
+        patches, rng, masking.kind, masking.percentage, masking.radius
     )
     return {"inputs": inputs[:, None], "targets": targets[:, None], "mask": mask[:, None]}
 
 
 def write_parity_inputs(
-    path: str | Path, arch: str, seed: int, batch_size: int, masking: Mapping[str, Any]
+    path: str | Path, arch: str, seed: int, batch_size: int, masking: MaskingConfig
 ) -> None:
     weights = make_init_weights(arch, seed)
     arrays = {f"weights/{k}": v for k, v in weights.items()}
@@ -118,7 +119,7 @@ def run_framework(
     inputs_path: str | Path,
     output_path: str | Path,
     steps: int,
-    optimizer: Mapping[str, Any],
+    optimizer: OptimizerConfig,
     device: str = "auto",
     threads: int | None = None,
 ) -> None:
@@ -141,9 +142,7 @@ def run_framework(
         out |= {f"grad64/{k}": v for k, v in grads64.items()}
     for semantics in SEMANTICS:
         backend.load_weights(weights)
-        backend.configure_optimizer(
-            optimizer["lr"], tuple(optimizer["betas"]), optimizer["eps"], semantics
-        )
+        backend.configure_optimizer(optimizer.lr, optimizer.betas, optimizer.eps, semantics)
         losses = [backend.train_step(*batch) for _ in range(steps)]
         out[f"losses_{semantics}"] = np.array(losses)
         out |= {f"after_{semantics}/{k}": v for k, v in backend.get_weights().items()}

@@ -1,47 +1,65 @@
-# Imports, config validation, wildcard constraints, and the input functions and target lists
-# that the rules use. No rules here.
-import sys
-from pathlib import Path
-
+# Config loading, wildcard constraints, path patterns, and the input functions and target
+# lists that the rules use. No rules here.
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
+from n2v_repro.backends.jittor_env import cuda_driver_available
+from n2v_repro.backends.registry import FRAMEWORKS as KNOWN_FRAMEWORKS
+from n2v_repro.config import ConfigError, PipelineConfig, plain
+from n2v_repro.data import manifest as _manifest
+from n2v_repro.models.spec import ARCHS
+
 min_version("9.0")
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-
-from n2v_repro.config import ConfigError, validate_config
-from n2v_repro.data import manifest as _manifest
-from n2v_repro.backends.jittor_env import cuda_driver_available
-
+# The merged config is validated once (schema + cross-key checks) into frozen dataclasses;
+# Snakemake's `config` keeps the plain mapping with every default filled in.
 try:
-    _validated = validate_config(config)
+    CONFIG = PipelineConfig.from_mapping(config)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 config.clear()
-config.update(_validated)
+config.update(CONFIG.as_dict())
 
 try:
-    MANIFEST = _manifest.read_manifest(config["data"]["manifest"])
-    TRAIN_IDS = _manifest.train_ids(MANIFEST, config["data"]["train_images"])
+    MANIFEST = _manifest.read_manifest(CONFIG.data.manifest)
+    TRAIN_IDS = _manifest.train_ids(MANIFEST, CONFIG.data.train_images)
     BSD68_IDS = _manifest.bsd68_ids(
-        MANIFEST, config["data"]["bsd68_ids"], config["data"]["bsd68_images"]
+        MANIFEST, CONFIG.data.bsd68_ids, CONFIG.data.bsd68_images
     )
 except (OSError, _manifest.ManifestError) as error:
     raise WorkflowError(f"data.manifest / data.bsd68_ids: {error}") from None
 
-SIGMAS = config["sigmas"]
-FRAMEWORKS = config["frameworks"]
-ARCH = config["train"]["arch"]
-SEED = config["seed"]
+SIGMAS = list(CONFIG.sigmas)
+FRAMEWORKS = list(CONFIG.frameworks)
+ARCH = CONFIG.train.arch
+SEED = CONFIG.seed
 
 
 wildcard_constraints:
     sigma=r"\d+",
-    framework="torch|jittor",
+    framework="|".join(KNOWN_FRAMEWORKS),
     image_id=r"[^/]+",
-    arch="n2n_unet|n2v_unet",
+    arch="|".join(ARCHS),
     seed=r"\d+",
+
+
+# --- path patterns (each defined once; rules and target lists format them) ------------------
+
+NOISY_NPZ = "resources/noisy/sigma{sigma}/{dataset}.npz"
+PATCH_DIR = "resources/patches/sigma{sigma}"
+INIT_WEIGHTS = "results/init/{arch}_seed{seed}.npz"
+MODEL_DIR = "results/models/{framework}/sigma{sigma}"
+CHECKPOINT = "results/checkpoints/{framework}/sigma{sigma}/checkpoint.npz"
+EVAL_DIR = "results/eval/{framework}/sigma{sigma}"
+TRAIN_BENCHMARK = "benchmarks/train/{framework}/sigma{sigma}.tsv"
+PARITY_DIR = "results/parity"
+PARITY_INPUTS = f"{PARITY_DIR}/inputs/{{arch}}.npz"
+PARITY_RESULT = f"{PARITY_DIR}/{{framework}}/{{arch}}.npz"
+# Verified downloads; not a declared output, so a failed job never deletes them.
+DOWNLOAD_CACHE = "resources/.download_cache"
+
+# Pixels of one BSDS500 image (481 x 321): sizes the memory of the whole-set data jobs.
+BSDS500_IMAGE_PIXELS = 481 * 321
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -54,23 +72,12 @@ def downloaded_jpgs():
     ]
 
 
-# Verified downloads; not a declared output, so a failed job never deletes them.
-DOWNLOAD_CACHE = "resources/.download_cache"
-
-# Pixels of one BSDS500 image (481 x 321): sizes the memory of the whole-set data jobs.
-BSDS500_IMAGE_PIXELS = 481 * 321
-
-
 def gray_train_pngs():
     return [f"resources/gray/bsd400/{i}.png" for i in TRAIN_IDS]
 
 
 def gray_bsd68_pngs():
     return [f"resources/gray/bsd68/{i}.png" for i in BSD68_IDS]
-
-
-def gray_pngs():
-    return gray_train_pngs() + gray_bsd68_pngs()
 
 
 def data_mem_mb(wildcards):
@@ -80,15 +87,8 @@ def data_mem_mb(wildcards):
     return 3 * n_bytes // 2**20 + 500
 
 
-def noisy_npzs(wildcards):
-    return [
-        f"resources/noisy/sigma{wildcards.sigma}/{dataset}.npz"
-        for dataset in ("bsd400", "bsd68")
-    ]
-
-
 def patch_files(sigma):
-    folder = f"resources/patches/sigma{sigma}"
+    folder = PATCH_DIR.format(sigma=sigma)
     return {
         "train": f"{folder}/train.npy",
         "index": f"{folder}/train_index.csv",
@@ -100,7 +100,7 @@ def patch_files(sigma):
 def training_inputs(wildcards):
     return {
         **patch_files(wildcards.sigma),
-        "init": f"results/init/{ARCH}_seed{SEED}.npz",
+        "init": INIT_WEIGHTS.format(arch=ARCH, seed=SEED),
     }
 
 
@@ -109,7 +109,7 @@ def training_inputs(wildcards):
 
 def uses_gpu():
     """Whether training/evaluation jobs occupy a GPU: decides the `gpu` resource."""
-    device = config["train"]["device"]
+    device = CONFIG.train.device
     return device == "cuda" or (device == "auto" and cuda_driver_available())
 
 
@@ -123,24 +123,11 @@ def framework_threads():
 
 
 def model_dir(framework, sigma):
-    return f"results/models/{framework}/sigma{sigma}"
-
-
-def model_files(wildcards):
-    folder = model_dir(wildcards.framework, wildcards.sigma)
-    return {
-        "last": f"{folder}/last.npz",
-        "best": f"{folder}/best.npz",
-        "history": f"{folder}/history.csv",
-    }
-
-
-def framework_env(wildcards):
-    return f"../../envs/{wildcards.framework}.yaml"
+    return MODEL_DIR.format(framework=framework, sigma=sigma)
 
 
 def eval_dir(framework, sigma):
-    return f"results/eval/{framework}/sigma{sigma}"
+    return EVAL_DIR.format(framework=framework, sigma=sigma)
 
 
 def evaluation_inputs(wildcards):
@@ -148,10 +135,10 @@ def evaluation_inputs(wildcards):
     folder = model_dir(wildcards.framework, wildcards.sigma)
     return {
         "clean": gray_bsd68_pngs(),
-        "noisy": f"resources/noisy/sigma{wildcards.sigma}/bsd68.npz",
+        "noisy": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd68"),
         "split": "resources/bsd68_split.csv",
         "stats": patch_files(wildcards.sigma)["stats"],
-        **{name: f"{folder}/{name}.npz" for name in config["eval"]["weights"]},
+        **{name: f"{folder}/{name}.npz" for name in CONFIG.eval.weights},
     }
 
 
@@ -167,10 +154,6 @@ def all_eval_summaries():
     return [f"{eval_dir(fw, s)}/summary.json" for fw in FRAMEWORKS for s in SIGMAS]
 
 
-def all_per_image_csvs():
-    return [f"{eval_dir(fw, s)}/per_image.csv" for fw in FRAMEWORKS for s in SIGMAS]
-
-
 def all_histories():
     return [f"{model_dir(fw, s)}/history.csv" for fw in FRAMEWORKS for s in SIGMAS]
 
@@ -180,13 +163,17 @@ def all_monitors():
 
 
 def all_train_benchmarks():
-    return [f"benchmarks/train/{fw}/sigma{s}.tsv" for fw in FRAMEWORKS for s in SIGMAS]
+    return [
+        TRAIN_BENCHMARK.format(framework=fw, sigma=s)
+        for fw in FRAMEWORKS
+        for s in SIGMAS
+    ]
 
 
 def parity_outputs():
     """Parity needs both frameworks; with one configured there is nothing to compare."""
-    if set(FRAMEWORKS) >= {"torch", "jittor"}:
-        return ["results/parity/parity.json", "results/parity/parity.csv"]
+    if set(FRAMEWORKS) >= set(KNOWN_FRAMEWORKS):
+        return [f"{PARITY_DIR}/parity.json", f"{PARITY_DIR}/parity.csv"]
     return []
 
 
@@ -216,7 +203,7 @@ def final_outputs():
 
 # --- parity ---------------------------------------------------------------------------------
 
-PARITY_ARCHS = ["n2n_unet", "n2v_unet"]
+PARITY_ARCHS = list(ARCHS)
 
 
 def parity_threads():

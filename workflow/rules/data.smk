@@ -5,7 +5,7 @@
 
 rule download_bsds500:
     input:
-        manifest=config["data"]["manifest"],
+        manifest=CONFIG.data.manifest,
     output:
         downloaded_jpgs(),
     log:
@@ -37,14 +37,14 @@ rule to_gray:
         "../../envs/analysis.yaml"
     threads: 2
     params:
-        pixel_hashes=config["data"]["bsd68_pixels"],
+        pixel_hashes=CONFIG.data.bsd68_pixels,
     script:
         "../scripts/to_gray.py"
 
 
 rule split_bsd68:
     input:
-        ids=config["data"]["bsd68_ids"],
+        ids=CONFIG.data.bsd68_ids,
     output:
         "resources/bsd68_split.csv",
     log:
@@ -56,7 +56,7 @@ rule split_bsd68:
     threads: 1
     params:
         ids=BSD68_IDS,
-        n_valid=config["data"]["n_valid"],
+        n_valid=CONFIG.data.n_valid,
         seed=SEED,
     script:
         "../scripts/split_bsd68.py"
@@ -67,8 +67,8 @@ rule add_noise:
         bsd400=gray_train_pngs(),
         bsd68=gray_bsd68_pngs(),
     output:
-        bsd400="resources/noisy/sigma{sigma}/bsd400.npz",
-        bsd68="resources/noisy/sigma{sigma}/bsd68.npz",
+        bsd400=NOISY_NPZ.replace("{dataset}", "bsd400"),
+        bsd68=NOISY_NPZ.replace("{dataset}", "bsd68"),
     log:
         "logs/add_noise/sigma{sigma}.log",
     benchmark:
@@ -86,8 +86,8 @@ rule add_noise:
 
 rule patchify:
     input:
-        bsd400="resources/noisy/sigma{sigma}/bsd400.npz",
-        bsd68="resources/noisy/sigma{sigma}/bsd68.npz",
+        bsd400=NOISY_NPZ.replace("{dataset}", "bsd400"),
+        bsd68=NOISY_NPZ.replace("{dataset}", "bsd68"),
         split="resources/bsd68_split.csv",
         clean_bsd68=gray_bsd68_pngs(),
     output:
@@ -102,6 +102,6 @@ rule patchify:
     resources:
         mem_mb=data_mem_mb,
     params:
-        patch_size=config["data"]["patch_size"],
+        patch_size=CONFIG.data.patch_size,
     script:
         "../scripts/patchify.py"

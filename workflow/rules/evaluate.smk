@@ -8,9 +8,9 @@ rule evaluate_torch:
     input:
         unpack(evaluation_inputs),
     output:
-        per_image="results/eval/{framework}/sigma{sigma}/per_image.csv",
-        summary="results/eval/{framework}/sigma{sigma}/summary.json",
-        denoised=directory("results/eval/{framework}/sigma{sigma}/denoised"),
+        per_image=f"{EVAL_DIR}/per_image.csv",
+        summary=f"{EVAL_DIR}/summary.json",
+        denoised=directory(f"{EVAL_DIR}/denoised"),
     log:
         "logs/evaluate/{framework}/sigma{sigma}.log",
     benchmark:
@@ -24,9 +24,9 @@ rule evaluate_torch:
         gpu=gpu_jobs_resource(),
     params:
         arch=ARCH,
-        device=config["train"]["device"],
-        weights=config["eval"]["weights"],
-        tta=config["eval"]["tta"],
+        device=CONFIG.train.device,
+        weights=list(CONFIG.eval.weights),
+        tta=CONFIG.eval.tta,
     script:
         "../scripts/evaluate.py"
 

@@ -6,7 +6,7 @@
 
 rule make_init_weights:
     output:
-        "results/init/{arch}_seed{seed}.npz",
+        INIT_WEIGHTS,
     log:
         "logs/make_init_weights/{arch}_seed{seed}.log",
     conda:
@@ -18,7 +18,7 @@ rule make_init_weights:
 
 rule parity_inputs:
     output:
-        "results/parity/inputs/{arch}.npz",
+        PARITY_INPUTS,
     log:
         "logs/parity_inputs/{arch}.log",
     conda:
@@ -26,17 +26,17 @@ rule parity_inputs:
     threads: 1
     params:
         seed=SEED,
-        batch_size=config["parity"]["batch_size"],
-        masking=config["train"]["masking"],
+        batch_size=CONFIG.parity.batch_size,
+        masking=plain(CONFIG.train.masking),
     script:
         "../scripts/parity_inputs.py"
 
 
 rule parity_torch:
     input:
-        "results/parity/inputs/{arch}.npz",
+        PARITY_INPUTS,
     output:
-        "results/parity/{framework}/{arch}.npz",
+        PARITY_RESULT,
     log:
         "logs/parity_framework/{framework}/{arch}.log",
     wildcard_constraints:
@@ -47,9 +47,9 @@ rule parity_torch:
     resources:
         gpu=gpu_jobs_resource(),
     params:
-        steps=config["parity"]["steps"],
-        optimizer=config["train"]["optimizer"],
-        device=config["train"]["device"],
+        steps=CONFIG.parity.steps,
+        optimizer=plain(CONFIG.train.optimizer),
+        device=CONFIG.train.device,
     script:
         "../scripts/parity_framework.py"
 
@@ -63,11 +63,11 @@ use rule parity_torch as parity_jittor with:
 
 rule framework_parity:
     input:
-        torch=expand("results/parity/torch/{arch}.npz", arch=PARITY_ARCHS),
-        jittor=expand("results/parity/jittor/{arch}.npz", arch=PARITY_ARCHS),
+        torch=expand(PARITY_RESULT, framework="torch", arch=PARITY_ARCHS),
+        jittor=expand(PARITY_RESULT, framework="jittor", arch=PARITY_ARCHS),
     output:
-        json="results/parity/parity.json",
-        csv="results/parity/parity.csv",
+        json=f"{PARITY_DIR}/parity.json",
+        csv=f"{PARITY_DIR}/parity.csv",
     log:
         "logs/framework_parity/framework_parity.log",
     conda:
@@ -75,6 +75,6 @@ rule framework_parity:
     threads: 1
     params:
         archs=PARITY_ARCHS,
-        tolerance=config["parity"]["tolerance"],
+        tolerance=CONFIG.parity.tolerance,
     script:
         "../scripts/framework_parity.py"

@@ -122,15 +122,15 @@ rule plot_qualitative:
         "../../envs/analysis.yaml"
     threads: 1
     params:
-        n_images=config["eval"]["figure_images"],
+        n_images=CONFIG.eval.figure_images,
     script:
         "../scripts/plot_qualitative.py"
 
 
 rule plot_parity:
     input:
-        csv="results/parity/parity.csv",
-        json="results/parity/parity.json",
+        csv=f"{PARITY_DIR}/parity.csv",
+        json=f"{PARITY_DIR}/parity.json",
     output:
         report(
             "results/figures/parity.png",
@@ -144,6 +144,6 @@ rule plot_parity:
         "../../envs/analysis.yaml"
     threads: 1
     params:
-        tolerance=config["parity"]["tolerance"],
+        tolerance=CONFIG.parity.tolerance,
     script:
         "../scripts/plot_parity.py"

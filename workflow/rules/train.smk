@@ -9,15 +9,15 @@ rule train_torch:
     input:
         unpack(training_inputs),
     output:
-        last="results/models/{framework}/sigma{sigma}/last.npz",
-        best="results/models/{framework}/sigma{sigma}/best.npz",
-        history="results/models/{framework}/sigma{sigma}/history.csv",
-        monitor="results/models/{framework}/sigma{sigma}/monitor.csv",
-        summary="results/models/{framework}/sigma{sigma}/train_summary.json",
+        last=f"{MODEL_DIR}/last.npz",
+        best=f"{MODEL_DIR}/best.npz",
+        history=f"{MODEL_DIR}/history.csv",
+        monitor=f"{MODEL_DIR}/monitor.csv",
+        summary=f"{MODEL_DIR}/train_summary.json",
     log:
         "logs/train/{framework}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/train/{framework}/sigma{sigma}.tsv"
+        TRAIN_BENCHMARK
     wildcard_constraints:
         framework="torch",
     conda:
@@ -26,10 +26,10 @@ rule train_torch:
     resources:
         gpu=gpu_jobs_resource(),
     params:
-        train=config["train"],
-        patch_size=config["data"]["patch_size"],
+        train=plain(CONFIG.train),
+        patch_size=CONFIG.data.patch_size,
         seed=SEED,
-        checkpoint="results/checkpoints/{framework}/sigma{sigma}/checkpoint.npz",
+        checkpoint=CHECKPOINT,
     script:
         "../scripts/train.py"
 

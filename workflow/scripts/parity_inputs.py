@@ -6,6 +6,7 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
+from n2v_repro.config import MaskingConfig, from_plain  # noqa: E402
 from n2v_repro.parity import write_parity_inputs  # noqa: E402
 
 write_parity_inputs(
@@ -13,5 +14,5 @@ write_parity_inputs(
     arch=snakemake.wildcards.arch,
     seed=snakemake.params.seed,
     batch_size=snakemake.params.batch_size,
-    masking=snakemake.params.masking,
+    masking=from_plain(MaskingConfig, snakemake.params.masking),
 )

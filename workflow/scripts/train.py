@@ -6,6 +6,7 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
+from n2v_repro.config import TrainConfig, from_plain  # noqa: E402
 from n2v_repro.training.loop import TrainJob, train  # noqa: E402
 
 train(
@@ -15,7 +16,7 @@ train(
         init_weights=Path(snakemake.input.init),
         out_dir=Path(snakemake.output.last).parent,
         checkpoint=Path(snakemake.params.checkpoint),
-        train_cfg=snakemake.params.train,
+        train=from_plain(TrainConfig, snakemake.params.train),
         patch_size=snakemake.params.patch_size,
         seed=snakemake.params.seed,
         threads=snakemake.threads,

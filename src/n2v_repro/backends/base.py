@@ -1,4 +1,9 @@
-"""Framework-neutral pieces of the two backends: argument checks and Adam's arithmetic.
+"""The framework-neutral half of the two backends: the `Backend` and `Adam` base classes.
+
+`Backend` holds the public interface (docs/backend_interface.md), argument checks, weight
+conversion and optimizer bookkeeping; a framework backend implements only the underscored
+tensor methods. `Adam` holds the settings, step count and state layout; a framework's Adam
+implements only the moment arrays and the element-wise update.
 
 Both backends apply Adam with the same formulas, written once here as scalar coefficients:
 
@@ -15,11 +20,13 @@ Both backends apply Adam with the same formulas, written once here as scalar coe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from n2v_repro.models.spec import ARCH_STRIDE, parameter_shapes
+from n2v_repro.models.spec import ARCH_STRIDE, parameter_shapes, trainable_names
 
 ADAM_SEMANTICS = ("torch", "jittor")
 
@@ -104,3 +111,162 @@ def check_batch(arch: str, inputs: np.ndarray, targets: np.ndarray, mask: np.nda
 
 def as_float32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class AdamCoefficients:
+    """One step's scalars for the element-wise update (see the module docstring)."""
+
+    beta1: float
+    beta2: float
+    eps: float
+    step_size: float
+    sqrt_bc2: float
+
+
+class Adam(ABC):
+    """Adam over named parameters with either semantics: settings, step count, state layout."""
+
+    def __init__(self, names: list[str], settings: AdamSettings):
+        self.names = list(names)
+        self.settings = settings
+        self.step = 0
+
+    def next_coefficients(self) -> AdamCoefficients:
+        """Advance the step count; the scalars of the step just begun."""
+        self.step += 1
+        step_size, sqrt_bc2 = self.settings.coefficients(self.step)
+        b1, b2 = self.settings.betas
+        return AdamCoefficients(b1, b2, self.settings.eps, step_size, sqrt_bc2)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Step count and moments by parameter name (`moment_keys`), as numpy copies."""
+        state: dict[str, np.ndarray] = {"step": np.array(self.step, dtype=np.int64)}
+        for name, (m, v) in self._get_moments().items():
+            m_key, v_key = moment_keys(name)
+            state[m_key], state[v_key] = m, v
+        return state
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        step = check_optimizer_state(state, self.names)
+        moments = {}
+        for name in self.names:
+            m_key, v_key = moment_keys(name)
+            moments[name] = (as_float32(state[m_key]), as_float32(state[v_key]))
+        self._set_moments(moments)
+        self.step = step
+
+    @abstractmethod
+    def _get_moments(self) -> dict[str, tuple[np.ndarray, np.ndarray]]: ...
+
+    @abstractmethod
+    def _set_moments(self, moments: dict[str, tuple[np.ndarray, np.ndarray]]) -> None: ...
+
+
+class Backend(ABC):
+    """One framework's network, optimizer and device behind the interface of
+    docs/backend_interface.md; all public arguments and results are numpy arrays."""
+
+    name: str
+    device: str
+
+    def __init__(self, arch: str):
+        self.arch = arch
+        self.stride = ARCH_STRIDE[arch]
+        self.trainable = trainable_names(arch)
+        self._optimizer: Adam | None = None
+
+    # --- weights ----------------------------------------------------------------------------
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        check_weights(self.arch, weights)
+        self._set_state({name: as_float32(weights[name]) for name in parameter_shapes(self.arch)})
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {name: as_float32(value) for name, value in self._get_state().items()}
+
+    # --- optimiser --------------------------------------------------------------------------
+
+    def configure_optimizer(
+        self, lr: float, betas: tuple[float, float], eps: float, semantics: str = "torch"
+    ) -> None:
+        self._optimizer = self._make_adam(AdamSettings.create(lr, betas, eps, semantics))
+
+    def _adam(self) -> Adam:
+        if self._optimizer is None:
+            raise RuntimeError("call configure_optimizer() before training")
+        return self._optimizer
+
+    def set_lr(self, lr: float) -> None:
+        adam = self._adam()
+        adam.settings = replace(adam.settings, lr=float(lr))
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return self._adam().state()
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        self._adam().load_state(state)
+
+    # --- computation ------------------------------------------------------------------------
+
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
+        """One Adam step on the masked loss; returns the loss (NaN is returned as is: the
+        training loop decides what to do with it)."""
+        adam = self._adam()
+        check_batch(self.arch, inputs, targets, mask)
+        return self._train_step(adam, *map(as_float32, (inputs, targets, mask)))
+
+    def loss_and_grads(
+        self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Train-mode loss and gradients; weights and batch-norm statistics stay as they were."""
+        check_batch(self.arch, inputs, targets, mask)
+        return self._loss_and_grads(*map(as_float32, (inputs, targets, mask)))
+
+    def masked_loss(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
+        """Eval-mode masked loss, no gradient (validation)."""
+        check_batch(self.arch, inputs, targets, mask)
+        return self._masked_loss(*map(as_float32, (inputs, targets, mask)))
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Eval-mode output, (B, 1, H, W) -> (B, 1, H, W) float32."""
+        check_images(self.arch, inputs)
+        return as_float32(self._predict(as_float32(inputs)))
+
+    # --- what each framework implements, in this order in both files ------------------------
+
+    @abstractmethod
+    def _get_state(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _set_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+    @abstractmethod
+    def _make_adam(self, settings: AdamSettings) -> Adam: ...
+
+    @abstractmethod
+    def _train_step(
+        self, adam: Any, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
+    ) -> float: ...
+
+    @abstractmethod
+    def _loss_and_grads(
+        self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray]]: ...
+
+    @abstractmethod
+    def _masked_loss(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float: ...
+
+    @abstractmethod
+    def _predict(self, inputs: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def peak_memory_mib(self) -> float | None:
+        """The framework's peak device memory since the last reset; None on CPU."""
+
+    @abstractmethod
+    def reset_peak_memory(self) -> None: ...
+
+    @abstractmethod
+    def synchronize(self) -> None:
+        """Wait for queued device work (timing)."""

@@ -1,8 +1,7 @@
-"""Jittor backend: the interface of docs/backend_interface.md over models_jittor.
+"""Jittor backend: the tensor half of `backends.base.Backend` over `models.jittor_nets`.
 
-backend_torch.py implements the same members with the same semantics in PyTorch. Jittor has
-no backward()/zero_grad(): gradients come from jt.grad(loss, params) and the Adam update is
-written with jt ops (Var.update), executed lazily and forced with jt.sync_all().
+torch_backend.py implements the same methods, in the same order, in PyTorch. Jittor runs
+lazily: updates are written with Var.update and executed by jt.sync_all().
 """
 
 from __future__ import annotations
@@ -12,23 +11,14 @@ import ctypes
 import os
 import signal
 import sys
-from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from n2v_repro.backends.base import (
-    AdamSettings,
-    as_float32,
-    check_batch,
-    check_images,
-    check_optimizer_state,
-    check_weights,
-    moment_keys,
-)
+from n2v_repro.backends.base import Adam, AdamSettings, Backend
 from n2v_repro.backends.jittor_env import cuda_driver_available, prepare_jittor_env
-from n2v_repro.models.spec import ARCH_STRIDE, is_buffer, trainable_names
+from n2v_repro.models.spec import is_buffer
 
 
 def set_cpu_threads(threads: int) -> None:
@@ -67,151 +57,119 @@ def import_jittor(device: str) -> tuple[ModuleType, str]:
     return jt, resolved
 
 
-class JittorAdam:
-    """Adam over named parameters with either semantics (see backend_common)."""
+class JittorAdam(Adam):
+    """The element-wise Adam update in Jittor (bookkeeping in `Adam`)."""
 
     def __init__(self, jt: ModuleType, params: dict[str, Any], settings: AdamSettings):
+        super().__init__(list(params), settings)
         self.jt = jt
         self.params = params
-        self.settings = settings
-        self.step = 0
         self.m = {name: jt.zeros(p.shape, "float32").stop_grad() for name, p in params.items()}
         self.v = {name: jt.zeros(p.shape, "float32").stop_grad() for name, p in params.items()}
 
     def update(self, grads: dict[str, Any]) -> None:
-        jt = self.jt
-        self.step += 1
-        b1, b2 = self.settings.betas
-        step_size, sqrt_bc2 = self.settings.coefficients(self.step)
-        eps = self.settings.eps
+        c = self.next_coefficients()
         for name, p in self.params.items():
             g = grads[name].stop_grad()
             m, v = self.m[name], self.v[name]
-            m.update(m * b1 + g * (1 - b1))
-            v.update(v * b2 + g * g * (1 - b2))
-            p.update(p - (m / (jt.sqrt(v) / sqrt_bc2 + eps)) * step_size)
+            m.update(m * c.beta1 + g * (1 - c.beta1))
+            v.update(v * c.beta2 + g * g * (1 - c.beta2))
+            p.update(p - (m / (self.jt.sqrt(v) / c.sqrt_bc2 + c.eps)) * c.step_size)
+
+    def _get_moments(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {
+            name: (self.m[name].numpy().copy(), self.v[name].numpy().copy()) for name in self.names
+        }
+
+    def _set_moments(self, moments: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        for name, (m, v) in moments.items():
+            self.m[name].update(self.jt.array(m))
+            self.v[name].update(self.jt.array(v))
+        self.jt.sync_all()
 
 
-class JittorBackend:
+class JittorBackend(Backend):
     name = "jittor"
 
     def __init__(self, arch: str, device: str = "auto", threads: int | None = None):
+        super().__init__(arch)
         if threads:
             set_cpu_threads(threads)
         self.jt, self.device = import_jittor(device)
         from n2v_repro.models.jittor_nets import build_model
 
-        self.arch = arch
-        self.stride = ARCH_STRIDE[arch]
         self.model = build_model(arch)
         state = self.model.state_dict()
-        self._params = {name: state[name] for name in trainable_names(arch)}
-        self._optimizer: JittorAdam | None = None
+        self._params = {name: state[name] for name in self.trainable}
         self._peak_bytes = 0
+
+    def _masked_mse(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> Any:
+        """Sum of squared errors over masked pixels / number of masked pixels (whole batch)."""
+        jt = self.jt
+        out = self.model(jt.array(inputs))
+        mask_var = jt.array(mask)
+        return ((out - jt.array(targets)) ** 2 * mask_var).sum() / mask_var.sum()
 
     # --- weights ----------------------------------------------------------------------------
 
-    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
-        check_weights(self.arch, weights)
-        for name, var in self.model.state_dict().items():
-            var.update(self.jt.array(as_float32(weights[name])))
-        self.jt.sync_all()
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {name: var.numpy().copy() for name, var in self.model.state_dict().items()}
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return {k: v.numpy().astype(np.float32) for k, v in self.model.state_dict().items()}
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        for name, var in self.model.state_dict().items():
+            var.update(self.jt.array(state[name]))
+        self.jt.sync_all()
 
     # --- optimiser --------------------------------------------------------------------------
 
-    def configure_optimizer(
-        self, lr: float, betas: tuple[float, float], eps: float, semantics: str = "torch"
-    ) -> None:
-        settings = AdamSettings(
-            float(lr), (float(betas[0]), float(betas[1])), float(eps), semantics
-        )
-        self._optimizer = JittorAdam(self.jt, self._params, settings)
-
-    def _adam(self) -> JittorAdam:
-        if self._optimizer is None:
-            raise RuntimeError("call configure_optimizer() before training")
-        return self._optimizer
-
-    def set_lr(self, lr: float) -> None:
-        adam = self._adam()
-        adam.settings = replace(adam.settings, lr=float(lr))
-
-    def optimizer_state(self) -> dict[str, np.ndarray]:
-        adam = self._adam()
-        state: dict[str, np.ndarray] = {"step": np.array(adam.step, dtype=np.int64)}
-        for name in self._params:
-            m_key, v_key = moment_keys(name)
-            state[m_key] = adam.m[name].numpy().copy()
-            state[v_key] = adam.v[name].numpy().copy()
-        return state
-
-    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        adam = self._adam()
-        step = check_optimizer_state(state, list(self._params))
-        for name in self._params:
-            m_key, v_key = moment_keys(name)
-            adam.m[name].update(self.jt.array(as_float32(state[m_key])))
-            adam.v[name].update(self.jt.array(as_float32(state[v_key])))
-        adam.step = step
-        self.jt.sync_all()
+    def _make_adam(self, settings: AdamSettings) -> JittorAdam:
+        return JittorAdam(self.jt, self._params, settings)
 
     # --- computation ------------------------------------------------------------------------
 
-    def _loss(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> Any:
-        jt = self.jt
-        out = self.model(jt.array(as_float32(inputs)))
-        mask_var = jt.array(as_float32(mask))
-        return ((out - jt.array(as_float32(targets))) ** 2 * mask_var).sum() / mask_var.sum()
-
-    def _train_loss_and_grads(
+    def _forward_backward(
         self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
     ) -> tuple[Any, dict[str, Any]]:
-        check_batch(self.arch, inputs, targets, mask)
+        # Jittor has no backward()/zero_grad(): gradients come from jt.grad(loss, params).
         self.model.train()
-        loss = self._loss(inputs, targets, mask)
+        loss = self._masked_mse(inputs, targets, mask)
         names = list(self._params)
         grads = self.jt.grad(loss, [self._params[n] for n in names])
         return loss, dict(zip(names, grads, strict=True))
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
-        adam = self._adam()
-        loss, grads = self._train_loss_and_grads(inputs, targets, mask)
+    def _train_step(
+        self, adam: JittorAdam, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
+    ) -> float:
+        loss, grads = self._forward_backward(inputs, targets, mask)
         adam.update(grads)
         # Executes the step (weights, moments, batch-norm statistics) and frees its graph.
         self.jt.sync_all()
         self._sample_memory()
-        # A nan loss is returned as is: the training loop decides what to do with it.
         return float(loss.item())
 
-    def loss_and_grads(
+    def _loss_and_grads(
         self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """Train-mode loss and gradients; weights and batch-norm statistics stay as they were."""
         state = self.model.state_dict()
         buffers = {k: v.numpy().copy() for k, v in state.items() if is_buffer(k)}
-        loss, grads = self._train_loss_and_grads(inputs, targets, mask)
+        loss, grads = self._forward_backward(inputs, targets, mask)
         result = float(loss.item()), {name: g.numpy().copy() for name, g in grads.items()}
         for name, value in buffers.items():
             state[name].update(self.jt.array(value))
         self.jt.sync_all()
         return result
 
-    def masked_loss(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
-        check_batch(self.arch, inputs, targets, mask)
+    def _masked_loss(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
         self.model.eval()
         with self.jt.no_grad():
-            loss = float(self._loss(inputs, targets, mask).item())
+            loss = float(self._masked_mse(inputs, targets, mask).item())
         self._sample_memory()
         return loss
 
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        check_images(self.arch, inputs)
+    def _predict(self, inputs: np.ndarray) -> np.ndarray:
         self.model.eval()
         with self.jt.no_grad():
-            out = self.model(self.jt.array(as_float32(inputs))).numpy().astype(np.float32)
+            out = self.model(self.jt.array(inputs)).numpy()
         self._sample_memory()
         return out
 

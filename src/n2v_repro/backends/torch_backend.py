@@ -1,25 +1,15 @@
-"""PyTorch backend: the interface of docs/backend_interface.md over models_torch.
+"""PyTorch backend: the tensor half of `backends.base.Backend` over `models.torch_nets`.
 
-backend_jittor.py implements the same members with the same semantics in Jittor.
+jittor_backend.py implements the same methods, in the same order, in Jittor.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
-from n2v_repro.backends.base import (
-    AdamSettings,
-    as_float32,
-    check_batch,
-    check_images,
-    check_optimizer_state,
-    check_weights,
-    moment_keys,
-)
-from n2v_repro.models.spec import ARCH_STRIDE, is_buffer, trainable_names
+from n2v_repro.backends.base import Adam, AdamSettings, Backend, check_batch, check_weights
+from n2v_repro.models.spec import is_buffer, trainable_names
 from n2v_repro.models.torch_nets import build_model
 
 
@@ -37,48 +27,56 @@ def masked_mse(out: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> 
     return ((out - targets) ** 2 * mask).sum() / mask.sum()
 
 
-class TorchAdam:
-    """Adam over named parameters with either semantics (see backend_common)."""
+class TorchAdam(Adam):
+    """The element-wise Adam update in torch (bookkeeping in `Adam`)."""
 
     def __init__(self, params: dict[str, torch.nn.Parameter], settings: AdamSettings):
+        super().__init__(list(params), settings)
         self.params = params
-        self.settings = settings
-        self.step = 0
         self.m = {name: torch.zeros_like(p) for name, p in params.items()}
         self.v = {name: torch.zeros_like(p) for name, p in params.items()}
 
     @torch.no_grad()
     def update(self) -> None:
-        self.step += 1
-        b1, b2 = self.settings.betas
-        step_size, sqrt_bc2 = self.settings.coefficients(self.step)
-        eps = self.settings.eps
+        c = self.next_coefficients()
         for name, p in self.params.items():
             g = p.grad
             m, v = self.m[name], self.v[name]
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / sqrt_bc2).add_(eps)
-            p.addcdiv_(m, denom, value=-step_size)
+            m.mul_(c.beta1).add_(g, alpha=1 - c.beta1)
+            v.mul_(c.beta2).addcmul_(g, g, value=1 - c.beta2)
+            denom = (v.sqrt() / c.sqrt_bc2).add_(c.eps)
+            p.addcdiv_(m, denom, value=-c.step_size)
+
+    def _get_moments(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {name: (_numpy(self.m[name]), _numpy(self.v[name])) for name in self.names}
+
+    @torch.no_grad()
+    def _set_moments(self, moments: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        for name, (m, v) in moments.items():
+            self.m[name].copy_(torch.from_numpy(m))
+            self.v[name].copy_(torch.from_numpy(v))
 
 
-class TorchBackend:
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().copy()
+
+
+class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, arch: str, device: str = "auto", threads: int | None = None):
+        super().__init__(arch)
         if threads:
             torch.set_num_threads(threads)
-        self.arch = arch
-        self.stride = ARCH_STRIDE[arch]
         self.device = resolve_device(device)
         self.model = build_model(arch).to(self.device)
         named = dict(self.model.named_parameters())
-        self._params = {name: named[name] for name in trainable_names(arch)}
-        self._optimizer: TorchAdam | None = None
+        self._params = {name: named[name] for name in self.trainable}
 
-    # --- weights ----------------------------------------------------------------------------
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)
 
-    def _state(self) -> dict[str, torch.Tensor]:
+    def _module_state(self) -> dict[str, torch.Tensor]:
         # num_batches_tracked is PyTorch-only bookkeeping, unused with a fixed momentum.
         return {
             k: v
@@ -86,63 +84,26 @@ class TorchBackend:
             if not k.endswith("num_batches_tracked")
         }
 
-    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
-        check_weights(self.arch, weights)
-        state = self._state()
-        with torch.no_grad():
-            for name, tensor in state.items():
-                tensor.copy_(torch.from_numpy(as_float32(weights[name])))
+    # --- weights ----------------------------------------------------------------------------
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self._state().items()}
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {name: _numpy(tensor) for name, tensor in self._module_state().items()}
+
+    @torch.no_grad()
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        for name, tensor in self._module_state().items():
+            tensor.copy_(torch.from_numpy(state[name]))
 
     # --- optimiser --------------------------------------------------------------------------
 
-    def configure_optimizer(
-        self, lr: float, betas: tuple[float, float], eps: float, semantics: str = "torch"
-    ) -> None:
-        settings = AdamSettings(
-            float(lr), (float(betas[0]), float(betas[1])), float(eps), semantics
-        )
-        self._optimizer = TorchAdam(self._params, settings)
-
-    def _adam(self) -> TorchAdam:
-        if self._optimizer is None:
-            raise RuntimeError("call configure_optimizer() before training")
-        return self._optimizer
-
-    def set_lr(self, lr: float) -> None:
-        adam = self._adam()
-        adam.settings = replace(adam.settings, lr=float(lr))
-
-    def optimizer_state(self) -> dict[str, np.ndarray]:
-        adam = self._adam()
-        state: dict[str, np.ndarray] = {"step": np.array(adam.step, dtype=np.int64)}
-        for name in self._params:
-            m_key, v_key = moment_keys(name)
-            state[m_key] = adam.m[name].detach().cpu().numpy().copy()
-            state[v_key] = adam.v[name].detach().cpu().numpy().copy()
-        return state
-
-    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        adam = self._adam()
-        step = check_optimizer_state(state, list(self._params))
-        with torch.no_grad():
-            for name in self._params:
-                m_key, v_key = moment_keys(name)
-                adam.m[name].copy_(torch.from_numpy(as_float32(state[m_key])))
-                adam.v[name].copy_(torch.from_numpy(as_float32(state[v_key])))
-        adam.step = step
+    def _make_adam(self, settings: AdamSettings) -> TorchAdam:
+        return TorchAdam(self._params, settings)
 
     # --- computation ------------------------------------------------------------------------
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(as_float32(array)).to(self.device)
-
-    def _train_loss(
+    def _forward_backward(
         self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
     ) -> torch.Tensor:
-        check_batch(self.arch, inputs, targets, mask)
         self.model.train()
         for p in self._params.values():
             p.grad = None
@@ -151,38 +112,35 @@ class TorchBackend:
         loss.backward()
         return loss
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
-        adam = self._adam()
-        loss = self._train_loss(inputs, targets, mask)
+    def _train_step(
+        self, adam: TorchAdam, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
+    ) -> float:
+        loss = self._forward_backward(inputs, targets, mask)
         adam.update()
-        # A nan loss is returned as is: the training loop decides what to do with it.
         return float(loss.detach())
 
-    def loss_and_grads(
+    def _loss_and_grads(
         self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
     ) -> tuple[float, dict[str, np.ndarray]]:
-        """Train-mode loss and gradients; weights and batch-norm statistics stay as they were."""
-        buffers = {k: v.clone() for k, v in self._state().items() if is_buffer(k)}
-        loss = self._train_loss(inputs, targets, mask)
-        grads = {name: p.grad.detach().cpu().numpy().copy() for name, p in self._params.items()}
+        buffers = {k: v.clone() for k, v in self._module_state().items() if is_buffer(k)}
+        loss = self._forward_backward(inputs, targets, mask)
+        grads = {name: _numpy(p.grad) for name, p in self._params.items()}
         with torch.no_grad():
-            for name, tensor in self._state().items():
+            for name, tensor in self._module_state().items():
                 if name in buffers:
                     tensor.copy_(buffers[name])
         return float(loss.detach()), grads
 
     @torch.no_grad()
-    def masked_loss(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
-        check_batch(self.arch, inputs, targets, mask)
+    def _masked_loss(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
         self.model.eval()
         out = self.model(self._tensor(inputs))
         return float(masked_mse(out, self._tensor(targets), self._tensor(mask)))
 
     @torch.no_grad()
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        check_images(self.arch, inputs)
+    def _predict(self, inputs: np.ndarray) -> np.ndarray:
         self.model.eval()
-        return self.model(self._tensor(inputs)).cpu().numpy().astype(np.float32)
+        return self.model(self._tensor(inputs)).cpu().numpy()
 
     # --- device -----------------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ def train_ids(manifest: dict[str, ManifestEntry], limit: int | None = None) -> l
     ids = sorted(
         (e.image_id for e in manifest.values() if e.split in TRAIN_SPLITS), key=id_sort_key
     )
-    return ids[:limit] if limit is not None else ids
+    return _first(ids, limit, "data.train_images", "training images in the manifest")
 
 
 def bsd68_ids(
@@ -96,4 +96,16 @@ def bsd68_ids(
                 f"{ids_file}: BSD68 id {image_id} is in split {entry.split!r} of the manifest, "
                 "expected 'val' (it would overlap the training set)"
             )
-    return ids[:limit] if limit is not None else ids
+    return _first(ids, limit, "data.bsd68_images", f"BSD68 ids in {ids_file}")
+
+
+def _first(ids: list[str], limit: int | None, key: str, what: str) -> list[str]:
+    """The first `limit` ids; a limit beyond what exists is a configuration error."""
+    if limit is None:
+        return ids
+    if limit > len(ids):
+        raise ManifestError(
+            f"config key '{key}': {limit} is more than the {len(ids)} {what}; "
+            f"allowed 1-{len(ids)} or null (all)"
+        )
+    return ids[:limit]

@@ -1,4 +1,4 @@
-"""The two U-Nets in Jittor. models_torch.py is the same file line for line in PyTorch.
+"""The two U-Nets in Jittor. torch_nets.py is the same file line for line in PyTorch.
 
 Differences from the PyTorch file are Jittor's API only: `execute` instead of `forward`,
 `jt.concat` instead of `torch.cat`, and a BatchNorm2d written here so that the running
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import jittor as jt
 from jittor import nn
+
+from n2v_repro.models.spec import N2N_DECODER, N2N_FEATURES, N2N_HEAD, N2V_BASE
 
 # The port (and joeylitalien/noise2noise-pytorch, which it followed) uses ReLU inside the
 # network and LeakyReLU(0.1) only after the last conv.
@@ -116,9 +118,9 @@ class UpBlock(nn.Module):
 
 class OutputBlock(nn.Module):
     def __init__(self, cin: int):
-        self.conv1 = conv3x3(cin, 64)
-        self.conv2 = conv3x3(64, 32)
-        self.conv3 = conv3x3(32, 1)
+        self.conv1 = conv3x3(cin, N2N_HEAD[0])
+        self.conv2 = conv3x3(N2N_HEAD[0], N2N_HEAD[1])
+        self.conv3 = conv3x3(N2N_HEAD[1], 1)
 
     def execute(self, x: jt.Var) -> jt.Var:
         x = nn.relu(self.conv1(x))
@@ -130,12 +132,13 @@ class N2NUNet(nn.Module):
     """Noise2Noise U-Net as in the port: shared encoder and decoder blocks, stride 32."""
 
     def __init__(self):
-        self.enc_in = InputBlock(1, 48)
-        self.enc_down = DownBlock(48)  # applied four times
-        self.bottom = BottomBlock(48)
-        self.dec_first = UpBlock(96, 96)
-        self.dec_up = UpBlock(144, 96)  # applied three times
-        self.head = OutputBlock(97)
+        f, d = N2N_FEATURES, N2N_DECODER  # 48, 96
+        self.enc_in = InputBlock(1, f)
+        self.enc_down = DownBlock(f)  # applied four times
+        self.bottom = BottomBlock(f)
+        self.dec_first = UpBlock(2 * f, d)
+        self.dec_up = UpBlock(d + f, d)  # applied three times
+        self.head = OutputBlock(d + 1)
 
     def execute(self, x: jt.Var) -> jt.Var:
         pool1 = self.enc_in(x)  # (B, 48, 32, 32)
@@ -171,7 +174,7 @@ class DoubleConv(nn.Module):
 class N2VUNet(nn.Module):
     """CSBDeep U-Net of the N2V reference recipe: depth 2, 96 features, residual, stride 4."""
 
-    def __init__(self, base: int = 96):
+    def __init__(self, base: int = N2V_BASE):
         self.down0 = DoubleConv(1, base, base)
         self.down1 = DoubleConv(base, 2 * base, 2 * base)
         self.middle = DoubleConv(2 * base, 4 * base, 2 * base)

@@ -1,7 +1,7 @@
 """Framework-neutral description of the two U-Nets: every layer, parameter and buffer.
 
 The table here is the single source of the parameter names and PyTorch-layout shapes that
-both model files must produce (tests check them against it) and that `init_weights` fills.
+both model files must produce (tests check them against it) and that `models.initialisation` fills.
 
 - `n2n_unet`: the original port's network, the Noise2Noise U-Net (Lehtinen et al. 2018, as
   in joeylitalien/noise2noise-pytorch): five poolings, so inputs must be multiples of 32.
@@ -22,6 +22,7 @@ BN_BUFFERS = ("running_mean", "running_var")
 # Channel widths of n2n_unet (Lehtinen et al., Table 2) and n2v_unet (CSBDeep, base 96).
 N2N_FEATURES = 48
 N2N_DECODER = 96
+N2N_HEAD = (64, 32)
 N2V_BASE = 96
 
 
@@ -74,9 +75,9 @@ def _n2n_layers() -> list[Layer]:
         _conv("dec_up.conv1", d + f, d),
         _conv("dec_up.conv2", d, d),
         Layer("dec_up.upconv", "conv_transpose", d, d, 3),
-        _conv("head.conv1", d + 1, 64),
-        _conv("head.conv2", 64, 32),
-        _conv("head.conv3", 32, 1),
+        _conv("head.conv1", d + 1, N2N_HEAD[0]),
+        _conv("head.conv2", N2N_HEAD[0], N2N_HEAD[1]),
+        _conv("head.conv3", N2N_HEAD[1], 1),
     ]
 
 

@@ -11,7 +11,7 @@ and loss, history, epoch) is written atomically to `job.checkpoint`. A new run w
 checkpoint continues with the next epoch; since batches depend only on (seed, step) and the
 checkpoint holds everything else, a killed and resumed CPU run ends with the same weights, bit
 for bit, as an uninterrupted one (same thread count). The checkpoint matches when framework,
-arch and a hash of `train_cfg` (minus `epochs` and `device`), seed, patch size and the
+arch and a hash of the `train` settings (minus `epochs` and `device`), seed, patch size and the
 training data statistics agree; otherwise the run starts over with a logged warning, because a
 changed configuration makes Snakemake rerun the job on purpose. `epochs` is left out of the
 hash so that an unfinished run can be given more epochs; `device` so that it can move to
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -53,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from n2v_repro.backends.registry import make_backend
+from n2v_repro.config import TrainConfig
 from n2v_repro.data.transforms import denormalise, normalise
 from n2v_repro.evaluation.metrics import psnr, ssim
 from n2v_repro.io.atomic import atomic_open, atomic_path, save_npz, write_json
@@ -104,7 +106,7 @@ class TrainJob:
     init_weights : framework-neutral initial weights (.npz).
     out_dir : receives last.npz, best.npz, history.csv, monitor.csv, train_summary.json.
     checkpoint : resume state, written after every epoch, deleted after success.
-    train_cfg : config["train"] (validated, defaults filled).
+    train : the `train` settings.
     patch_size : config["data"]["patch_size"].
     seed : config["seed"]; batches and the validation mask derive from it.
     threads : CPU threads for the framework; None leaves the framework's default.
@@ -115,7 +117,7 @@ class TrainJob:
     init_weights: Path
     out_dir: Path
     checkpoint: Path
-    train_cfg: Mapping[str, Any]
+    train: TrainConfig
     patch_size: int
     seed: int
     threads: int | None = None
@@ -150,7 +152,9 @@ def fingerprint(job: TrainJob, data: TrainingData) -> str:
     """Hash of every setting that decides the training trajectory (module docstring)."""
     settings = {
         "framework": job.framework,
-        "train": {k: v for k, v in job.train_cfg.items() if k not in RESUMABLE_KEYS},
+        "train": {
+            k: v for k, v in dataclasses.asdict(job.train).items() if k not in RESUMABLE_KEYS
+        },
         "seed": job.seed,
         "patch_size": job.patch_size,
         "data_mean": data.mean,
@@ -164,7 +168,7 @@ def fingerprint(job: TrainJob, data: TrainingData) -> str:
 def save_checkpoint(path: Path, state: TrainState, job: TrainJob, run_hash: str) -> None:
     meta = {
         "framework": job.framework,
-        "arch": job.train_cfg["arch"],
+        "arch": job.train.arch,
         "fingerprint": run_hash,
         "epochs_done": state.epochs_done,
         "schedule": state.schedule,
@@ -213,7 +217,7 @@ def _resume_state(job: TrainJob, run_hash: str) -> TrainState | None:
         raise RuntimeError(
             f"checkpoint {job.checkpoint} is unreadable ({error}); delete it to start over"
         ) from error
-    expected = {"framework": job.framework, "arch": job.train_cfg["arch"], "fingerprint": run_hash}
+    expected = {"framework": job.framework, "arch": job.train.arch, "fingerprint": run_hash}
     differs = [key for key, value in expected.items() if meta.get(key) != value]
     if differs:
         logger.warning(
@@ -222,12 +226,12 @@ def _resume_state(job: TrainJob, run_hash: str) -> TrainState | None:
             "/".join(differs),
         )
         return None
-    if state.epochs_done > job.train_cfg["epochs"]:
+    if state.epochs_done > job.train.epochs:
         logger.warning(
             "checkpoint %s is at epoch %d, beyond the configured %d epochs; starting over",
             job.checkpoint,
             state.epochs_done,
-            job.train_cfg["epochs"],
+            job.train.epochs,
         )
         return None
     return state
@@ -347,12 +351,12 @@ def write_outputs(job: TrainJob, backend: Any, state: TrainState, resumed_from: 
         {
             "framework": job.framework,
             "framework_version": _framework_version(job.framework),
-            "arch": job.train_cfg["arch"],
+            "arch": job.train.arch,
             "device": backend.device,
             "threads": job.threads,
             "epochs": state.epochs_done,
-            "steps_per_epoch": job.train_cfg["steps_per_epoch"],
-            "batch_size": job.train_cfg["batch_size"],
+            "steps_per_epoch": job.train.steps_per_epoch,
+            "batch_size": job.train.batch_size,
             "total_time_s": state.wall_time_s,
             "train_time_s": float(sum(epoch_times)),
             "mean_epoch_time_s": float(np.mean(epoch_times)),
@@ -392,24 +396,22 @@ def train(job: TrainJob) -> TrainState:
     """Train, or resume, one model; write its outputs to `job.out_dir`; return the final state."""
     if job.framework not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {job.framework!r}")
-    cfg = job.train_cfg
-    epochs, steps, batch_size = cfg["epochs"], cfg["steps_per_epoch"], cfg["batch_size"]
+    cfg = job.train
+    epochs, steps, batch_size = cfg.epochs, cfg.steps_per_epoch, cfg.batch_size
     data = load_training_data(job.patch_dir)
-    sampler = PatchSampler(
-        data, job.patch_size, batch_size, cfg["augment"], cfg["masking"], job.seed
-    )
+    sampler = PatchSampler(data, job.patch_size, batch_size, cfg.augment, cfg.masking, job.seed)
     valid = load_validation(
         job.patch_dir / "valid_tiles.npz",
         data.mean,
         data.std,
-        cfg["masking"],
+        cfg.masking,
         job.seed,
-        limit=cfg["valid_tiles"],
+        limit=cfg.valid_tiles,
     )
-    backend = make_backend(job.framework, cfg["arch"], device=cfg["device"], threads=job.threads)
-    opt = cfg["optimizer"]
-    backend.configure_optimizer(opt["lr"], tuple(opt["betas"]), opt["eps"], opt["semantics"])
-    schedule = make_schedule(cfg["schedule"], opt["lr"])
+    backend = make_backend(job.framework, cfg.arch, device=cfg.device, threads=job.threads)
+    opt = cfg.optimizer
+    backend.configure_optimizer(opt.lr, opt.betas, opt.eps, opt.semantics)
+    schedule = make_schedule(cfg.schedule, opt.lr)
 
     run_hash = fingerprint(job, data)
     state = _start_or_resume(job, run_hash, backend, schedule)
@@ -417,7 +419,7 @@ def train(job: TrainJob) -> TrainState:
     logger.info(
         "%s %s on %s: %d epochs x %d steps x batch %d, %d validation tiles",
         job.framework,
-        cfg["arch"],
+        cfg.arch,
         backend.device,
         epochs,
         steps,

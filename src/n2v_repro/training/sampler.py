@@ -22,14 +22,15 @@ masking (`n2v_repro.training.masking`).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from n2v_repro.config import MaskingConfig
 from n2v_repro.data.transforms import check_stats, dihedral, normalise
 from n2v_repro.training.masking import MASKING_KINDS, box_size, mask_patches
 
@@ -37,30 +38,20 @@ TRAIN_PIXELS = "train.npy"
 TRAIN_INDEX = "train_index.csv"
 TRAIN_STATS = "train_stats.json"
 INDEX_COLUMNS = ("id", "offset", "height", "width")
-MASKING_KEYS = ("kind", "percentage", "radius")
 
 _CROP_STREAM = 0
 _MASK_STREAM = 1
 _VALID_STREAM = 2
 
 
-def _masking_arguments(masking: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of `mask_patches` from a config `train.masking` mapping."""
-    missing = [key for key in MASKING_KEYS if key not in masking]
-    unknown = sorted(set(masking) - set(MASKING_KEYS))
-    if missing or unknown:
-        raise ValueError(
-            f"masking settings need exactly the keys {MASKING_KEYS}; "
-            f"missing {missing}, unknown {unknown}"
-        )
-    kind = masking["kind"]
-    if kind not in MASKING_KINDS:
-        raise ValueError(f"unknown masking kind {kind!r}; expected one of {MASKING_KINDS}")
-    radius = masking["radius"]
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise ValueError(f"masking radius must be an integer >= 1, got {radius!r}")
-    box_size(float(masking["percentage"]))  # raises on an out-of-range percentage
-    return {"kind": kind, "percentage": float(masking["percentage"]), "radius": radius}
+def _masking_arguments(masking: MaskingConfig) -> dict[str, Any]:
+    """The keyword arguments of `mask_patches` from the `train.masking` settings."""
+    if masking.kind not in MASKING_KINDS:
+        raise ValueError(f"unknown masking kind {masking.kind!r}; expected one of {MASKING_KINDS}")
+    if masking.radius < 1:
+        raise ValueError(f"masking radius must be an integer >= 1, got {masking.radius!r}")
+    box_size(masking.percentage)  # raises on an out-of-range percentage
+    return dataclasses.asdict(masking)
 
 
 def _check_seed(seed: int) -> int:
@@ -198,7 +189,7 @@ class PatchSampler:
     patch_size : side P of the square patches; every image must be at least P x P.
     batch_size : patches per batch B.
     augment : apply one of the 8 flips/90-degree rotations, chosen uniformly, to each patch.
-    masking : mapping with keys ``kind``, ``percentage``, ``radius`` (config `train.masking`).
+    masking : the `train.masking` settings.
     seed : master seed (>= 0).
     """
 
@@ -208,7 +199,7 @@ class PatchSampler:
         patch_size: int,
         batch_size: int,
         augment: bool,
-        masking: Mapping[str, Any],
+        masking: MaskingConfig,
         seed: int,
     ) -> None:
         for name, value in (("patch_size", patch_size), ("batch_size", batch_size)):
@@ -282,7 +273,7 @@ def load_validation(
     valid_tiles_path: Path,
     mean: float,
     std: float,
-    masking: Mapping[str, Any],
+    masking: MaskingConfig,
     seed: int,
     limit: int | None = None,
 ) -> ValidationSet:

@@ -18,6 +18,8 @@ import math
 from collections.abc import Mapping
 from typing import Protocol
 
+from n2v_repro.config import ScheduleConfig
+
 # PyTorch's ReduceLROnPlateau defaults: a loss only counts as better when it beats the best
 # by more than this fraction, and cuts smaller than PLATEAU_MIN_CHANGE are skipped.
 PLATEAU_THRESHOLD = 1e-4
@@ -103,17 +105,12 @@ class PlateauSchedule:
         self.bad_epochs = int(state["bad_epochs"])
 
 
-def make_schedule(schedule_cfg: Mapping[str, object], initial_lr: float) -> LRSchedule:
-    """The schedule named by config["train"]["schedule"] (kind, step_epochs, factor, patience)."""
-    kind = schedule_cfg["kind"]
-    if kind == "constant":
+def make_schedule(schedule: ScheduleConfig, initial_lr: float) -> LRSchedule:
+    """The schedule named by the `train.schedule` settings."""
+    if schedule.kind == "constant":
         return ConstantSchedule(initial_lr)
-    if kind == "step":
-        return StepSchedule(
-            initial_lr, int(schedule_cfg["step_epochs"]), float(schedule_cfg["factor"])
-        )
-    if kind == "plateau":
-        return PlateauSchedule(
-            initial_lr, int(schedule_cfg["patience"]), float(schedule_cfg["factor"])
-        )
-    raise ValueError(f"unknown schedule kind {kind!r}; expected step, plateau or constant")
+    if schedule.kind == "step":
+        return StepSchedule(initial_lr, schedule.step_epochs, schedule.factor)
+    if schedule.kind == "plateau":
+        return PlateauSchedule(initial_lr, schedule.patience, schedule.factor)
+    raise ValueError(f"unknown schedule kind {schedule.kind!r}; expected step, plateau or constant")
