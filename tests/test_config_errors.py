@@ -32,6 +32,23 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("unknown top-level key", {"sigma": 25}, ["'sigma' was unexpected"]),
     ("patch size not multiple of 32", {"data": {"patch_size": 48}}, ["data.patch_size"]),
     ("no test image left", {"data": {"n_valid": 8, "bsd68_images": 8}}, ["data.n_valid"]),
+    (
+        "no test image left of all 68",
+        {"data": {"n_valid": 68, "bsd68_images": None}},
+        ["data.n_valid", "allowed 1-67"],
+    ),
+    ("patch larger than an image", {"data": {"patch_size": 512}}, ["data.patch_size", "320"]),
+    ("more BSD68 images than exist", {"data": {"bsd68_images": 100}}, ["data.bsd68_images", "68"]),
+    (
+        "more training images than exist",
+        {"data": {"train_images": 100000}},
+        ["data.train_images", "400"],
+    ),
+    (
+        "more validation tiles than exist",
+        {"train": {"valid_tiles": 100000}},
+        ["train.valid_tiles", "allowed 1-140"],
+    ),
 ]
 
 

@@ -48,3 +48,12 @@ def test_id_list_errors(tmp_path: Path) -> None:
         bsd68_ids(manifest, _write(tmp_path, "missing", "9\n"))
     with pytest.raises(ManifestError, match="BSD68 id 1 is in split 'train'"):
         bsd68_ids(manifest, _write(tmp_path, "train", "1\n"))
+
+
+def test_limits_beyond_what_exists_name_the_config_key(tmp_path: Path) -> None:
+    """A smaller manifest than BSDS500's: asking for more images than it holds is refused."""
+    manifest = read_manifest(_write(tmp_path, "m", f"{H}  train/1.jpg\n{H}  val/2.jpg\n"))
+    with pytest.raises(ManifestError, match=r"'data.train_images': 5 is more than the 1"):
+        train_ids(manifest, 5)
+    with pytest.raises(ManifestError, match=r"'data.bsd68_images': 3 is more than the 1"):
+        bsd68_ids(manifest, _write(tmp_path, "ids", "2\n"), 3)
