@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from n2v_repro.training.monitor import HEADER, ResourceMonitor
+from n2v_repro.io.formats import MONITOR_HEADER as HEADER
+from n2v_repro.training.monitor import ResourceMonitor
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

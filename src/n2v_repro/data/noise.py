@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from n2v_repro.data.manifest import id_sort_key
-from n2v_repro.io.atomic import save_npz
+from n2v_repro.io.formats import read_gray_png, save_noisy_set
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +51,6 @@ def add_gaussian_noise(clean: np.ndarray, sigma: int, seed: int, image_id: str) 
     return (clean.astype(np.float64) + sigma * noise).astype(np.float32)
 
 
-def read_gray_png(path: str | Path) -> np.ndarray:
-    """(H, W) uint8 array of an 8-bit gray PNG."""
-    with Image.open(path) as image:
-        if image.mode != "L":
-            raise NoiseError(f"{path}: expected an 8-bit gray (L) PNG, got mode {image.mode}")
-        return np.asarray(image, dtype=np.uint8).copy()
-
-
 def noisy_set(pngs: Sequence[str | Path], sigma: int, seed: int) -> dict[str, np.ndarray]:
     """Noisy float32 images by id (the PNG's stem), in id order."""
     by_id = {Path(p).stem: Path(p) for p in pngs}
@@ -80,7 +71,7 @@ def write_noisy_sets(
     """
     for name, (pngs, output) in datasets.items():
         noisy = noisy_set(pngs, sigma, seed)
-        save_npz(output, noisy)
+        save_noisy_set(output, noisy)
         pixels = sum(a.size for a in noisy.values())
         log.info(
             "%s: %d images, %d pixels, sigma %d -> %s", name, len(noisy), pixels, sigma, output

@@ -52,6 +52,6 @@ def make_init_weights(arch: str, seed: int) -> dict[str, np.ndarray]:
 
 def write_init_weights(path: str, arch: str, seed: int) -> None:
     """Write make_init_weights(arch, seed) to `path` (.npz, atomically)."""
-    from n2v_repro.io.atomic import save_npz
+    from n2v_repro.io.formats import save_weights
 
-    save_npz(path, make_init_weights(arch, seed))
+    save_weights(path, make_init_weights(arch, seed))

@@ -29,17 +29,10 @@ from typing import IO, Any
 
 import psutil
 
+from n2v_repro.io.formats import MONITOR_HEADER, monitor_line
+
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "time_s",
-    "cpu_percent",
-    "rss_mib",
-    "gpu_util_percent",
-    "gpu_mem_mib",
-    "framework_mem_mib",
-)
-HEADER = ",".join(COLUMNS)
 _MIB = 1024.0 * 1024.0
 
 
@@ -63,7 +56,7 @@ class Sample:
             self.gpu_mem_mib,
             self.framework_mem_mib,
         )
-        return ",".join("" if value is None else f"{value:.3f}" for value in values)
+        return monitor_line(values)
 
 
 class _NvmlDevice:
@@ -161,10 +154,10 @@ class ResourceMonitor:
         if self.append and self.csv_path.is_file() and self.csv_path.stat().st_size > 0:
             with open(self.csv_path) as existing:
                 first_line = existing.readline().rstrip("\r\n")
-            if first_line != HEADER:
+            if first_line != MONITOR_HEADER:
                 raise ValueError(
                     f"{self.csv_path}: cannot append, its header is {first_line!r}, "
-                    f"expected {HEADER!r}"
+                    f"expected {MONITOR_HEADER!r}"
                 )
             handle = open(self.csv_path, "a")  # noqa: SIM115 - kept open for the thread
             # A killed run may have left a partial last line; start ours on a fresh one.
@@ -174,7 +167,7 @@ class ResourceMonitor:
                     handle.write("\n")
             return handle
         handle = open(self.csv_path, "w")  # noqa: SIM115
-        handle.write(HEADER + "\n")
+        handle.write(MONITOR_HEADER + "\n")
         handle.flush()
         return handle
 
