@@ -1,6 +1,31 @@
 """Framework parity: the same weights and batch through PyTorch and Jittor, compared.
 
 Three steps, each its own process (the two frameworks never share one), exchanging files:
+`write_parity_inputs`, then `run_framework` in each framework, then `compare_frameworks`,
+which raises ParityError when forward outputs or gradients disagree beyond the tolerance.
+DEFINITION says what is compared and why the gradient threshold can exceed the tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from n2v_repro.io.atomic import save_npz
+from n2v_repro.io.formats import arrays_under, load_npz, write_parity_csv, write_parity_json
+from n2v_repro.models.initialisation import make_init_weights
+from n2v_repro.models.spec import biases_before_batch_norm, is_buffer
+
+log = logging.getLogger(__name__)
+
+# Written into parity.json beside the numbers, so the file explains itself.
+DEFINITION = """Framework parity: the same weights and batch through PyTorch and Jittor, compared.
+
+Three steps, each its own process (the two frameworks never share one), exchanging files:
 
 1. `write_parity_inputs`: initial weights and one fixed masked batch, per arch.
 2. `run_framework`: in one framework, the eval-mode forward output, the train-mode loss and
@@ -27,22 +52,6 @@ float64): two float32 implementations, each within e of the exact gradient, can 
 2e. For a well-conditioned network (n2n_unet: ~1e-6 against float64) that is the tolerance
 itself. All three errors are reported.
 """
-
-from __future__ import annotations
-
-import logging
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from n2v_repro.io.atomic import save_npz
-from n2v_repro.io.formats import arrays_under, load_npz, write_parity_csv, write_parity_json
-from n2v_repro.models.initialisation import make_init_weights
-from n2v_repro.models.spec import biases_before_batch_norm, is_buffer
-
-log = logging.getLogger(__name__)
 
 PATCH = 64
 FLOAT32_SPREAD = 2.0
@@ -194,7 +203,7 @@ def compare_frameworks(
         compare_arch(arch, t, j, tolerance)
         for arch, t, j in zip(archs, torch_paths, jittor_paths, strict=True)
     ]
-    write_parity_json(json_path, tolerance, __doc__, records)
+    write_parity_json(json_path, tolerance, DEFINITION, records)
     write_parity_csv(csv_path, records)
     failed = [r for r in records if not r["passed"]]
     for r in records:

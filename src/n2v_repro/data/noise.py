@@ -26,7 +26,7 @@ class NoiseError(ValueError):
 
 
 def id_stream(image_id: str) -> int:
-    """A stable 64-bit integer from an id (Python's hash() is salted per process)."""
+    """Hash an id to a stable 64-bit integer (Python's hash() is salted per process)."""
     return int.from_bytes(hashlib.sha256(image_id.encode("utf-8")).digest()[:8], "little")
 
 
@@ -35,7 +35,7 @@ def noise_rng(seed: int, sigma: int, image_id: str) -> np.random.Generator:
 
 
 def add_gaussian_noise(clean: np.ndarray, sigma: int, seed: int, image_id: str) -> np.ndarray:
-    """noisy = clean + N(0, sigma^2), float32, unclipped and unrounded.
+    """Return clean + N(0, sigma^2) as float32, unclipped and unrounded.
 
     Parameters
     ----------

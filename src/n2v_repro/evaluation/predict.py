@@ -4,9 +4,6 @@ Each noisy image is normalised with the training set's mean and std, reflect-pad
 multiple of the network's stride, predicted in one piece, cropped back and denormalised. The
 prediction is *not* clipped or rounded before the metrics (clipping would flatter or hurt the
 score depending on the image); only the PNGs written for viewing are clipped to uint8.
-
-The backend is passed in (anything with `stride`, `device`, `load_weights`, `predict`,
-`synchronize`), so the logic is testable without either framework.
 """
 
 from __future__ import annotations
@@ -116,8 +113,11 @@ def to_uint8(pred: np.ndarray) -> np.ndarray:
 
 
 def _warm_up(backend: Predictor, images: Sequence[EvalImage], tta: bool) -> float:
-    """Untimed predictions per distinct padded shape: Jittor compiles kernels per shape and
-    PyTorch's CPU kernels take a few calls to reach their speed."""
+    """Predict, untimed, once per distinct padded shape; return the seconds spent.
+
+    Jittor compiles kernels per shape and PyTorch's CPU kernels take a few calls to reach
+    their speed.
+    """
     start = time.perf_counter()
     shapes = {img.noisy.shape for img in images}
     if tta:
@@ -225,7 +225,7 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str
 def load_test_images(
     clean_pngs: Sequence[str | Path], noisy_npz: str | Path, split_csv: str | Path
 ) -> list[EvalImage]:
-    """The images of the split, in its order, with their clean and noisy pixels."""
+    """Load the images of the split, in its order, with their clean and noisy pixels."""
     split = read_split(split_csv)
     png_by_id = {Path(p).stem: Path(p) for p in clean_pngs}
     missing = sorted(set(split) - set(png_by_id))

@@ -87,7 +87,7 @@ def load_npz(path: PathLike) -> dict[str, np.ndarray]:
 
 
 def arrays_under(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """The arrays stored under ``prefix/`` in a bundle, keyed without the prefix."""
+    """Return the arrays stored under ``prefix/`` in a bundle, keyed without the prefix."""
     start = len(prefix) + 1
     return {key[start:]: value for key, value in arrays.items() if key.startswith(prefix + "/")}
 

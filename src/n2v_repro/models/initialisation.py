@@ -42,7 +42,7 @@ def _init_layer(layer: Layer, rng: np.random.Generator) -> dict[str, np.ndarray]
 
 
 def make_init_weights(arch: str, seed: int) -> dict[str, np.ndarray]:
-    """Initial weights of `arch` for `seed`, keyed by parameter name, float32."""
+    """Draw the initial weights of `arch` for `seed`, keyed by parameter name, float32."""
     rng = np.random.default_rng([seed, 0x1A17])
     weights: dict[str, np.ndarray] = {}
     for layer in layers(arch):

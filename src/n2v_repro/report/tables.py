@@ -210,7 +210,7 @@ def write_html(path: str | Path, html_text: str) -> None:
 
 
 def read_summaries(paths: Iterable[str | Path]) -> dict[Run, dict[str, Any]]:
-    """Evaluation summaries by the (framework, sigma) each names."""
+    """Read evaluation summaries, keyed by the (framework, sigma) each names."""
     summaries: dict[Run, dict[str, Any]] = {}
     origin: dict[Run, Path] = {}
     for path in paths:

@@ -193,7 +193,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], TrainState]:
 
 
 def _resume_state(job: TrainJob, run_hash: str) -> TrainState | None:
-    """The checkpoint's state if it belongs to this run, else None (logging why)."""
+    """Return the checkpoint's state if it belongs to this run, else None (logging why)."""
     if not job.checkpoint.exists():
         return None
     try:

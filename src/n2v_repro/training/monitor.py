@@ -1,16 +1,5 @@
 """Resource sampling during training: a daemon thread writing `monitor.csv` at about 2 Hz.
 
-Columns: ``time_s,cpu_percent,rss_mib,gpu_util_percent,gpu_mem_mib,framework_mem_mib``.
-
-- cpu_percent: this process's CPU use since the previous sample, all its threads together
-  (psutil semantics: 200 means two cores busy); child processes are not counted.
-- rss_mib: resident set size of this process.
-- gpu_util_percent, gpu_mem_mib: NVML utilisation and used memory of the whole device
-  (`gpu_index`), also counting other processes on it; empty on CPU or when NVML fails.
-- framework_mem_mib: what the `framework_memory` callable returns (e.g. the framework's own
-  allocator peak); empty when it returns None or is not given. It is called from the monitor
-  thread.
-
 Each row is flushed as soon as it is written, so a killed run keeps its rows.
 """
 
@@ -102,6 +91,16 @@ class _NvmlDevice:
 
 class ResourceMonitor:
     """Sample CPU, RSS, GPU and framework memory into a CSV file from a daemon thread.
+
+    The columns (`io.formats.MONITOR_COLUMNS`):
+
+    - cpu_percent: this process's CPU use since the previous sample, all its threads together
+      (psutil semantics: 200 means two cores busy); child processes are not counted.
+    - rss_mib: resident set size of this process.
+    - gpu_util_percent, gpu_mem_mib: NVML utilisation and used memory of the whole device
+      (`gpu_index`), also counting other processes on it; empty on CPU or when NVML fails.
+    - framework_mem_mib: what `framework_memory` returns (e.g. the framework's own allocator
+      peak), called from the monitor thread; empty when it returns None or is not given.
 
     Parameters
     ----------

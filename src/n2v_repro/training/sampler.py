@@ -1,22 +1,7 @@
 """Seeded training batches and the fixed validation set, framework-independent (numpy).
 
-A training batch is a pure function of (seed, step): every random draw of step `s` comes from
-generators seeded with ``[seed, stream, s]``. Both frameworks therefore see identical batches
-in identical order, and a resumed run continues exactly without saving any RNG state.
-
-Random streams (the middle entry of the seed sequence keeps them independent):
-
-- ``[seed, 0, step]``: image choice, crop position, augmentation of training step `step`;
-- ``[seed, 1, step]``: masking of training step `step` (so switching augmentation on or off
-  does not change the masks);
-- ``[seed, 2, 0]``: the one-off masking of the validation tiles.
-
-Sampling rule per training patch: an image chosen uniformly among the training images (as the
-original port's fixed number of crops per image; for BSD400, whose 400 images all have
-321 x 481 = 154,401 pixels, this equals choosing every pixel position with equal probability),
-a uniform random P x P crop inside it, then, if `augment`, one of the 8 flips/90-degree
-rotations chosen uniformly, then z-score normalisation with the training mean/std, then N2V
-masking (`n2v_repro.training.masking`).
+A batch is a pure function of (seed, step): both frameworks see identical batches in
+identical order, and a resumed run continues exactly without saving any RNG state.
 """
 
 from __future__ import annotations
@@ -42,13 +27,16 @@ TRAIN_INDEX = "train_index.csv"
 TRAIN_STATS = "train_stats.json"
 MASKING_KEYS = ("kind", "percentage", "radius")
 
-_CROP_STREAM = 0
-_MASK_STREAM = 1
+# Every random draw comes from a generator seeded with [seed, stream, step]; the middle entry
+# keeps the streams independent. Masks have their own stream so that switching augmentation
+# on or off does not change them; the validation tiles are masked once, with step 0.
+_CROP_STREAM = 0  # image choice, crop position, augmentation of training step `step`
+_MASK_STREAM = 1  # masking of training step `step`
 _VALID_STREAM = 2
 
 
 def _masking_arguments(masking: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of `mask_patches` from a config `train.masking` mapping."""
+    """Turn a config `train.masking` mapping into the keyword arguments of `mask_patches`."""
     missing = [key for key in MASKING_KEYS if key not in masking]
     unknown = sorted(set(masking) - set(MASKING_KEYS))
     if missing or unknown:
@@ -147,7 +135,14 @@ class Batch:
 
 
 class PatchSampler:
-    """Training batches that depend only on (seed, step); see the module docstring for the rule.
+    """Training batches that depend only on (seed, step).
+
+    Each patch: an image chosen uniformly among the training images (as the original port's
+    fixed number of crops per image; for BSD400, whose 400 images all have 321 x 481 pixels,
+    this is every pixel position with equal probability), a uniform random P x P crop inside
+    it, then, if `augment`, one of the 8 flips/90-degree rotations chosen uniformly, then
+    z-score normalisation with the training mean/std, then N2V masking
+    (`n2v_repro.training.masking`).
 
     Parameters
     ----------

@@ -104,7 +104,7 @@ class PlateauSchedule:
 
 
 def make_schedule(schedule_cfg: Mapping[str, object], initial_lr: float) -> LRSchedule:
-    """The schedule named by config["train"]["schedule"] (kind, step_epochs, factor, patience)."""
+    """Make the schedule config["train"]["schedule"] names (kind, step_epochs, factor, patience)."""
     kind = schedule_cfg["kind"]
     if kind == "constant":
         return ConstantSchedule(initial_lr)
