@@ -154,15 +154,20 @@ def report_stage(workdir: Path) -> None:
     from n2v_repro.report.figures_eval import make_final_psnr_figure, make_qualitative_figure
     from n2v_repro.report.tables import make_tables
 
-    def per_run(template: str) -> list[str]:
-        return [str(workdir / template.format(framework=f, sigma=SIGMA)) for f in FRAMEWORKS]
+    def per_run(template: str) -> dict[tuple[str, int], str]:
+        return {
+            (f, SIGMA): str(workdir / template.format(framework=f, sigma=SIGMA)) for f in FRAMEWORKS
+        }
+
+    def per_framework(template: str) -> dict[str, str]:
+        return {f: path for (f, _), path in per_run(template).items()}
 
     # Snakemake's benchmark file of each training job (written by Snakemake, not the library).
     benchmarks = per_run("benchmarks/train/{framework}/sigma{sigma}.tsv")
-    for path in benchmarks:
+    for path in benchmarks.values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t900.1\n")
-    summaries = per_run("results/eval/{framework}/sigma{sigma}/summary.json")
+    summaries = list(per_run("results/eval/{framework}/sigma{sigma}/summary.json").values())
     histories = per_run("results/models/{framework}/sigma{sigma}/history.csv")
     monitors = per_run("results/models/{framework}/sigma{sigma}/monitor.csv")
     tables, figures = workdir / "results/tables", workdir / "results/figures"
@@ -194,8 +199,8 @@ def report_stage(workdir: Path) -> None:
         clean_pngs=sorted(str(p) for p in (workdir / "resources/gray/bsd68").glob("*.png")),
         noisy_npz=workdir / f"resources/noisy/sigma{SIGMA}/bsd68.npz",
         split_csv=workdir / "resources/bsd68_split.csv",
-        denoised_dirs=per_run("results/eval/{framework}/sigma{sigma}/denoised"),
-        per_image_csvs=per_run("results/eval/{framework}/sigma{sigma}/per_image.csv"),
+        denoised_dirs=per_framework("results/eval/{framework}/sigma{sigma}/denoised"),
+        per_image_csvs=per_framework("results/eval/{framework}/sigma{sigma}/per_image.csv"),
         n_images=2,
         output=figures / f"qualitative_sigma{SIGMA}.png",
     )

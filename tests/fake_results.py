@@ -1,27 +1,36 @@
-"""A small, fake but well-formed results tree (docs/architecture.md formats) for the tests of
-the tables, the figures and the report. Numbers are made up; the evaluation outputs are made
-by the real `run_evaluation` over a fake backend, so they have exactly the real layout.
+"""A small, fake but well-formed results tree for the tests of the tables, figures and report.
+
+Numbers are made up, but every file is written by the pipeline's own writers
+(`n2v_repro.io.formats`, `run_evaluation`, `parity.compare_frameworks`), so it has exactly
+the real layout.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from n2v_repro import parity
 from n2v_repro.evaluation.predict import run_evaluation
+from n2v_repro.io.atomic import save_npz
+from n2v_repro.io.formats import (
+    MONITOR_HEADER,
+    monitor_line,
+    save_noisy_set,
+    save_weights,
+    write_gray_png,
+    write_history,
+    write_split,
+    write_train_stats,
+)
+from n2v_repro.models import spec as arch_spec
 
 # Gain of the fake "network" per framework (prediction = mean + gain * (noisy - mean)):
 # different gains give the two frameworks different scores, as real runs would.
 FAKE_GAIN = {"torch": 0.55, "jittor": 0.6}
-HISTORY_HEADER = [
-    *("epoch", "lr", "train_loss", "valid_loss", "valid_psnr", "valid_ssim"),
-    *("epoch_time_s", "patches_per_s", "wall_time_s"),
-]
+PARITY_ARCHS = ("n2n_unet", "n2v_unet")
 
 
 class FakeBackend:
@@ -68,24 +77,20 @@ def write_data(root: Path, ids: Sequence[str], n_valid: int, sigmas: Sequence[in
     for index, image_id in enumerate(ids):
         shape = (40, 56) if index % 3 else (56, 40)  # landscape and portrait
         clean[image_id] = smooth_image(shape, rng)
-        path = root / "resources" / "gray" / "bsd68" / f"{image_id}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(clean[image_id]).save(path)
-    split = root / "resources" / "bsd68_split.csv"
-    with open(split, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "subset"])
-        writer.writerows([i, "valid" if n < n_valid else "test"] for n, i in enumerate(ids))
+        write_gray_png(root / "resources" / "gray" / "bsd68" / f"{image_id}.png", clean[image_id])
+    write_split(
+        root / "resources" / "bsd68_split.csv",
+        {i: "valid" if n < n_valid else "test" for n, i in enumerate(ids)},
+    )
     for sigma in sigmas:
         noisy = {
             i: (c + rng.normal(0, sigma, c.shape)).astype(np.float32) for i, c in clean.items()
         }
-        folder = root / "resources" / "noisy" / f"sigma{sigma}"
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / "bsd68.npz", **noisy)
-        stats = root / "resources" / "patches" / f"sigma{sigma}" / "train_stats.json"
-        stats.parent.mkdir(parents=True, exist_ok=True)
-        stats.write_text(json.dumps({"mean": 110.0, "std": 60.0}))
+        save_noisy_set(root / "resources" / "noisy" / f"sigma{sigma}" / "bsd68.npz", noisy)
+        write_train_stats(
+            root / "resources" / "patches" / f"sigma{sigma}" / "train_stats.json",
+            {"mean": 110.0, "std": 60.0},
+        )
 
 
 def write_training(
@@ -103,27 +108,31 @@ def write_training(
     folder = root / "results" / "models" / framework / f"sigma{sigma}"
     folder.mkdir(parents=True, exist_ok=True)
     slow = 1.0 if framework == "torch" else 1.2
-    with open(folder / "history.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HISTORY_HEADER)
-        wall = 0.0
-        for epoch in range(1, epochs + 1):
-            epoch_time = (30.0 if epoch == 1 else 10.0 + epoch) * slow
-            wall += epoch_time
-            writer.writerow(
-                [epoch, 1e-4, 1.0 / epoch, 1.2 / epoch**0.5, 20 + epoch, 0.5 + 0.05 * epoch]
-                + [epoch_time, 64 * 4 / epoch_time, wall]
-            )
-    with open(folder / "monitor.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["time_s", "cpu_percent", "rss_mib", "gpu_util_percent", "gpu_mem_mib"]
-            + ["framework_mem_mib"]
+    history, wall = [], 0.0
+    for epoch in range(1, epochs + 1):
+        epoch_time = (30.0 if epoch == 1 else 10.0 + epoch) * slow
+        wall += epoch_time
+        history.append(
+            {
+                "epoch": epoch,
+                "lr": 1e-4,
+                "train_loss": 1.0 / epoch,
+                "valid_loss": 1.2 / epoch**0.5,
+                "valid_psnr": 20 + epoch,
+                "valid_ssim": 0.5 + 0.05 * epoch,
+                "epoch_time_s": epoch_time,
+                "patches_per_s": 64 * 4 / epoch_time,
+                "wall_time_s": wall,
+            }
         )
-        for step in range(20):
-            writer.writerow([0.5 * step, 150 + step, 800 + 10 * step * slow, "", "", ""])
+    write_history(folder / "history.csv", history)
+    # The monitor thread's own line format; GPU and framework columns empty as on a CPU.
+    lines = [
+        monitor_line([0.5 * s, 150 + s, 800 + 10 * s * slow, None, None, None]) for s in range(20)
+    ]
+    (folder / "monitor.csv").write_text("\n".join([MONITOR_HEADER, *lines]) + "\n")
     for name, gain in (("last", FAKE_GAIN[framework]), ("best", FAKE_GAIN[framework] + 0.1)):
-        np.savez(folder / f"{name}.npz", **(weights or {"gain": np.float32(gain)}))
+        save_weights(folder / f"{name}.npz", weights or {"gain": np.float32(gain)})
     bench = root / "benchmarks" / "train" / framework / f"sigma{sigma}.tsv"
     bench.parent.mkdir(parents=True, exist_ok=True)
     bench.write_text(
@@ -153,15 +162,42 @@ def write_evaluation(root: Path, framework: str, sigma: int) -> dict:
     )
 
 
-def write_parity(root: Path, tolerance: float = 1e-4) -> None:
+def fake_parity_result(arch: str, scale: float = 0.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """A `parity.run_framework`-shaped result; `scale` adds relative noise to every array."""
+    rng = np.random.default_rng(seed)
+    base = np.random.default_rng(99)
+
+    def value(shape: tuple[int, ...]) -> np.ndarray:
+        v = base.standard_normal(shape).astype(np.float32)
+        return v * (1 + scale * rng.standard_normal(shape)).astype(np.float32)
+
+    out = {"forward": value((1, 1, 64, 64)), "loss": np.array(1.5), "steps": np.array(2)}
+    for name in arch_spec.trainable_names(arch):
+        out[f"grad/{name}"] = value((3,))
+        out[f"grad64/{name}"] = out[f"grad/{name}"].astype(np.float64) * (1 + 1e-7)
+    for name in arch_spec.parameter_shapes(arch):
+        for semantics in parity.SEMANTICS:
+            out[f"after_{semantics}/{name}"] = value((3,))
+    return out
+
+
+def write_parity(root: Path, tolerance: float = 1e-4) -> list[dict]:
+    """parity.json and parity.csv, by the real comparison of two fake framework results."""
     folder = root / "results" / "parity"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "parity.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["arch", "forward_rel_error", "grad_rel_error_max", "param_rel_error_max"])
-        writer.writerow(["n2n_unet", 3e-7, 2.5e-6, 2.8e-2])
-        writer.writerow(["n2v_unet", 4e-7, 1.0e-6, 0.0])
-    (folder / "parity.json").write_text(json.dumps({"tolerance": tolerance, "passed": True}))
+    torch_paths, jittor_paths = [], []
+    for arch in PARITY_ARCHS:
+        torch_paths.append(folder / "torch" / f"{arch}.npz")
+        jittor_paths.append(folder / "jittor" / f"{arch}.npz")
+        save_npz(torch_paths[-1], fake_parity_result(arch))
+        save_npz(jittor_paths[-1], fake_parity_result(arch, scale=tolerance / 100, seed=1))
+    return parity.compare_frameworks(
+        list(PARITY_ARCHS),
+        torch_paths,
+        jittor_paths,
+        folder / "parity.json",
+        folder / "parity.csv",
+        tolerance,
+    )
 
 
 def write_results_tree(

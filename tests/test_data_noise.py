@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from n2v_repro.data.noise import NoiseError, add_gaussian_noise, noisy_set, write_noisy_sets
+from n2v_repro.io.formats import FormatError
 
 
 def _write_pngs(folder: Path, images: dict[str, np.ndarray]) -> list[Path]:
@@ -64,6 +65,6 @@ def test_write_noisy_sets_keys_and_rejects_colour_png(tmp_path: Path) -> None:
     rgb = tmp_path / "rgb" / "9.png"
     rgb.parent.mkdir()
     Image.new("RGB", (4, 4)).save(rgb)
-    with pytest.raises(NoiseError, match=r"9\.png.*mode RGB"):
+    with pytest.raises(FormatError, match=r"9\.png.*mode RGB"):
         write_noisy_sets({"b": ([rgb], tmp_path / "noisy" / "b.npz")}, 10, 1)
     assert not (tmp_path / "noisy" / "b.npz").exists()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from n2v_repro.data.patches import PatchError, patchify, pixel_stats, tile_grid, tile_image
-from n2v_repro.data.split import write_split
+from n2v_repro.io.formats import write_split
 
 
 def test_tile_grid_counts_positions_and_drops_partial_tiles() -> None:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from n2v_repro.data.split import SplitError, ids_in, make_split, read_split, split_ids
+from n2v_repro.data.split import SplitError, ids_in, make_split, split_ids
+from n2v_repro.io.formats import FormatError, read_split
 
 IDS = [str(i) for i in (3096, 12084, 14037, 16077, 19021, 21077, 24077, 33039, 101085, 101087)]
 
@@ -46,8 +47,11 @@ def test_csv_round_trip(tmp_path: Path) -> None:
 def test_read_split_rejects_bad_rows(tmp_path: Path) -> None:
     path = tmp_path / "split.csv"
     path.write_text("id,subset\n1,train\n")
-    with pytest.raises(SplitError, match=r"split\.csv: id 1 has subset 'train'"):
+    with pytest.raises(FormatError, match=r"split\.csv: id 1 has subset 'train'"):
         read_split(path)
     path.write_text("image,subset\n1,valid\n")
-    with pytest.raises(SplitError, match="header"):
+    with pytest.raises(FormatError, match="header"):
+        read_split(path)
+    path.write_text("id,subset\n1,valid\n1,test\n")
+    with pytest.raises(FormatError, match="id 1 is listed twice"):
         read_split(path)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from n2v_repro.training.monitor import HEADER, ResourceMonitor
+from n2v_repro.io.formats import MONITOR_HEADER as HEADER
+from n2v_repro.training.monitor import ResourceMonitor
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -89,6 +90,7 @@ def test_append_continues_file_with_offset(tmp_path: Path) -> None:
         time.sleep(0.35)
     assert path.read_text().count("time_s") == 1
     rows = read_rows(path)
+    assert first_rows >= 2 and len(mon.samples) >= 2  # both runs sampled (~4 rows each)
     assert len(rows) == first_rows + len(mon.samples)
     times = column(rows, "time_s")
     assert all(t < 10 for t in times[:first_rows])
@@ -102,14 +104,16 @@ def test_append_after_killed_run_starts_a_fresh_line(tmp_path: Path) -> None:
         time.sleep(0.15)
     lines = path.read_text().splitlines()
     assert lines[:3] == [HEADER, "0.500,12.0,100.0,,,", "1.000,1"]
-    assert len(lines) == 3 + len(mon.samples)
+    assert len(mon.samples) >= 1 and len(lines) == 3 + len(mon.samples)
+    assert all(len(line.split(",")) == len(HEADER.split(",")) for line in lines[3:])
 
 
 def test_append_to_missing_file_writes_header(tmp_path: Path) -> None:
     path = tmp_path / "monitor.csv"
-    with ResourceMonitor(path, interval_s=0.1, append=True):
+    with ResourceMonitor(path, interval_s=0.1, append=True) as mon:
         time.sleep(0.15)
     assert path.read_text().splitlines()[0] == HEADER
+    assert len(read_rows(path)) == len(mon.samples) >= 1
 
 
 def test_append_to_foreign_file_raises(tmp_path: Path) -> None:
@@ -125,7 +129,8 @@ def test_without_append_file_is_replaced(tmp_path: Path) -> None:
     path.write_text(HEADER + "\n" + "9.0,1,1,,,\n" * 50)
     with ResourceMonitor(path, interval_s=0.1) as mon:
         time.sleep(0.15)
-    assert len(read_rows(path)) == len(mon.samples) < 50
+    assert 1 <= len(read_rows(path)) == len(mon.samples) < 50
+    assert all(float(row["time_s"]) < 9 for row in read_rows(path))
 
 
 def test_cuda_without_working_nvml_leaves_gpu_columns_empty(
@@ -156,6 +161,7 @@ def test_cuda_on_this_machine_never_raises(tmp_path: Path) -> None:
     with ResourceMonitor(path, interval_s=0.1, device="cuda") as mon:
         time.sleep(0.25)
     rows = read_rows(path)
+    assert len(rows) == len(mon.samples) >= 1
     filled = column(rows, "gpu_mem_mib")
     assert len(filled) in (0, len(rows))
     summary = mon.summary()
@@ -185,6 +191,7 @@ def test_stop_is_idempotent_and_start_only_once(tmp_path: Path) -> None:
     started = ResourceMonitor(tmp_path / "other.csv", interval_s=0.1).start()
     started.stop()
     rows = len(read_rows(tmp_path / "other.csv"))
+    assert rows == len(started.samples) >= 1  # stop() takes a last sample
     started.stop()
     assert len(read_rows(tmp_path / "other.csv")) == rows
     with pytest.raises(RuntimeError, match="once"):

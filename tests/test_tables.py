@@ -10,7 +10,7 @@ import pytest
 from fake_results import write_results_tree
 
 from n2v_repro.report.references import PAPER_PSNR
-from n2v_repro.report.tables import make_tables, run_key
+from n2v_repro.report.tables import make_tables, pair_runs
 
 IDS = [f"im{i}" for i in range(6)]
 FRAMEWORKS = ("torch", "jittor")
@@ -29,10 +29,11 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "benchmark_html": root / "tables" / "benchmark.html",
     }
     make_tables(
-        summaries=[root / f"results/eval/{f}/sigma{s}/summary.json" for f, s in runs],
-        histories=[root / f"results/models/{f}/sigma{s}/history.csv" for f, s in runs],
-        monitors=[root / f"results/models/{f}/sigma{s}/monitor.csv" for f, s in runs],
-        train_benchmarks=[root / f"benchmarks/train/{f}/sigma{s}.tsv" for f, s in runs],
+        # Shuffled: the summaries name their own run, so their order must not matter.
+        summaries=[root / f"results/eval/{f}/sigma{s}/summary.json" for f, s in runs[::-1]],
+        histories={(f, s): root / f"results/models/{f}/sigma{s}/history.csv" for f, s in runs},
+        monitors={(f, s): root / f"results/models/{f}/sigma{s}/monitor.csv" for f, s in runs},
+        train_benchmarks={(f, s): root / f"benchmarks/train/{f}/sigma{s}.tsv" for f, s in runs},
         **out,
     )
     return {"root": root, **out}
@@ -47,11 +48,32 @@ def _summary(root: Path, framework: str, sigma: int) -> dict:
     return json.loads((root / f"results/eval/{framework}/sigma{sigma}/summary.json").read_text())
 
 
-def test_run_key_reads_framework_and_sigma_from_paths() -> None:
-    assert run_key("results/eval/jittor/sigma50/summary.json") == ("jittor", 50)
-    assert run_key("/x/benchmarks/train/torch/sigma10.tsv") == ("torch", 10)
-    with pytest.raises(ValueError, match="framework and sigma"):
-        run_key("results/eval/summary.json")
+def test_pair_runs_keys_files_by_position_and_checks_the_runs() -> None:
+    # The paths say nothing about the run: the pairing comes from the list alone.
+    assert pair_runs([["jittor", "50"], ("torch", 10)], ["a.csv", "b.csv"]) == {
+        ("jittor", 50): Path("a.csv"),
+        ("torch", 10): Path("b.csv"),
+    }
+    with pytest.raises(ValueError, match="2 runs"):
+        pair_runs([("torch", 10), ("jittor", 10)], ["a.csv"])
+    with pytest.raises(ValueError, match="unknown frameworks \\['tensorflow'\\]"):
+        pair_runs([("tensorflow", 10)], ["a.csv"])
+    with pytest.raises(ValueError, match="twice"):
+        pair_runs([("torch", 10), ("torch", 10)], ["a.csv", "b.csv"])
+
+
+def test_two_summaries_of_one_run_are_refused(tables, tmp_path: Path) -> None:
+    summary = tables["root"] / "results/eval/torch/sigma15/summary.json"
+    copy = tmp_path / "elsewhere.json"
+    copy.write_text(summary.read_text())
+    with pytest.raises(ValueError, match="both evaluate torch at sigma 15"):
+        make_tables(
+            summaries=[summary, copy],
+            histories={},
+            monitors={},
+            train_benchmarks={},
+            **{k: tmp_path / Path(v).name for k, v in tables.items() if k != "root"},
+        )
 
 
 def test_psnr_ssim_has_a_row_per_framework_sigma_test_set_and_weights(tables) -> None:

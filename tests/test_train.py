@@ -19,10 +19,10 @@ import pytest
 from n2v_repro.config import MaskingConfig, PipelineConfig, TrainConfig
 from n2v_repro.evaluation.metrics import psnr
 from n2v_repro.io.atomic import save_npz
+from n2v_repro.io.formats import HISTORY_COLUMNS
 from n2v_repro.models.initialisation import make_init_weights
 from n2v_repro.training import loop as train_module
 from n2v_repro.training.loop import (
-    HISTORY_COLUMNS,
     TrainingDivergedError,
     TrainJob,
     fingerprint,

@@ -36,7 +36,7 @@ ADAM = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "semantics": "torch"}
 
 
 def make_batches(batch_size: int, seed: int) -> list[tuple[np.ndarray, ...]]:
-    """A few fixed masked batches of random normal patches, cycled through by the runs."""
+    """Make a few fixed masked batches of random normal patches, cycled through by the runs."""
     from n2v_repro.training.masking import mask_patches
 
     rng = np.random.default_rng([seed, 0xBE7C])

@@ -252,7 +252,7 @@ class PipelineConfig:
         return from_plain(cls, validate_config(config))
 
     def as_dict(self) -> dict[str, Any]:
-        """The plain mapping (lists for tuples), e.g. for Snakemake's `config`."""
+        """Return the plain mapping (lists for tuples), e.g. for Snakemake's `config`."""
         return plain(self)
 
 
@@ -275,7 +275,7 @@ def from_plain(cls: type[T], values: Mapping[str, Any]) -> T:
 
 
 def plain(section: Any) -> dict[str, Any]:
-    """The plain mapping of a config dataclass, as rules hand it to scripts."""
+    """Return the plain mapping of a config dataclass, as rules hand it to scripts."""
     return _plain(dataclasses.asdict(section))
 
 

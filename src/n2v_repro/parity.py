@@ -1,6 +1,32 @@
 """Framework parity: the same weights and batch through PyTorch and Jittor, compared.
 
 Three steps, each its own process (the two frameworks never share one), exchanging files:
+`write_parity_inputs`, then `run_framework` in each framework, then `compare_frameworks`,
+which raises ParityError when forward outputs or gradients disagree beyond the tolerance.
+DEFINITION says what is compared and why the gradient threshold can exceed the tolerance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from n2v_repro.config import MaskingConfig, OptimizerConfig
+from n2v_repro.io.atomic import save_npz
+from n2v_repro.io.formats import arrays_under, load_npz, write_parity_csv, write_parity_json
+from n2v_repro.models.initialisation import make_init_weights
+from n2v_repro.models.spec import biases_before_batch_norm, is_buffer
+
+log = logging.getLogger(__name__)
+
+# Written into parity.json beside the numbers, so the file explains itself.
+DEFINITION = """Framework parity: the same weights and batch through PyTorch and Jittor, compared.
+
+Three steps, each its own process (the two frameworks never share one), exchanging files:
 
 1. `write_parity_inputs`: initial weights and one fixed masked batch, per arch.
 2. `run_framework`: in one framework, the eval-mode forward output, the train-mode loss and
@@ -28,42 +54,9 @@ float64): two float32 implementations, each within e of the exact gradient, can 
 itself. All three errors are reported.
 """
 
-from __future__ import annotations
-
-import csv
-import logging
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from n2v_repro.config import MaskingConfig, OptimizerConfig
-from n2v_repro.io.atomic import atomic_open, save_npz, write_json
-from n2v_repro.models.initialisation import make_init_weights
-from n2v_repro.models.spec import biases_before_batch_norm, is_buffer
-
-log = logging.getLogger(__name__)
-
 PATCH = 64
 FLOAT32_SPREAD = 2.0
 SEMANTICS = ("torch", "jittor")
-CSV_FIELDS = [
-    "arch",
-    "forward_rel_error",
-    "loss_rel_error",
-    "grad_rel_error",
-    "grad_worst_param",
-    "grad_rel_error_torch_vs_float64",
-    "grad_rel_error_jittor_vs_float64",
-    "grad_threshold",
-    "params_rel_error_torch_semantics",
-    "params_worst_param_torch_semantics",
-    "params_rel_error_jittor_semantics",
-    "params_worst_param_jittor_semantics",
-    "steps",
-    "passed",
-]
 
 
 class ParityError(RuntimeError):
@@ -109,10 +102,6 @@ def write_parity_inputs(
 # --- 2. one framework ----------------------------------------------------------------------
 
 
-def _group(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    return {k[len(prefix) + 1 :]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
-
-
 def run_framework(
     framework: str,
     arch: str,
@@ -125,9 +114,8 @@ def run_framework(
 ) -> None:
     from n2v_repro.backends.registry import make_backend
 
-    with np.load(inputs_path) as data:
-        arrays = {k: data[k] for k in data.files}
-    weights = _group(arrays, "weights")
+    arrays = load_npz(inputs_path)
+    weights = arrays_under(arrays, "weights")
     batch = (arrays["inputs"], arrays["targets"], arrays["mask"])
     backend = make_backend(framework, arch, device=device, threads=threads)
     backend.load_weights(weights)
@@ -154,11 +142,6 @@ def run_framework(
 # --- 3. comparison -------------------------------------------------------------------------
 
 
-def _load(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
-
-
 def _grad_errors(
     a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], skip: set[str]
 ) -> dict[str, float]:
@@ -169,13 +152,13 @@ def compare_arch(
     arch: str, torch_path: str | Path, jittor_path: str | Path, tolerance: float
 ) -> dict[str, Any]:
     """One record of errors (Jittor against PyTorch) for `arch`."""
-    ref, got = _load(torch_path), _load(jittor_path)
+    ref, got = load_npz(torch_path), load_npz(jittor_path)
     skip = set(biases_before_batch_norm(arch))
-    ref_grads = _group(ref, "grad")
-    grad_error, grad_name = worst(_grad_errors(_group(got, "grad"), ref_grads, skip))
-    exact = _group(ref, "grad64")
+    ref_grads = arrays_under(ref, "grad")
+    grad_error, grad_name = worst(_grad_errors(arrays_under(got, "grad"), ref_grads, skip))
+    exact = arrays_under(ref, "grad64")
     torch_vs_exact, _ = worst(_grad_errors(ref_grads, exact, skip))
-    jittor_vs_exact, _ = worst(_grad_errors(_group(got, "grad"), exact, skip))
+    jittor_vs_exact, _ = worst(_grad_errors(arrays_under(got, "grad"), exact, skip))
     threshold = max(tolerance, FLOAT32_SPREAD * torch_vs_exact)
     record: dict[str, Any] = {
         "arch": arch,
@@ -188,13 +171,13 @@ def compare_arch(
         "grad_threshold": threshold,
         "steps": int(ref["steps"]),
     }
-    ref_after = _group(ref, "after_torch")
+    ref_after = arrays_under(ref, "after_torch")
     for semantics in SEMANTICS:
         # Both columns compare against PyTorch with torch semantics: the jittor column shows
         # what Jittor's own Adam does to the same training.
         errors = {
             k: rel_error(v, ref_after[k])
-            for k, v in _group(got, f"after_{semantics}").items()
+            for k, v in arrays_under(got, f"after_{semantics}").items()
             if k not in skip and not is_buffer(k)
         }
         value, name = worst(errors)
@@ -219,11 +202,8 @@ def compare_frameworks(
         compare_arch(arch, t, j, tolerance)
         for arch, t, j in zip(archs, torch_paths, jittor_paths, strict=True)
     ]
-    write_json(json_path, {"tolerance": tolerance, "definition": __doc__, "archs": records})
-    with atomic_open(csv_path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(records)
+    write_parity_json(json_path, tolerance, DEFINITION, records)
+    write_parity_csv(csv_path, records)
     failed = [r for r in records if not r["passed"]]
     for r in records:
         log.info("parity %s", r)

@@ -31,6 +31,8 @@ except (OSError, _manifest.ManifestError) as error:
 
 SIGMAS = list(CONFIG.sigmas)
 FRAMEWORKS = list(CONFIG.frameworks)
+# Every (framework, sigma) training run, in the one order that every per-run list follows.
+RUNS = [(fw, s) for fw in FRAMEWORKS for s in SIGMAS]
 ARCH = CONFIG.train.arch
 SEED = CONFIG.seed
 
@@ -151,15 +153,15 @@ def sigma_per_image_csvs(wildcards):
 
 
 def all_eval_summaries():
-    return [f"{eval_dir(fw, s)}/summary.json" for fw in FRAMEWORKS for s in SIGMAS]
+    return [f"{eval_dir(fw, s)}/summary.json" for fw, s in RUNS]
 
 
 def all_histories():
-    return [f"{model_dir(fw, s)}/history.csv" for fw in FRAMEWORKS for s in SIGMAS]
+    return [f"{model_dir(fw, s)}/history.csv" for fw, s in RUNS]
 
 
 def all_monitors():
-    return [f"{model_dir(fw, s)}/monitor.csv" for fw in FRAMEWORKS for s in SIGMAS]
+    return [f"{model_dir(fw, s)}/monitor.csv" for fw, s in RUNS]
 
 
 def all_train_benchmarks():

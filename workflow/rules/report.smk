@@ -39,6 +39,10 @@ rule aggregate_tables:
     conda:
         "../../envs/analysis.yaml"
     threads: 1
+    params:
+        # The (framework, sigma) of each training file above, in the order the all_*()
+        # input functions list them: the script pairs them, never reading a path.
+        runs=RUNS,
     script:
         "../scripts/aggregate_tables.py"
 
@@ -77,6 +81,9 @@ rule plot_training:
     conda:
         "../../envs/analysis.yaml"
     threads: 1
+    params:
+        # As in aggregate_tables: the run of each input file, in the input lists' order.
+        runs=RUNS,
     script:
         "../scripts/plot_training.py"
 
@@ -123,6 +130,8 @@ rule plot_qualitative:
     threads: 1
     params:
         n_images=CONFIG.eval.figure_images,
+        # The framework of each denoised folder and per_image.csv, in the inputs' order.
+        frameworks=FRAMEWORKS,
     script:
         "../scripts/plot_qualitative.py"
 
@@ -143,7 +152,5 @@ rule plot_parity:
     conda:
         "../../envs/analysis.yaml"
     threads: 1
-    params:
-        tolerance=CONFIG.parity.tolerance,
     script:
         "../scripts/plot_parity.py"

@@ -6,13 +6,14 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
-from n2v_repro.report.tables import make_tables  # noqa: E402
+from n2v_repro.report.tables import make_tables, pair_runs  # noqa: E402
 
+runs = snakemake.params.runs
 make_tables(
     summaries=snakemake.input.summaries,
-    histories=snakemake.input.histories,
-    monitors=snakemake.input.monitors,
-    train_benchmarks=snakemake.input.train_benchmarks,
+    histories=pair_runs(runs, snakemake.input.histories),
+    monitors=pair_runs(runs, snakemake.input.monitors),
+    train_benchmarks=pair_runs(runs, snakemake.input.train_benchmarks),
     psnr_ssim_csv=snakemake.output.psnr_ssim_csv,
     psnr_ssim_html=snakemake.output.psnr_ssim_html,
     benchmark_csv=snakemake.output.benchmark_csv,

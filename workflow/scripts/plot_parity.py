@@ -11,6 +11,5 @@ from n2v_repro.report.figures_eval import make_parity_figure  # noqa: E402
 make_parity_figure(
     parity_csv=snakemake.input.csv,
     parity_json=snakemake.input.json,
-    tolerance=snakemake.params.tolerance,
     output=snakemake.output[0],
 )

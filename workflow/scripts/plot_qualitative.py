@@ -13,8 +13,8 @@ make_qualitative_figure(
     clean_pngs=snakemake.input.clean,
     noisy_npz=snakemake.input.noisy,
     split_csv=snakemake.input.split,
-    denoised_dirs=snakemake.input.denoised,
-    per_image_csvs=snakemake.input.per_image,
+    denoised_dirs=dict(zip(snakemake.params.frameworks, snakemake.input.denoised, strict=True)),
+    per_image_csvs=dict(zip(snakemake.params.frameworks, snakemake.input.per_image, strict=True)),
     n_images=snakemake.params.n_images,
     output=snakemake.output[0],
 )

@@ -7,10 +7,12 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 log_to_file(snakemake.log[0])
 
 from n2v_repro.report.figures import make_training_figures  # noqa: E402
+from n2v_repro.report.tables import pair_runs  # noqa: E402
 
+runs = snakemake.params.runs
 make_training_figures(
-    histories=snakemake.input.histories,
-    monitors=snakemake.input.monitors,
+    histories=pair_runs(runs, snakemake.input.histories),
+    monitors=pair_runs(runs, snakemake.input.monitors),
     loss_curves=snakemake.output.loss_curves,
     valid_metrics=snakemake.output.valid_metrics,
     epoch_time=snakemake.output.epoch_time,

@@ -89,7 +89,7 @@ def check_weights(arch: str, weights: dict[str, np.ndarray]) -> None:
 
 
 def check_images(arch: str, inputs: np.ndarray) -> None:
-    """Inputs must be (B, 1, H, W) with H and W multiples of the arch's stride."""
+    """Check that inputs are (B, 1, H, W) with H and W multiples of the arch's stride."""
     stride = ARCH_STRIDE[arch]
     if inputs.ndim != 4 or inputs.shape[1] != 1:
         raise ValueError(f"expected a (B, 1, H, W) array, got shape {inputs.shape}")
@@ -164,8 +164,10 @@ class Adam(ABC):
 
 
 class Backend(ABC):
-    """One framework's network, optimizer and device behind the interface of
-    docs/backend_interface.md; all public arguments and results are numpy arrays."""
+    """One framework's network, optimizer and device behind one interface.
+
+    The interface is docs/backend_interface.md; all public arguments and results are numpy.
+    """
 
     name: str
     device: str
@@ -210,8 +212,10 @@ class Backend(ABC):
     # --- computation ------------------------------------------------------------------------
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
-        """One Adam step on the masked loss; returns the loss (NaN is returned as is: the
-        training loop decides what to do with it)."""
+        """Take one Adam step on the masked loss and return the loss.
+
+        A NaN loss is returned as is: the training loop decides what to do with it.
+        """
         adam = self._adam()
         check_batch(self.arch, inputs, targets, mask)
         return self._train_step(adam, *map(as_float32, (inputs, targets, mask)))
@@ -262,7 +266,7 @@ class Backend(ABC):
 
     @abstractmethod
     def peak_memory_mib(self) -> float | None:
-        """The framework's peak device memory since the last reset; None on CPU."""
+        """Return the framework's peak device memory since the last reset; None on CPU."""
 
     @abstractmethod
     def reset_peak_memory(self) -> None: ...

@@ -181,9 +181,11 @@ class JittorBackend(Backend):
             self._peak_bytes = max(self._peak_bytes, int(used))
 
     def peak_memory_mib(self) -> float | None:
-        """Jittor has no peak counter: this is the largest GPU memory its allocators held
-        (in use + cached, jt.get_mem_info().total_cuda_used) seen after a step or a
-        prediction since the last reset. None on CPU."""
+        """Return the largest GPU memory Jittor's allocators held since the last reset.
+
+        Jittor has no peak counter: this is the largest figure (in use + cached,
+        jt.get_mem_info().total_cuda_used) seen after a step or a prediction. None on CPU.
+        """
         if self.device != "cuda":
             return None
         # Only reads the recorded figure: the training monitor calls this from its own

@@ -30,7 +30,7 @@ class JittorSetupError(RuntimeError):
 
 
 def cuda_driver_available() -> bool:
-    """True when the CUDA driver library can be loaded (nvcc alone is not enough)."""
+    """Tell whether the CUDA driver library can be loaded (nvcc alone is not enough)."""
     name = ctypes.util.find_library("cuda")
     for candidate in filter(None, [name, "libcuda.so.1", "libcuda.so"]):
         try:

@@ -16,7 +16,7 @@ FRAMEWORKS = ("torch", "jittor")
 def make_backend(
     framework: str, arch: str, device: str = "auto", threads: int | None = None
 ) -> Any:
-    """A TorchBackend or JittorBackend for `arch` on `device` (auto, cpu or cuda)."""
+    """Make a TorchBackend or JittorBackend for `arch` on `device` (auto, cpu or cuda)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
     if framework == "torch":

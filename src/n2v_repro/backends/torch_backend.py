@@ -145,8 +145,10 @@ class TorchBackend(Backend):
     # --- device -----------------------------------------------------------------------------
 
     def peak_memory_mib(self) -> float | None:
-        """Peak bytes reserved by PyTorch's CUDA caching allocator (comparable to Jittor's
-        figure, which also counts cached blocks); None on CPU."""
+        """Return the peak MiB reserved by PyTorch's CUDA caching allocator; None on CPU.
+
+        Reserved, not allocated: comparable to Jittor's figure, which counts cached blocks.
+        """
         if self.device != "cuda":
             return None
         return torch.cuda.max_memory_reserved() / 2**20

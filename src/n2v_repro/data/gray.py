@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from n2v_repro.data.manifest import data_lines
-from n2v_repro.io.atomic import atomic_path
+from n2v_repro.io.formats import write_gray_png
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +128,6 @@ def check_pixels(image_id: str, gray: np.ndarray, reference: PixelHash) -> str |
     return None
 
 
-def write_png(path: str | Path, gray: np.ndarray) -> None:
-    """Write an (H, W) uint8 array as an 8-bit gray PNG, atomically."""
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(gray, mode="L").save(tmp, format="PNG")
-
-
 def _pair_by_id(jpgs: Sequence[str | Path], pngs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     jpg_by_id = {Path(p).stem: Path(p) for p in jpgs}
     pairs = []
@@ -182,7 +176,7 @@ def convert_images(
             problem = check_pixels(png.stem, gray, reference)
             if problem is not None:
                 return f"BSD68 id {png.stem} (from {jpg}): {problem} in {pixel_hashes_file}"
-        write_png(png, gray)
+        write_gray_png(png, gray)
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -100,7 +100,7 @@ def bsd68_ids(
 
 
 def _first(ids: list[str], limit: int | None, key: str, what: str) -> list[str]:
-    """The first `limit` ids; a limit beyond what exists is a configuration error."""
+    """Return the first `limit` ids; a limit beyond what exists is a configuration error."""
     if limit is None:
         return ids
     if limit > len(ids):

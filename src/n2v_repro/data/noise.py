@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from n2v_repro.data.manifest import id_sort_key
-from n2v_repro.io.atomic import save_npz
+from n2v_repro.io.formats import read_gray_png, save_noisy_set
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ class NoiseError(ValueError):
 
 
 def id_stream(image_id: str) -> int:
-    """A stable 64-bit integer from an id (Python's hash() is salted per process)."""
+    """Hash an id to a stable 64-bit integer (Python's hash() is salted per process)."""
     return int.from_bytes(hashlib.sha256(image_id.encode("utf-8")).digest()[:8], "little")
 
 
@@ -36,7 +35,7 @@ def noise_rng(seed: int, sigma: int, image_id: str) -> np.random.Generator:
 
 
 def add_gaussian_noise(clean: np.ndarray, sigma: int, seed: int, image_id: str) -> np.ndarray:
-    """noisy = clean + N(0, sigma^2), float32, unclipped and unrounded.
+    """Return clean + N(0, sigma^2) as float32, unclipped and unrounded.
 
     Parameters
     ----------
@@ -50,14 +49,6 @@ def add_gaussian_noise(clean: np.ndarray, sigma: int, seed: int, image_id: str) 
         raise NoiseError(f"config key 'sigmas': sigma must be positive, got {sigma}")
     noise = noise_rng(seed, sigma, image_id).standard_normal(clean.shape)
     return (clean.astype(np.float64) + sigma * noise).astype(np.float32)
-
-
-def read_gray_png(path: str | Path) -> np.ndarray:
-    """(H, W) uint8 array of an 8-bit gray PNG."""
-    with Image.open(path) as image:
-        if image.mode != "L":
-            raise NoiseError(f"{path}: expected an 8-bit gray (L) PNG, got mode {image.mode}")
-        return np.asarray(image, dtype=np.uint8).copy()
 
 
 def noisy_set(pngs: Sequence[str | Path], sigma: int, seed: int) -> dict[str, np.ndarray]:
@@ -80,7 +71,7 @@ def write_noisy_sets(
     """
     for name, (pngs, output) in datasets.items():
         noisy = noisy_set(pngs, sigma, seed)
-        save_npz(output, noisy)
+        save_noisy_set(output, noisy)
         pixels = sum(a.size for a in noisy.values())
         log.info(
             "%s: %d images, %d pixels, sigma %d -> %s", name, len(noisy), pixels, sigma, output

@@ -7,7 +7,6 @@ Validation uses fixed non-overlapping tiles of the validation subset of BSD68.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,13 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from n2v_repro.data.manifest import id_sort_key
-from n2v_repro.data.noise import read_gray_png
-from n2v_repro.data.split import ids_in, read_split
-from n2v_repro.io.atomic import atomic_open, atomic_path, save_npz, write_json
+from n2v_repro.data.split import ids_in
+from n2v_repro.io.formats import (
+    load_noisy_set,
+    read_gray_png,
+    read_split,
+    save_valid_tiles,
+    write_train_index,
+    write_train_pixels,
+    write_train_stats,
+)
 
 log = logging.getLogger(__name__)
-
-INDEX_COLUMNS = ("id", "offset", "height", "width")
 
 
 class PatchError(ValueError):
@@ -91,17 +95,8 @@ def write_train_source(
         height, width = noisy[image_id].shape
         rows.append((image_id, offset, height, width))
         offset += height * width
-    with atomic_path(train_path, suffix=".npy") as tmp:
-        # Filled image by image so the whole set is never held twice in memory.
-        flat = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(offset,))
-        for image_id, start, height, width in rows:
-            flat[start : start + height * width] = noisy[image_id].ravel()
-        flat.flush()
-        del flat
-    with atomic_open(index_path, newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(INDEX_COLUMNS)
-        writer.writerows(rows)
+    write_train_pixels(train_path, [noisy[image_id] for image_id in ids])
+    write_train_index(index_path, rows)
     return rows
 
 
@@ -114,11 +109,6 @@ def pixel_stats(images: Mapping[str, np.ndarray]) -> dict[str, float]:
     # Two passes: the sum of squared deviations does not cancel the way E[x^2]-E[x]^2 can.
     squares = sum(float(np.square(a.astype(np.float64) - mean).sum()) for a in images.values())
     return {"mean": mean, "std": (squares / count) ** 0.5}
-
-
-def _load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path) as archive:
-        return {key: archive[key] for key in archive.files}
 
 
 def patchify(
@@ -141,15 +131,15 @@ def patchify(
     missing = {"train", "index", "stats", "valid"} - set(outputs)
     if missing:
         raise PatchError(f"outputs lack the keys {sorted(missing)}")
-    train = _load_npz(train_npz)
+    train = load_noisy_set(train_npz)
     rows = write_train_source(train, outputs["train"], outputs["index"])
     stats = pixel_stats(train)
     n_pixels = sum(height * width for _, _, height, width in rows)
-    write_json(outputs["stats"], {**stats, "n_images": len(rows), "n_pixels": n_pixels})
+    write_train_stats(outputs["stats"], {**stats, "n_images": len(rows), "n_pixels": n_pixels})
     del train
 
     valid_ids = ids_in(read_split(split_csv), "valid")
-    noisy68 = _load_npz(bsd68_npz)
+    noisy68 = load_noisy_set(bsd68_npz)
     clean_paths = {Path(p).stem: p for p in clean_bsd68_pngs}
     for image_id in valid_ids:
         if image_id not in noisy68:
@@ -158,7 +148,7 @@ def patchify(
             raise PatchError(f"no clean PNG for validation id {image_id} (from {split_csv})")
     clean = {i: read_gray_png(clean_paths[i]) for i in valid_ids}
     tiles = valid_tiles(noisy68, clean, valid_ids, patch_size)
-    save_npz(outputs["valid"], tiles)
+    save_valid_tiles(outputs["valid"], tiles)
     log.info(
         "train: %d images, mean %.4f std %.4f; valid: %d tiles of %dx%d from %d images",
         len(rows),

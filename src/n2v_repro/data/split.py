@@ -7,22 +7,20 @@ and n_valid, never on the order they were listed or found on disk.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from n2v_repro.data.manifest import id_sort_key
-from n2v_repro.io.atomic import atomic_open
+from n2v_repro.io.formats import SUBSETS, write_split
 
-SUBSETS = ("valid", "test")
 # Mixed into the seed so the split's random stream differs from every other use of `seed`.
 _SPLIT_STREAM = 0x5B1D68
 
 
 class SplitError(ValueError):
-    """The split cannot be made or read."""
+    """The split cannot be made, or a subset is unknown."""
 
 
 def split_ids(ids: Iterable[str], n_valid: int, seed: int) -> dict[str, str]:
@@ -43,32 +41,6 @@ def split_ids(ids: Iterable[str], n_valid: int, seed: int) -> dict[str, str]:
     return {i: ("valid" if i in chosen else "test") for i in ordered}
 
 
-def write_split(path: str | Path, subsets: dict[str, str]) -> None:
-    """Write `id,subset` rows in id order, atomically."""
-    with atomic_open(path, newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "subset"])
-        for image_id in sorted(subsets, key=id_sort_key):
-            writer.writerow([image_id, subsets[image_id]])
-
-
-def read_split(path: str | Path) -> dict[str, str]:
-    """Read an `id,subset` CSV into id -> subset (in id order)."""
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames != ["id", "subset"]:
-            raise SplitError(f"{path}: expected the header 'id,subset', got {reader.fieldnames}")
-        subsets = {}
-        for row in reader:
-            if row["subset"] not in SUBSETS:
-                raise SplitError(
-                    f"{path}: id {row['id']} has subset {row['subset']!r}, "
-                    f"expected one of {SUBSETS}"
-                )
-            subsets[row["id"]] = row["subset"]
-    return dict(sorted(subsets.items(), key=lambda item: id_sort_key(item[0])))
-
-
 def ids_in(subsets: dict[str, str], subset: str) -> list[str]:
     """Ids of one subset, in id order."""
     if subset not in SUBSETS:
@@ -77,7 +49,7 @@ def ids_in(subsets: dict[str, str], subset: str) -> list[str]:
 
 
 def make_split(path: str | Path, ids: Iterable[str], n_valid: int, seed: int) -> dict[str, str]:
-    """Split `ids` and write the CSV to `path`; returns the split."""
+    """Split `ids` and write the CSV to `path` in id order; returns the split."""
     subsets = split_ids(ids, n_valid, seed)
     write_split(path, subsets)
     return subsets

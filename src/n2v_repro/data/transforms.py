@@ -1,5 +1,8 @@
-"""Image transforms shared by training and evaluation: z-score normalisation and the eight
-flips/90-degree rotations (training augmentation, test-time augmentation)."""
+"""Image transforms shared by training and evaluation.
+
+Z-score normalisation, and the eight flips/90-degree rotations (training augmentation,
+test-time augmentation).
+"""
 
 from __future__ import annotations
 

@@ -1,2 +1,1 @@
-"""Evaluation: whole-image prediction with per-image PSNR/SSIM, and the metrics themselves
-(also used by training's validation)."""
+"""Evaluation: whole-image prediction, and the PSNR/SSIM metrics (also used in training)."""

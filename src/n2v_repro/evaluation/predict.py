@@ -4,15 +4,10 @@ Each noisy image is normalised with the training set's mean and std, reflect-pad
 multiple of the network's stride, predicted in one piece, cropped back and denormalised. The
 prediction is *not* clipped or rounded before the metrics (clipping would flatter or hurt the
 score depending on the image); only the PNGs written for viewing are clipped to uint8.
-
-The backend is passed in (anything with `stride`, `device`, `load_weights`, `predict`,
-`synchronize`), so the logic is testable without either framework.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 import shutil
@@ -28,11 +23,18 @@ from PIL import Image
 
 from n2v_repro.data.transforms import denormalise, dihedral, inverse_dihedral, normalise
 from n2v_repro.evaluation.metrics import psnr, ssim
-from n2v_repro.io.atomic import atomic_open, write_json
+from n2v_repro.io.formats import (
+    load_noisy_set,
+    load_weights,
+    read_gray_png,
+    read_split,
+    read_train_stats,
+    write_eval_summary,
+    write_per_image,
+)
 
 log = logging.getLogger(__name__)
 
-PER_IMAGE_COLUMNS = ("id", "subset", "weights", "psnr", "ssim")
 NOISY = "noisy"
 # Test sets of the summary: the original port scored the split's test half; the paper scores
 # all 68 images. Names are the full-data sizes; `n` in the summary says how many were used.
@@ -63,7 +65,7 @@ class EvalImage:
 
 @dataclass
 class EvaluationResult:
-    rows: list[dict[str, Any]]  # PER_IMAGE_COLUMNS
+    rows: list[dict[str, Any]]  # keys: io.formats.PER_IMAGE_COLUMNS
     denoised: dict[str, np.ndarray]  # id -> float32 prediction of the first weights
     inference: dict[str, Any] = field(default_factory=dict)
 
@@ -111,8 +113,11 @@ def to_uint8(pred: np.ndarray) -> np.ndarray:
 
 
 def _warm_up(backend: Predictor, images: Sequence[EvalImage], tta: bool) -> float:
-    """Untimed predictions per distinct padded shape: Jittor compiles kernels per shape and
-    PyTorch's CPU kernels take a few calls to reach their speed."""
+    """Predict, untimed, once per distinct padded shape; return the seconds spent.
+
+    Jittor compiles kernels per shape and PyTorch's CPU kernels take a few calls to reach
+    their speed.
+    """
     start = time.perf_counter()
     shapes = {img.noisy.shape for img in images}
     if tta:
@@ -217,45 +222,26 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str
 # --- files ----------------------------------------------------------------------------------
 
 
-def read_split(path: str | Path) -> dict[str, str]:
-    with open(path, newline="") as handle:
-        return {row["id"]: row["subset"] for row in csv.DictReader(handle)}
-
-
-def read_train_stats(path: str | Path) -> tuple[float, float]:
-    with open(path) as handle:
-        stats = json.load(handle)
-    return float(stats["mean"]), float(stats["std"])
-
-
 def load_test_images(
     clean_pngs: Sequence[str | Path], noisy_npz: str | Path, split_csv: str | Path
 ) -> list[EvalImage]:
-    """The images of the split, in its order, with their clean and noisy pixels."""
+    """Load the images of the split, in its order, with their clean and noisy pixels."""
     split = read_split(split_csv)
     png_by_id = {Path(p).stem: Path(p) for p in clean_pngs}
     missing = sorted(set(split) - set(png_by_id))
     if missing:
         raise ValueError(f"no clean PNG for split ids {missing}")
+    noisy = load_noisy_set(noisy_npz)
     images = []
-    with np.load(noisy_npz) as noisy:
-        for image_id, subset in split.items():
-            clean = np.asarray(Image.open(png_by_id[image_id]))
-            if image_id not in noisy:
-                raise ValueError(f"{noisy_npz} has no noisy image {image_id}")
-            noisy_image = noisy[image_id].astype(np.float32)
-            if clean.shape != noisy_image.shape:
-                raise ValueError(f"{image_id}: clean {clean.shape} vs noisy {noisy_image.shape}")
-            images.append(EvalImage(image_id, subset, clean, noisy_image))
+    for image_id, subset in split.items():
+        clean = read_gray_png(png_by_id[image_id])
+        if image_id not in noisy:
+            raise ValueError(f"{noisy_npz} has no noisy image {image_id}")
+        noisy_image = noisy[image_id].astype(np.float32)
+        if clean.shape != noisy_image.shape:
+            raise ValueError(f"{image_id}: clean {clean.shape} vs noisy {noisy_image.shape}")
+        images.append(EvalImage(image_id, subset, clean, noisy_image))
     return images
-
-
-def write_per_image_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    with atomic_open(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=PER_IMAGE_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "psnr": f"{row['psnr']:.6f}", "ssim": f"{row['ssim']:.6f}"})
 
 
 def write_denoised_pngs(directory: str | Path, denoised: Mapping[str, np.ndarray]) -> None:
@@ -268,6 +254,8 @@ def write_denoised_pngs(directory: str | Path, denoised: Mapping[str, np.ndarray
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
     try:
         for image_id, pred in denoised.items():
+            # Not write_gray_png: the folder is renamed into place as a whole, and the files
+            # keep the ordinary permissions that a temporary-file rename would not give.
             Image.fromarray(to_uint8(pred)).save(tmp / f"{image_id}.png")
         if final.exists():
             shutil.rmtree(final)
@@ -302,10 +290,7 @@ def run_evaluation(
         backend = make_backend(framework, arch, device, threads)
     images = load_test_images(clean_pngs, noisy_npz, split_csv)
     mean, std = read_train_stats(stats_json)
-    weight_sets = {}
-    for name, path in weight_files.items():
-        with np.load(path) as arrays:
-            weight_sets[name] = {key: arrays[key] for key in arrays.files}
+    weight_sets = {name: load_weights(path) for name, path in weight_files.items()}
     result = evaluate_model(backend, weight_sets, images, mean, std, tta)
     summary = {
         "framework": framework,
@@ -316,7 +301,7 @@ def run_evaluation(
         "test_sets": summarise(result.rows),
         "inference": result.inference,
     }
-    write_per_image_csv(per_image_csv, result.rows)
+    write_per_image(per_image_csv, result.rows)
     write_denoised_pngs(denoised_dir, result.denoised)
-    write_json(summary_json, summary)
+    write_eval_summary(summary_json, summary)
     return summary

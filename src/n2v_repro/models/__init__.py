@@ -1,2 +1,4 @@
-"""Networks: the architecture spec, the PyTorch and Jittor networks built from it, and
-framework-neutral initial weights. Imports neither framework at package level."""
+"""Networks: the architecture spec, the two frameworks' networks, initial weights.
+
+Imports neither framework at package level.
+"""

@@ -42,7 +42,7 @@ def _init_layer(layer: Layer, rng: np.random.Generator) -> dict[str, np.ndarray]
 
 
 def make_init_weights(arch: str, seed: int) -> dict[str, np.ndarray]:
-    """Initial weights of `arch` for `seed`, keyed by parameter name, float32."""
+    """Draw the initial weights of `arch` for `seed`, keyed by parameter name, float32."""
     rng = np.random.default_rng([seed, 0x1A17])
     weights: dict[str, np.ndarray] = {}
     for layer in layers(arch):
@@ -52,6 +52,6 @@ def make_init_weights(arch: str, seed: int) -> dict[str, np.ndarray]:
 
 def write_init_weights(path: str, arch: str, seed: int) -> None:
     """Write make_init_weights(arch, seed) to `path` (.npz, atomically)."""
-    from n2v_repro.io.atomic import save_npz
+    from n2v_repro.io.formats import save_weights
 
-    save_npz(path, make_init_weights(arch, seed))
+    save_weights(path, make_init_weights(arch, seed))

@@ -35,13 +35,16 @@ def max_pool2x(x: jt.Var) -> jt.Var:
 
 
 class BatchNorm2d(nn.Module):
-    """PyTorch's BatchNorm2d semantics: normalise with the biased batch variance, update the
-    running variance with the unbiased one (Jittor's nn.BatchNorm uses the biased one).
+    """Batch norm with PyTorch's BatchNorm2d semantics.
+
+    It normalises with the biased batch variance and updates the running variance with the
+    unbiased one (Jittor's nn.BatchNorm uses the biased one).
 
     The normalisation runs in float64: Jittor's float32 reductions are less exact than
     PyTorch's, and the batch-norm backward amplifies their error (it subtracts nearly equal
     sums). In float32 Jittor's n2v_unet gradients were 1.8e-2 off PyTorch's; in float64 they
-    are as close to a float64 reference as PyTorch's own float32 gradients (parity.py)."""
+    are as close to a float64 reference as PyTorch's own float32 gradients (parity.py).
+    """
 
     def __init__(self, channels: int, eps: float, momentum: float):
         self.eps = eps

@@ -105,7 +105,7 @@ def _n2v_layers() -> list[Layer]:
 
 
 def layers(arch: str) -> list[Layer]:
-    """The parametrised layers of `arch`, in definition order."""
+    """Return the parametrised layers of `arch`, in definition order."""
     if arch == "n2n_unet":
         return _n2n_layers()
     if arch == "n2v_unet":
@@ -122,13 +122,16 @@ def parameter_shapes(arch: str) -> dict[str, tuple[int, ...]]:
 
 
 def is_buffer(name: str) -> bool:
-    """True for batch-norm running statistics (saved with the weights, never trained)."""
+    """Check whether `name` is a batch-norm running statistic (saved, never trained)."""
     return name.rsplit(".", 1)[-1] in BN_BUFFERS
 
 
 def biases_before_batch_norm(arch: str) -> list[str]:
-    """Conv biases directly followed by batch norm: BN subtracts the batch mean, so their
-    gradient is zero in exact arithmetic and only rounding noise in float32."""
+    """List the conv biases directly followed by batch norm.
+
+    BN subtracts the batch mean, so their gradient is zero in exact arithmetic and only
+    rounding noise in float32.
+    """
     seq = layers(arch)
     return [
         f"{layer.name}.bias"

@@ -1,2 +1,1 @@
-"""Report: CSV/HTML tables, figures, standalone HTML pages and the published reference numbers,
-all read from the files the pipeline wrote."""
+"""Report: tables, figures and HTML pages, all read from the files the pipeline wrote."""

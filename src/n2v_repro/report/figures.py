@@ -7,7 +7,7 @@ so the frameworks compare at a glance and the sigmas side by side. Matplotlib ru
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -19,13 +19,15 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from n2v_repro.backends.registry import FRAMEWORKS  # noqa: E402
 from n2v_repro.io.atomic import atomic_path  # noqa: E402
-from n2v_repro.report.tables import FRAMEWORK_ORDER, read_csv_columns, run_key  # noqa: E402
+from n2v_repro.io.formats import read_history, read_monitor  # noqa: E402
+from n2v_repro.report.tables import Run  # noqa: E402
 
 FRAMEWORK_COLOURS = {"torch": "#d1495b", "jittor": "#00798c"}
 PANEL_SIZE = (4.2, 3.2)  # inches per panel
 
-RunTable = Mapping[tuple[str, int], Mapping[str, np.ndarray]]
+RunTable = Mapping[Run, Mapping[str, np.ndarray]]
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
@@ -50,9 +52,11 @@ def framework_colour(framework: str) -> str:
     return FRAMEWORK_COLOURS.get(framework, "#444444")
 
 
-def read_runs(paths: Iterable[str | Path]) -> dict[tuple[str, int], dict[str, np.ndarray]]:
-    """CSV columns per (framework, sigma), named by the path."""
-    return {run_key(p): read_csv_columns(p) for p in paths}
+def read_runs(
+    paths: Mapping[Run, str | Path], reader: Callable[[str | Path], dict[str, np.ndarray]]
+) -> dict[Run, dict[str, np.ndarray]]:
+    """Columns of each run's file, read with `reader` (e.g. `read_history`)."""
+    return {run: reader(path) for run, path in paths.items()}
 
 
 def sigmas_of(runs: Iterable[tuple[str, int]]) -> list[int]:
@@ -61,7 +65,7 @@ def sigmas_of(runs: Iterable[tuple[str, int]]) -> list[int]:
 
 def frameworks_of(runs: Iterable[tuple[str, int]]) -> list[str]:
     present = {framework for framework, _ in runs}
-    return [f for f in FRAMEWORK_ORDER if f in present]
+    return [f for f in FRAMEWORKS if f in present]
 
 
 def _has_data(values: np.ndarray | None) -> bool:
@@ -164,16 +168,19 @@ def plot_memory_utilisation(monitors: RunTable, path: str | Path) -> None:
 
 def make_training_figures(
     *,
-    histories: Sequence[str | Path],
-    monitors: Sequence[str | Path],
+    histories: Mapping[Run, str | Path],
+    monitors: Mapping[Run, str | Path],
     loss_curves: str | Path,
     valid_metrics: str | Path,
     epoch_time: str | Path,
     memory_utilisation: str | Path,
 ) -> None:
-    """Write loss_curves.png, valid_psnr_ssim.png, epoch_time.png, memory_utilisation.png."""
-    history_runs = read_runs(histories)
+    """Write loss_curves.png, valid_psnr_ssim.png, epoch_time.png, memory_utilisation.png.
+
+    `histories` and `monitors` map (framework, sigma) to the run's history.csv / monitor.csv.
+    """
+    history_runs = read_runs(histories, read_history)
     plot_loss_curves(history_runs, loss_curves)
     plot_valid_metrics(history_runs, valid_metrics)
     plot_epoch_time(history_runs, epoch_time)
-    plot_memory_utilisation(read_runs(monitors), memory_utilisation)
+    plot_memory_utilisation(read_runs(monitors, read_monitor), memory_utilisation)

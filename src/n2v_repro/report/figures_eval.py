@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from n2v_repro.evaluation.predict import read_split, to_uint8
+from n2v_repro.evaluation.predict import to_uint8
 from n2v_repro.io.atomic import atomic_open
+from n2v_repro.io.formats import (
+    PARITY_COLUMNS,
+    load_noisy_set,
+    read_gray_png,
+    read_parity_csv,
+    read_parity_json,
+    read_per_image,
+    read_split,
+)
 from n2v_repro.report.figures import (
     framework_colour,
     frameworks_of,
@@ -22,10 +28,12 @@ from n2v_repro.report.figures import (
 )
 from n2v_repro.report.html_pages import render_figure
 from n2v_repro.report.references import PAPER_CITATION, PAPER_SHORT, paper_psnr
-from n2v_repro.report.tables import TEST_SET_ORDER, read_summaries, run_key
+from n2v_repro.report.tables import TEST_SET_ORDER, read_summaries
 
 # Horizontal offset of each framework's marker at a sigma, so error bars do not overlap.
 FRAMEWORK_OFFSET = {"torch": -0.6, "jittor": 0.6}
+# The parity figure's bars: every relative error parity.csv records.
+PARITY_ERROR_COLUMNS = tuple(column for column in PARITY_COLUMNS if "rel_error" in column)
 
 
 # --- final PSNR -----------------------------------------------------------------------------
@@ -109,8 +117,7 @@ def make_final_psnr_figure(
 
 def read_last_psnr(per_image_csv: str | Path) -> dict[tuple[str, str], float]:
     """(weights, id) -> PSNR from a per_image.csv."""
-    with open(per_image_csv, newline="") as handle:
-        return {(r["weights"], r["id"]): float(r["psnr"]) for r in csv.DictReader(handle)}
+    return {(r["weights"], r["id"]): r["psnr"] for r in read_per_image(per_image_csv)}
 
 
 def make_qualitative_figure(
@@ -119,40 +126,41 @@ def make_qualitative_figure(
     clean_pngs: Sequence[str | Path],
     noisy_npz: str | Path,
     split_csv: str | Path,
-    denoised_dirs: Sequence[str | Path],
-    per_image_csvs: Sequence[str | Path],
+    denoised_dirs: Mapping[str, str | Path],
+    per_image_csvs: Mapping[str, str | Path],
     n_images: int,
     output: str | Path,
 ) -> None:
     """Grid: a row per test image, columns clean / noisy / each framework's last weights.
 
     Titles give the PSNR of the unclipped prediction (the reported metric), read from
-    per_image.csv; the pictures are the clipped 8-bit PNGs.
+    per_image.csv; the pictures are the clipped 8-bit PNGs. `denoised_dirs` and
+    `per_image_csvs` map each framework to its evaluation's files at this sigma.
     """
     split = read_split(split_csv)
     ids = [i for i, subset in split.items() if subset == "test"][:n_images]
     clean_by_id = {Path(p).stem: Path(p) for p in clean_pngs}
-    dirs = {run_key(d)[0]: Path(d) for d in denoised_dirs}
-    scores = {run_key(p)[0]: read_last_psnr(p) for p in per_image_csvs}
+    dirs = {framework: Path(d) for framework, d in denoised_dirs.items()}
+    scores = {framework: read_last_psnr(p) for framework, p in per_image_csvs.items()}
     frameworks = frameworks_of((f, sigma) for f in dirs)
     columns = ["clean", "noisy", *frameworks]
     fig, axes = panel_grid(len(ids), len(columns))
-    with np.load(noisy_npz) as noisy_set:
-        for row, image_id in enumerate(ids):
-            first_scores = next(iter(scores.values()), {})
-            noisy_psnr = first_scores.get(("noisy", image_id))
-            panels = [
-                (np.asarray(Image.open(clean_by_id[image_id])), f"{image_id} clean"),
-                (to_uint8(noisy_set[image_id]), _titled("noisy", noisy_psnr)),
-            ]
-            for framework in frameworks:
-                picture = np.asarray(Image.open(dirs[framework] / f"{image_id}.png"))
-                value = scores.get(framework, {}).get(("last", image_id))
-                panels.append((picture, _titled(framework, value)))
-            for ax, (picture, title) in zip(axes[row], panels, strict=True):
-                ax.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-                ax.set_title(title, fontsize="medium")
-                ax.set_axis_off()
+    noisy_set = load_noisy_set(noisy_npz)
+    for row, image_id in enumerate(ids):
+        first_scores = next(iter(scores.values()), {})
+        noisy_psnr = first_scores.get(("noisy", image_id))
+        panels = [
+            (read_gray_png(clean_by_id[image_id]), f"{image_id} clean"),
+            (to_uint8(noisy_set[image_id]), _titled("noisy", noisy_psnr)),
+        ]
+        for framework in frameworks:
+            picture = read_gray_png(dirs[framework] / f"{image_id}.png")
+            value = scores.get(framework, {}).get(("last", image_id))
+            panels.append((picture, _titled(framework, value)))
+        for ax, (picture, title) in zip(axes[row], panels, strict=True):
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_title(title, fontsize="medium")
+            ax.set_axis_off()
     fig.suptitle(f"BSD68 test images, σ = {sigma}: last weights, PSNR of each image")
     save_figure(fig, output, dpi=100)
 
@@ -165,20 +173,11 @@ def _titled(name: str, value: float | None) -> str:
 
 
 def read_parity(parity_csv: str | Path) -> dict[str, dict[str, float]]:
-    """{arch: {quantity: relative error}} from the numeric columns of parity.csv."""
-    with open(parity_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    result: dict[str, dict[str, float]] = {}
-    for row in rows:
-        arch = row.get("arch", "model")
-        for key, text in row.items():
-            if key == "arch" or "rel" not in key:
-                continue
-            try:
-                result.setdefault(arch, {})[key] = float(text)
-            except (TypeError, ValueError):
-                continue
-    return result
+    """{arch: {quantity: relative error}} from the relative-error columns of parity.csv."""
+    return {
+        row["arch"]: {key: float(row[key]) for key in PARITY_ERROR_COLUMNS}
+        for row in read_parity_csv(parity_csv)
+    }
 
 
 def plot_parity(errors: Mapping[str, Mapping[str, float]], tolerance: float, path: str | Path):
@@ -210,9 +209,7 @@ def plot_parity(errors: Mapping[str, Mapping[str, float]], tolerance: float, pat
 
 
 def make_parity_figure(
-    *, parity_csv: str | Path, parity_json: str | Path, tolerance: float, output: str | Path
+    *, parity_csv: str | Path, parity_json: str | Path, output: str | Path
 ) -> None:
-    with open(parity_json) as handle:
-        # The parity job records the tolerance it judged by; prefer it to the config's.
-        tolerance = float(json.load(handle).get("tolerance", tolerance))
-    plot_parity(read_parity(parity_csv), tolerance, output)
+    """parity.png: each relative error against the tolerance the parity job judged by."""
+    plot_parity(read_parity(parity_csv), float(read_parity_json(parity_json)["tolerance"]), output)

@@ -63,7 +63,7 @@ def render_table(
     rows: Sequence[Mapping[str, Any]],
     notes: Sequence[str] = (),
 ) -> str:
-    """A complete HTML document holding one table, its title and notes."""
+    """Render a complete HTML document holding one table, its title and notes."""
     head = "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
     body = []
     for row in rows:
@@ -93,7 +93,7 @@ def _document(title: str, body: str) -> str:
 
 
 def render_figure(title: str, png: str | Path, caption: str = "") -> str:
-    """A complete HTML document showing the PNG inline (base64 data URI) with a caption."""
+    """Render a complete HTML document showing the PNG inline (data URI) with a caption."""
     encoded = base64.b64encode(Path(png).read_bytes()).decode("ascii")
     caption_html = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
     return _document(

@@ -15,5 +15,5 @@ PAPER_PSNR: dict[tuple[str, int], float] = {("bsd68", 25): 27.71}
 
 
 def paper_psnr(test_set: str, sigma: int) -> float | None:
-    """The paper's N2V PSNR for this test set and sigma, or None where it reports none."""
+    """Return the paper's N2V PSNR for this test set and sigma, or None where it has none."""
     return PAPER_PSNR.get((test_set, int(sigma)))

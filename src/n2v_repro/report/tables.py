@@ -1,30 +1,28 @@
 """The two result tables: accuracy (PSNR/SSIM) and cost (time, memory, throughput).
 
-Inputs are the files of docs/architecture.md; the (framework, sigma) of each comes from its
-path (`.../{framework}/sigma{sigma}/...` or `.../{framework}/sigma{sigma}.tsv`), the same
-words the rules use.
+An evaluation summary names its own framework and sigma; the training files do not, so they
+come in as explicit (framework, sigma) -> path mappings (`pair_runs`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from n2v_repro.backends.registry import FRAMEWORKS
 from n2v_repro.io.atomic import atomic_open
+from n2v_repro.io.formats import read_benchmark, read_eval_summary, read_history, read_monitor
 from n2v_repro.report.html_pages import Column, fixed, render_table
 from n2v_repro.report.references import PAPER_CITATION, paper_psnr
 
-FRAMEWORK_ORDER = ("torch", "jittor")
 TEST_SET_ORDER = ("bsd68", "test34")
 WEIGHTS_ORDER = ("last", "best")
-RUN_KEY = re.compile(r"(?:^|/)(torch|jittor)/sigma(\d+)(?:/|\.tsv$)")
+
+Run = tuple[str, int]
 
 TEST_SET_NOTE = (
     "bsd68 = all BSD68 images in use (the paper's protocol); test34 = the split's test "
@@ -77,36 +75,21 @@ BENCHMARK_NOTE = (
 )
 
 
-def run_key(path: str | Path) -> tuple[str, int]:
-    """(framework, sigma) named by a result path."""
-    match = RUN_KEY.search(Path(path).as_posix())
-    if match is None:
-        raise ValueError(f"cannot tell framework and sigma from path {path}")
-    return match.group(1), int(match.group(2))
+def pair_runs(runs: Iterable[Sequence[Any]], paths: Sequence[str | Path]) -> dict[Run, Path]:
+    """Pair the i-th (framework, sigma) of `runs` with the i-th path."""
+    keys = [(str(framework), int(sigma)) for framework, sigma in runs]
+    if len(keys) != len(paths):
+        raise ValueError(f"{len(keys)} runs {keys} for {len(paths)} files {list(paths)}")
+    unknown = sorted({framework for framework, _ in keys} - set(FRAMEWORKS))
+    if unknown:
+        raise ValueError(f"unknown frameworks {unknown}; expected some of {FRAMEWORKS}")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"a (framework, sigma) is listed twice in {keys}")
+    return {key: Path(path) for key, path in zip(keys, paths, strict=True)}
 
 
 def _order(value: str, order: Sequence[str]) -> int:
     return order.index(value) if value in order else len(order)
-
-
-def _by_run(paths: Iterable[str | Path]) -> dict[tuple[str, int], Path]:
-    return {run_key(p): Path(p) for p in paths}
-
-
-def read_csv_columns(path: str | Path) -> dict[str, np.ndarray]:
-    """Numeric columns of a CSV as float arrays (empty or NA cells become NaN)."""
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t" if str(path).endswith(".tsv") else ",")
-        rows = list(reader)
-        names = reader.fieldnames or []
-
-    def number(text: str | None) -> float:
-        try:
-            return float(text) if text not in (None, "", "NA", "-") else math.nan
-        except ValueError:
-            return math.nan
-
-    return {name: np.array([number(row.get(name)) for row in rows]) for name in names}
 
 
 def _nanstat(values: np.ndarray | None, how: str) -> float | None:
@@ -151,7 +134,7 @@ def psnr_ssim_rows(summaries: Mapping[tuple[str, int], Mapping[str, Any]]) -> li
             _order(r["test_set"], TEST_SET_ORDER),
             r["sigma"],
             _order(r["weights"], WEIGHTS_ORDER),
-            _order(r["framework"], FRAMEWORK_ORDER),
+            _order(r["framework"], FRAMEWORKS),
         )
     )
     return rows
@@ -186,20 +169,21 @@ def _monitor_stats(monitor: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 
 def benchmark_rows(
-    histories: Mapping[tuple[str, int], Path],
-    monitors: Mapping[tuple[str, int], Path],
-    train_benchmarks: Mapping[tuple[str, int], Path],
-    summaries: Mapping[tuple[str, int], Mapping[str, Any]],
+    histories: Mapping[Run, str | Path],
+    monitors: Mapping[Run, str | Path],
+    train_benchmarks: Mapping[Run, str | Path],
+    summaries: Mapping[Run, Mapping[str, Any]],
 ) -> list[dict]:
+    """One row per framework x sigma, from its training files and evaluation summary."""
     rows = []
-    for key in sorted(histories, key=lambda k: (_order(k[0], FRAMEWORK_ORDER), k[1])):
+    for key in sorted(histories, key=lambda k: (_order(k[0], FRAMEWORKS), k[1])):
         framework, sigma = key
         row: dict[str, Any] = {"framework": framework, "sigma": sigma}
-        row.update(_history_stats(read_csv_columns(histories[key])))
+        row.update(_history_stats(read_history(histories[key])))
         if key in monitors:
-            row.update(_monitor_stats(read_csv_columns(monitors[key])))
+            row.update(_monitor_stats(read_monitor(monitors[key])))
         if key in train_benchmarks:
-            row["job_wall_s"] = _nanstat(read_csv_columns(train_benchmarks[key]).get("s"), "mean")
+            row["job_wall_s"] = _nanstat(read_benchmark(train_benchmarks[key])["s"], "mean")
         inference = summaries.get(key, {}).get("inference", {})
         row["device"] = inference.get("device")
         row["infer_images_per_s"] = inference.get("images_per_s")
@@ -225,26 +209,34 @@ def write_html(path: str | Path, html_text: str) -> None:
         handle.write(html_text)
 
 
-def read_summaries(paths: Iterable[str | Path]) -> dict[tuple[str, int], dict[str, Any]]:
-    summaries = {}
-    for key, path in _by_run(paths).items():
-        with open(path) as handle:
-            summaries[key] = json.load(handle)
+def read_summaries(paths: Iterable[str | Path]) -> dict[Run, dict[str, Any]]:
+    """Read evaluation summaries, keyed by the (framework, sigma) each names."""
+    summaries: dict[Run, dict[str, Any]] = {}
+    origin: dict[Run, Path] = {}
+    for path in paths:
+        summary = read_eval_summary(path)
+        key = (summary["framework"], int(summary["sigma"]))
+        if key in summaries:
+            raise ValueError(f"{path} and {origin[key]} both evaluate {key[0]} at sigma {key[1]}")
+        summaries[key], origin[key] = summary, Path(path)
     return summaries
 
 
 def make_tables(
     *,
     summaries: Sequence[str | Path],
-    histories: Sequence[str | Path],
-    monitors: Sequence[str | Path],
-    train_benchmarks: Sequence[str | Path],
+    histories: Mapping[Run, str | Path],
+    monitors: Mapping[Run, str | Path],
+    train_benchmarks: Mapping[Run, str | Path],
     psnr_ssim_csv: str | Path,
     psnr_ssim_html: str | Path,
     benchmark_csv: str | Path,
     benchmark_html: str | Path,
 ) -> None:
-    """Write results/tables/{psnr_ssim,benchmark}.{csv,html}."""
+    """Write results/tables/{psnr_ssim,benchmark}.{csv,html}.
+
+    `histories`, `monitors` and `train_benchmarks` map (framework, sigma) to the file.
+    """
     loaded = read_summaries(summaries)
     accuracy = psnr_ssim_rows(loaded)
     write_csv(psnr_ssim_csv, PSNR_SSIM_COLUMNS, accuracy)
@@ -257,7 +249,7 @@ def make_tables(
             [TEST_SET_NOTE, f"Paper reference: {PAPER_CITATION}; — where it reports none."],
         ),
     )
-    cost = benchmark_rows(_by_run(histories), _by_run(monitors), _by_run(train_benchmarks), loaded)
+    cost = benchmark_rows(histories, monitors, train_benchmarks, loaded)
     write_csv(benchmark_csv, BENCHMARK_COLUMNS, cost)
     write_html(
         benchmark_html,

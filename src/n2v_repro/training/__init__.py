@@ -1,2 +1,1 @@
-"""Training: the loop over the backend interface, the seeded numpy batch sampler, N2V masking,
-learning-rate schedules and the resource monitor."""
+"""Training: the loop, batch sampler, N2V masking, schedules and resource monitor."""

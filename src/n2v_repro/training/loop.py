@@ -33,7 +33,6 @@ of training + validation time (time lost to interruptions is not counted).
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -45,7 +44,7 @@ import signal
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -53,11 +52,19 @@ from typing import Any
 
 import numpy as np
 
-from n2v_repro.backends.registry import make_backend
+from n2v_repro.backends.registry import FRAMEWORKS, make_backend
 from n2v_repro.config import TrainConfig
 from n2v_repro.data.transforms import denormalise, normalise
 from n2v_repro.evaluation.metrics import psnr, ssim
-from n2v_repro.io.atomic import atomic_open, atomic_path, save_npz, write_json
+from n2v_repro.io.atomic import atomic_path, save_npz, write_json
+from n2v_repro.io.formats import (
+    arrays_under,
+    load_npz,
+    load_weights,
+    read_monitor,
+    save_weights,
+    write_history,
+)
 from n2v_repro.training.monitor import ResourceMonitor
 from n2v_repro.training.sampler import (
     PatchSampler,
@@ -70,18 +77,6 @@ from n2v_repro.training.schedules import LRSchedule, make_schedule
 
 logger = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = (
-    "epoch",
-    "lr",
-    "train_loss",
-    "valid_loss",
-    "valid_psnr",
-    "valid_ssim",
-    "epoch_time_s",
-    "patches_per_s",
-    "wall_time_s",
-)
-FRAMEWORKS = ("torch", "jittor")
 # Keys of config["train"] that may change without invalidating a checkpoint (module docstring).
 RESUMABLE_KEYS = ("epochs", "device")
 # Within an epoch, a progress line at most this often.
@@ -185,22 +180,16 @@ def save_checkpoint(path: Path, state: TrainState, job: TrainJob, run_hash: str)
     save_npz(path, arrays)
 
 
-def _group(archive: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    start = len(prefix) + 1
-    return {key[start:]: archive[key] for key in archive if key.startswith(prefix + "/")}
-
-
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], TrainState]:
     """(meta, state) of a checkpoint written by `save_checkpoint`."""
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    arrays = load_npz(path)
     meta = json.loads(str(arrays["meta"]))
     state = TrainState(
         epochs_done=int(meta["epochs_done"]),
-        weights=_group(arrays, "weights"),
-        optimizer=_group(arrays, "optimizer"),
+        weights=arrays_under(arrays, "weights"),
+        optimizer=arrays_under(arrays, "optimizer"),
         schedule=meta["schedule"],
-        best_weights=_group(arrays, "best"),
+        best_weights=arrays_under(arrays, "best"),
         best_loss=float(meta["best_loss"]),
         history=meta["history"],
     )
@@ -208,7 +197,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], TrainState]:
 
 
 def _resume_state(job: TrainJob, run_hash: str) -> TrainState | None:
-    """The checkpoint's state if it belongs to this run, else None (logging why)."""
+    """Return the checkpoint's state if it belongs to this run, else None (logging why)."""
     if not job.checkpoint.exists():
         return None
     try:
@@ -299,36 +288,27 @@ def validate(
 # --- outputs --------------------------------------------------------------------------------
 
 
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    with atomic_open(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
-
-
 def _last_monitor_time(path: Path) -> float:
     """Largest time_s in an existing monitor CSV (0 when absent), to continue its clock."""
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:
         return 0.0
-    with open(path, newline="") as handle:
-        times = [float(row["time_s"]) for row in csv.DictReader(handle) if row.get("time_s")]
-    return max(times, default=0.0)
+    return _column_max(read_monitor(path)["time_s"]) or 0.0
 
 
 def _monitor_peaks(path: Path) -> dict[str, float | None]:
     """Peaks over the whole monitor CSV, all resumed parts included."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-
-    def peak(column: str) -> float | None:
-        values = [float(row[column]) for row in rows if row.get(column)]
-        return max(values) if values else None
-
+    columns = read_monitor(path)
     return {
-        "peak_rss_mib": peak("rss_mib"),
-        "peak_gpu_mem_mib": peak("gpu_mem_mib"),
-        "peak_framework_mem_mib": peak("framework_mem_mib"),
+        "peak_rss_mib": _column_max(columns["rss_mib"]),
+        "peak_gpu_mem_mib": _column_max(columns["gpu_mem_mib"]),
+        "peak_framework_mem_mib": _column_max(columns["framework_mem_mib"]),
     }
+
+
+def _column_max(values: np.ndarray) -> float | None:
+    """Largest value of a monitor column; None when it holds no data (all empty cells)."""
+    present = values[~np.isnan(values)]
+    return float(present.max()) if present.size else None
 
 
 def _framework_version(framework: str) -> str | None:
@@ -340,8 +320,8 @@ def _framework_version(framework: str) -> str | None:
 
 def write_outputs(job: TrainJob, backend: Any, state: TrainState, resumed_from: int) -> None:
     out = job.out_dir
-    save_npz(out / "last.npz", state.weights)
-    save_npz(out / "best.npz", state.best_weights)
+    save_weights(out / "last.npz", state.weights)
+    save_weights(out / "best.npz", state.best_weights)
     write_history(out / "history.csv", state.history)
     with atomic_path(out / "monitor.csv", suffix=".csv") as tmp:
         shutil.copyfile(job.partial_monitor, tmp)
@@ -384,8 +364,7 @@ def _start_or_resume(
         schedule.load_state(state.schedule)
         logger.info("resuming from %s after epoch %d", job.checkpoint, state.epochs_done)
         return state
-    with np.load(job.init_weights, allow_pickle=False) as archive:
-        init = {name: archive[name] for name in archive.files}
+    init = load_weights(job.init_weights)
     backend.load_weights(init)
     # A fresh start must not append to the monitor file of a discarded run.
     job.partial_monitor.unlink(missing_ok=True)

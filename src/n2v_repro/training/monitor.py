@@ -1,16 +1,5 @@
 """Resource sampling during training: a daemon thread writing `monitor.csv` at about 2 Hz.
 
-Columns: ``time_s,cpu_percent,rss_mib,gpu_util_percent,gpu_mem_mib,framework_mem_mib``.
-
-- cpu_percent: this process's CPU use since the previous sample, all its threads together
-  (psutil semantics: 200 means two cores busy); child processes are not counted.
-- rss_mib: resident set size of this process.
-- gpu_util_percent, gpu_mem_mib: NVML utilisation and used memory of the whole device
-  (`gpu_index`), also counting other processes on it; empty on CPU or when NVML fails.
-- framework_mem_mib: what the `framework_memory` callable returns (e.g. the framework's own
-  allocator peak); empty when it returns None or is not given. It is called from the monitor
-  thread.
-
 Each row is flushed as soon as it is written, so a killed run keeps its rows.
 """
 
@@ -29,17 +18,10 @@ from typing import IO, Any
 
 import psutil
 
+from n2v_repro.io.formats import MONITOR_HEADER, monitor_line
+
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
-    "time_s",
-    "cpu_percent",
-    "rss_mib",
-    "gpu_util_percent",
-    "gpu_mem_mib",
-    "framework_mem_mib",
-)
-HEADER = ",".join(COLUMNS)
 _MIB = 1024.0 * 1024.0
 
 
@@ -63,7 +45,7 @@ class Sample:
             self.gpu_mem_mib,
             self.framework_mem_mib,
         )
-        return ",".join("" if value is None else f"{value:.3f}" for value in values)
+        return monitor_line(values)
 
 
 class _NvmlDevice:
@@ -109,6 +91,16 @@ class _NvmlDevice:
 
 class ResourceMonitor:
     """Sample CPU, RSS, GPU and framework memory into a CSV file from a daemon thread.
+
+    The columns (`io.formats.MONITOR_COLUMNS`):
+
+    - cpu_percent: this process's CPU use since the previous sample, all its threads together
+      (psutil semantics: 200 means two cores busy); child processes are not counted.
+    - rss_mib: resident set size of this process.
+    - gpu_util_percent, gpu_mem_mib: NVML utilisation and used memory of the whole device
+      (`gpu_index`), also counting other processes on it; empty on CPU or when NVML fails.
+    - framework_mem_mib: what `framework_memory` returns (e.g. the framework's own allocator
+      peak), called from the monitor thread; empty when it returns None or is not given.
 
     Parameters
     ----------
@@ -161,10 +153,10 @@ class ResourceMonitor:
         if self.append and self.csv_path.is_file() and self.csv_path.stat().st_size > 0:
             with open(self.csv_path) as existing:
                 first_line = existing.readline().rstrip("\r\n")
-            if first_line != HEADER:
+            if first_line != MONITOR_HEADER:
                 raise ValueError(
                     f"{self.csv_path}: cannot append, its header is {first_line!r}, "
-                    f"expected {HEADER!r}"
+                    f"expected {MONITOR_HEADER!r}"
                 )
             handle = open(self.csv_path, "a")  # noqa: SIM115 - kept open for the thread
             # A killed run may have left a partial last line; start ours on a fresh one.
@@ -174,7 +166,7 @@ class ResourceMonitor:
                     handle.write("\n")
             return handle
         handle = open(self.csv_path, "w")  # noqa: SIM115
-        handle.write(HEADER + "\n")
+        handle.write(MONITOR_HEADER + "\n")
         handle.flush()
         return handle
 

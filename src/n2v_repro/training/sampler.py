@@ -1,29 +1,12 @@
 """Seeded training batches and the fixed validation set, framework-independent (numpy).
 
-A training batch is a pure function of (seed, step): every random draw of step `s` comes from
-generators seeded with ``[seed, stream, s]``. Both frameworks therefore see identical batches
-in identical order, and a resumed run continues exactly without saving any RNG state.
-
-Random streams (the middle entry of the seed sequence keeps them independent):
-
-- ``[seed, 0, step]``: image choice, crop position, augmentation of training step `step`;
-- ``[seed, 1, step]``: masking of training step `step` (so switching augmentation on or off
-  does not change the masks);
-- ``[seed, 2, 0]``: the one-off masking of the validation tiles.
-
-Sampling rule per training patch: an image chosen uniformly among the training images (as the
-original port's fixed number of crops per image; for BSD400, whose 400 images all have
-321 x 481 = 154,401 pixels, this equals choosing every pixel position with equal probability),
-a uniform random P x P crop inside it, then, if `augment`, one of the 8 flips/90-degree
-rotations chosen uniformly, then z-score normalisation with the training mean/std, then N2V
-masking (`n2v_repro.training.masking`).
+A batch is a pure function of (seed, step): both frameworks see identical batches in
+identical order, and a resumed run continues exactly without saving any RNG state.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,20 +15,28 @@ import numpy as np
 
 from n2v_repro.config import MaskingConfig
 from n2v_repro.data.transforms import check_stats, dihedral, normalise
+from n2v_repro.io.formats import (
+    load_valid_tiles,
+    read_train_index,
+    read_train_pixels,
+    read_train_stats,
+)
 from n2v_repro.training.masking import MASKING_KINDS, box_size, mask_patches
 
 TRAIN_PIXELS = "train.npy"
 TRAIN_INDEX = "train_index.csv"
 TRAIN_STATS = "train_stats.json"
-INDEX_COLUMNS = ("id", "offset", "height", "width")
 
-_CROP_STREAM = 0
-_MASK_STREAM = 1
+# Every random draw comes from a generator seeded with [seed, stream, step]; the middle entry
+# keeps the streams independent. Masks have their own stream so that switching augmentation
+# on or off does not change them; the validation tiles are masked once, with step 0.
+_CROP_STREAM = 0  # image choice, crop position, augmentation of training step `step`
+_MASK_STREAM = 1  # masking of training step `step`
 _VALID_STREAM = 2
 
 
 def _masking_arguments(masking: MaskingConfig) -> dict[str, Any]:
-    """The keyword arguments of `mask_patches` from the `train.masking` settings."""
+    """Turn the `train.masking` settings into the keyword arguments of `mask_patches`."""
     if masking.kind not in MASKING_KINDS:
         raise ValueError(f"unknown masking kind {masking.kind!r}; expected one of {MASKING_KINDS}")
     if masking.radius < 1:
@@ -91,47 +82,6 @@ class TrainingData:
         return self.pixels[start : start + height * width].reshape(height, width)
 
 
-def _read_index(path: Path) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or tuple(reader.fieldnames) != INDEX_COLUMNS:
-            raise ValueError(
-                f"{path}: header must be {','.join(INDEX_COLUMNS)}, got {reader.fieldnames}"
-            )
-        ids: list[str] = []
-        numbers: list[tuple[int, int, int]] = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                offset, height, width = (int(row[key]) for key in INDEX_COLUMNS[1:])
-            except (TypeError, ValueError) as error:
-                raise ValueError(
-                    f"{path}, line {line}: offset/height/width must be integers: {row}"
-                ) from error
-            if offset < 0 or height < 1 or width < 1:
-                raise ValueError(
-                    f"{path}, line {line}: need offset >= 0 and positive height/width, got {row}"
-                )
-            ids.append(row["id"])
-            numbers.append((offset, height, width))
-    if not ids:
-        raise ValueError(f"{path}: the index lists no image")
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: image ids are not unique")
-    table = np.array(numbers, dtype=np.int64)
-    return tuple(ids), table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy()
-
-
-def _read_stats(path: Path) -> tuple[float, float]:
-    with open(path) as handle:
-        stats = json.load(handle)
-    if not isinstance(stats, dict) or not {"mean", "std"} <= stats.keys():
-        raise ValueError(f"{path}: must be a JSON object with keys 'mean' and 'std'")
-    try:
-        return check_stats(stats["mean"], stats["std"])
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path}: {error}") from error
-
-
 def load_training_data(patch_dir: Path) -> TrainingData:
     """Read `train.npy` (memory-mapped), `train_index.csv` and `train_stats.json`.
 
@@ -145,13 +95,8 @@ def load_training_data(patch_dir: Path) -> TrainingData:
     if missing:
         raise FileNotFoundError(f"training data incomplete, missing: {', '.join(missing)}")
 
-    pixels = np.load(paths[TRAIN_PIXELS], mmap_mode="r", allow_pickle=False)
-    if pixels.ndim != 1 or pixels.dtype != np.float32:
-        raise ValueError(
-            f"{paths[TRAIN_PIXELS]}: expected a 1-D float32 array, "
-            f"got shape {pixels.shape} dtype {pixels.dtype}"
-        )
-    ids, offsets, heights, widths = _read_index(paths[TRAIN_INDEX])
+    pixels = read_train_pixels(paths[TRAIN_PIXELS])
+    ids, offsets, heights, widths = read_train_index(paths[TRAIN_INDEX])
     ends = offsets + heights * widths
     beyond = np.flatnonzero(ends > pixels.size)
     if beyond.size:
@@ -163,7 +108,7 @@ def load_training_data(patch_dir: Path) -> TrainingData:
     order = np.argsort(offsets, kind="stable")
     if np.any(offsets[order][1:] < ends[order][:-1]):
         raise ValueError(f"{paths[TRAIN_INDEX]}: image extents overlap")
-    mean, std = _read_stats(paths[TRAIN_STATS])
+    mean, std = read_train_stats(paths[TRAIN_STATS])
     return TrainingData(pixels, ids, offsets, heights, widths, mean, std)
 
 
@@ -181,7 +126,14 @@ class Batch:
 
 
 class PatchSampler:
-    """Training batches that depend only on (seed, step); see the module docstring for the rule.
+    """Training batches that depend only on (seed, step).
+
+    Each patch: an image chosen uniformly among the training images (as the original port's
+    fixed number of crops per image; for BSD400, whose 400 images all have 321 x 481 pixels,
+    this is every pixel position with equal probability), a uniform random P x P crop inside
+    it, then, if `augment`, one of the 8 flips/90-degree rotations chosen uniformly, then
+    z-score normalisation with the training mean/std, then N2V masking
+    (`n2v_repro.training.masking`).
 
     Parameters
     ----------
@@ -283,40 +235,13 @@ def load_validation(
     of them, so a tile's mask does not depend on `limit`. A `limit` larger than the number of
     tiles keeps them all.
     """
-    valid_tiles_path = Path(valid_tiles_path)
-    if not valid_tiles_path.is_file():
-        raise FileNotFoundError(f"validation tiles not found: {valid_tiles_path}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
     arguments = _masking_arguments(masking)
     seed = _check_seed(seed)
     mean, std = check_stats(mean, std)
-    try:
-        with np.load(valid_tiles_path, allow_pickle=False) as archive:
-            missing = {"noisy", "clean", "ids"} - set(archive.files)
-            if missing:
-                raise ValueError(f"{valid_tiles_path}: missing arrays {sorted(missing)}")
-            noisy, clean, ids = archive["noisy"], archive["clean"], archive["ids"]
-    except ValueError as error:
-        if "pickle" in str(error).lower():
-            raise ValueError(
-                f"{valid_tiles_path}: ids must be a string array, not objects"
-            ) from error
-        raise
-    if noisy.ndim != 3 or noisy.shape[1] != noisy.shape[2] or noisy.shape[0] == 0:
-        raise ValueError(
-            f"{valid_tiles_path}: noisy must be (N, P, P) with N >= 1, got {noisy.shape}"
-        )
-    if noisy.dtype != np.float32 or clean.dtype != np.uint8:
-        raise ValueError(
-            f"{valid_tiles_path}: expected noisy float32 and clean uint8, "
-            f"got {noisy.dtype} and {clean.dtype}"
-        )
-    if clean.shape != noisy.shape or ids.shape != noisy.shape[:1]:
-        raise ValueError(
-            f"{valid_tiles_path}: shapes disagree: noisy {noisy.shape}, clean {clean.shape}, "
-            f"ids {ids.shape}"
-        )
+    tiles = load_valid_tiles(valid_tiles_path)
+    noisy, clean, ids = tiles["noisy"], tiles["clean"], tiles["ids"]
     rng = np.random.default_rng([seed, _VALID_STREAM, 0])
     inputs, targets, mask = mask_patches(normalise(noisy, mean, std), rng, **arguments)
     keep = slice(0, limit)

@@ -106,7 +106,7 @@ class PlateauSchedule:
 
 
 def make_schedule(schedule: ScheduleConfig, initial_lr: float) -> LRSchedule:
-    """The schedule named by the `train.schedule` settings."""
+    """Make the schedule that the `train.schedule` settings name."""
     if schedule.kind == "constant":
         return ConstantSchedule(initial_lr)
     if schedule.kind == "step":
