@@ -6,6 +6,11 @@ from n2v_repro.logs import log_to_file  # noqa: E402
 
 log_to_file(snakemake.log[0])
 
+from n2v_repro.backends.gpu_select import claim_gpu_for_job  # noqa: E402
+
+# Before any framework starts CUDA: this job's own GPU on a node with several (docs/gpu.md).
+gpu_lease = claim_gpu_for_job(snakemake.params.train["device"])
+
 from n2v_repro.training.loop import TrainJob, train  # noqa: E402
 
 train(
