@@ -81,6 +81,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "N2V_GPUS", "N2V_GPU_LOCK_DIR"):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
+    # An earlier test of the session may have imported Jittor (CPU): not this process's CUDA.
+    monkeypatch.delitem(sys.modules, "jittor", raising=False)
 
 
 # --- NVML index of this job's GPU -------------------------------------------------------------
