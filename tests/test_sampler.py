@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from n2v_repro.data.transforms import denormalise, normalise
 from n2v_repro.training.sampler import (
     Batch,
     PatchSampler,
+    PrefetchingSampler,
     TrainingData,
     ValidationSet,
     load_training_data,
@@ -358,3 +361,109 @@ def test_validation_argument_errors(tmp_path: Path) -> None:
         load_validation(path, 100.0, 0.0, MASKING, seed=123)
     with pytest.raises(ValueError, match="limit"):
         load_validation(path, 100.0, 30.0, MASKING, seed=123, limit=0)
+
+
+# --- prefetching ----------------------------------------------------------------------------
+
+
+def assert_same_batch(got: Batch, expected: Batch) -> None:
+    for name in ("inputs", "targets", "mask", "masked", "mask_index"):
+        a, b = getattr(got, name), getattr(expected, name)
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert a.tobytes() == b.tobytes(), name  # bit for bit
+
+
+def prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "PrefetchingSampler"]
+
+
+def test_batch_mask_as_bools_and_indices(tmp_path: Path) -> None:
+    batch = make_sampler(tmp_path, random_images([(40, 40)])).batch(3)
+    assert set(np.unique(batch.mask)) == {0.0, 1.0}  # the float mask keeps its meaning
+    np.testing.assert_array_equal(batch.masked, batch.mask == 1.0)
+    assert batch.masked.dtype == bool and batch.mask_index.dtype == np.int64
+    np.testing.assert_array_equal(batch.mask_index, np.flatnonzero(batch.mask.ravel()))
+    assert batch.mask_index.size == int(batch.mask.sum())
+    picked = batch.inputs.reshape(-1)[batch.mask_index]
+    np.testing.assert_array_equal(picked, batch.inputs[batch.masked])
+
+
+@pytest.mark.parametrize(("start", "depth"), [(0, 1), (17, 3)])
+def test_prefetching_gives_the_serial_batches(tmp_path: Path, start: int, depth: int) -> None:
+    serial = make_sampler(tmp_path, random_images([(40, 50), (33, 45)]))
+    with PrefetchingSampler(serial, start_step=start, depth=depth) as prefetching:
+        for step in range(start, start + 12):
+            assert_same_batch(prefetching.batch(step), serial.batch(step))
+        thread = prefetching.thread
+        assert thread is not None and thread.is_alive()
+    assert not thread.is_alive() and prefetching.thread is None
+
+
+def test_prefetching_restarts_at_an_unexpected_step(tmp_path: Path) -> None:
+    serial = make_sampler(tmp_path, random_images([(40, 40)]))
+    with PrefetchingSampler(serial, start_step=5) as prefetching:
+        for step in (5, 6, 2, 3, 40, 41):
+            assert_same_batch(prefetching.batch(step), serial.batch(step))
+    assert not prefetch_threads()
+
+
+def test_prefetching_stops_at_stop_step(tmp_path: Path) -> None:
+    serial = make_sampler(tmp_path, random_images([(40, 40)]))
+    with PrefetchingSampler(serial, start_step=0, depth=8, stop_step=4) as prefetching:
+        for step in range(6):  # steps 4 and 5 are made in this thread
+            assert_same_batch(prefetching.batch(step), serial.batch(step))
+        assert prefetching.thread is not None
+        prefetching.thread.join(timeout=5)
+        assert not prefetching.thread.is_alive()
+
+
+def test_an_error_making_a_batch_is_raised_at_its_step(tmp_path: Path) -> None:
+    serial = make_sampler(tmp_path, random_images([(40, 40)]))
+    made = serial.batch
+
+    def failing(step: int) -> Batch:
+        if step == 3:
+            raise OSError("disk gone at step 3")
+        return made(step)
+
+    serial.batch = failing  # type: ignore[method-assign]
+    with PrefetchingSampler(serial, depth=2) as prefetching:
+        for step in range(3):
+            assert_same_batch(prefetching.batch(step), made(step))
+        with pytest.raises(OSError, match="disk gone at step 3"):
+            prefetching.batch(3)
+        assert prefetching.thread is None  # the producer ended with the error
+        assert_same_batch(prefetching.batch(4), made(4))  # a later step starts a new one
+    assert not prefetch_threads()
+
+
+def test_thread_ends_when_training_raises(tmp_path: Path) -> None:
+    serial = make_sampler(tmp_path, random_images([(40, 40)]))
+    with pytest.raises(KeyboardInterrupt), PrefetchingSampler(serial, depth=2) as prefetching:
+        prefetching.batch(0)
+        thread = prefetching.thread
+        raise KeyboardInterrupt  # the producer is soon blocked on a full queue
+    assert thread is not None and not thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        prefetching.batch(1)
+
+
+def test_forgotten_prefetcher_stops_its_thread(tmp_path: Path) -> None:
+    serial = make_sampler(tmp_path, random_images([(40, 40)]))
+    prefetching = PrefetchingSampler(serial, depth=2)
+    thread = prefetching.thread
+    del prefetching
+    gc.collect()
+    assert thread is not None
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_prefetching_argument_errors(tmp_path: Path) -> None:
+    serial = make_sampler(tmp_path, random_images([(40, 40)]))
+    with pytest.raises(ValueError, match="depth"):
+        PrefetchingSampler(serial, depth=0)
+    with pytest.raises(ValueError, match="step"):
+        PrefetchingSampler(serial, start_step=-1)
+    with PrefetchingSampler(serial) as prefetching, pytest.raises(ValueError, match="step"):
+        prefetching.batch(-2)

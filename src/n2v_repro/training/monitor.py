@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import psutil
 
+from n2v_repro.backends.gpu_select import nvml_device_for_cuda
 from n2v_repro.io.formats import MONITOR_HEADER, monitor_line
 
 logger = logging.getLogger(__name__)
@@ -49,17 +50,26 @@ class Sample:
 
 
 class _NvmlDevice:
-    """Utilisation and used memory of one GPU through pynvml; disables itself on any failure."""
+    """Utilisation and used memory of one GPU through pynvml; disables itself on any failure.
 
-    def __init__(self, gpu_index: int) -> None:
+    `gpu_index` None: this process's CUDA device 0, resolved through CUDA_VISIBLE_DEVICES.
+    """
+
+    def __init__(self, gpu_index: int | None) -> None:
         self._handle: Any = None
         self._pynvml: Any = None
+        self.index: int | None = None
         try:
             import pynvml
 
             pynvml.nvmlInit()
             self._pynvml = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(gpu_index)
+            if gpu_index is None:
+                self._handle, self.index = nvml_device_for_cuda(pynvml, 0)
+            else:
+                self._handle = pynvml.nvmlDeviceGetHandleByIndex(gpu_index)
+                self.index = gpu_index
+            logger.info("monitoring GPU %s (NVML index)", self.index)
         except Exception as error:  # any NVML problem only disables the GPU columns
             logger.warning("GPU monitoring disabled: NVML unavailable (%s)", error)
             self.close()
@@ -107,7 +117,8 @@ class ResourceMonitor:
     csv_path : the CSV file; created with its header, or continued when `append` is set.
     interval_s : seconds between samples (0.5 = 2 Hz).
     device : ``"cpu"`` or ``"cuda"``; GPU columns are sampled only for ``"cuda"``.
-    gpu_index : NVML index of the GPU to watch.
+    gpu_index : NVML index of the GPU to watch; None (default) watches this job's GPU, the
+        one behind CUDA_VISIBLE_DEVICES's first entry.
     framework_memory : callable returning the framework's memory figure in MiB, or None.
     time_offset_s : added to every time_s (a resumed run continues its predecessor's clock).
     append : continue an existing file without writing a second header.
@@ -121,7 +132,7 @@ class ResourceMonitor:
         csv_path: Path,
         interval_s: float = 0.5,
         device: str = "cpu",
-        gpu_index: int = 0,
+        gpu_index: int | None = None,
         framework_memory: Callable[[], float | None] | None = None,
         time_offset_s: float = 0.0,
         append: bool = False,

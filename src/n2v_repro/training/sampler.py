@@ -7,7 +7,10 @@ identical order, and a resumed run continues exactly without saving any RNG stat
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import queue
+import threading
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,15 +117,26 @@ def load_training_data(patch_dir: Path) -> TrainingData:
 
 @dataclass(frozen=True)
 class Batch:
-    """One training batch; every array (B, 1, P, P) float32, C-contiguous.
+    """One training batch; inputs, targets, mask are (B, 1, P, P) float32, C-contiguous.
 
     inputs: normalised patches with the masked pixels replaced; targets: normalised patches;
-    mask: 1.0 at masked pixels, else 0.0.
+    mask: 1.0 at masked pixels, else 0.0. Derived from `mask` when the batch is made (so a
+    prefetching thread pays for them, not the training step):
+    masked: (B, 1, P, P) bool, True at masked pixels;
+    mask_index: (M,) int64, the masked pixels' positions in the flattened (B, 1, P, P) arrays,
+    ascending, so ``inputs.reshape(-1)[mask_index]`` are the masked inputs.
     """
 
     inputs: np.ndarray
     targets: np.ndarray
     mask: np.ndarray
+    masked: np.ndarray = field(init=False, repr=False, compare=False)
+    mask_index: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        masked = np.asarray(self.mask) != 0
+        object.__setattr__(self, "masked", masked)
+        object.__setattr__(self, "mask_index", np.flatnonzero(masked).astype(np.int64))
 
 
 class PatchSampler:
@@ -201,6 +215,139 @@ class PatchSampler:
         rng = np.random.default_rng([self.seed, _MASK_STREAM, int(step)])
         inputs, targets, mask = mask_patches(patches, rng, **self.masking)
         return Batch(inputs[:, None], targets[:, None], mask[:, None])
+
+
+class PrefetchingSampler:
+    """The batches of a `PatchSampler`, made ahead by one background thread.
+
+    `batch(step)` returns exactly ``sampler.batch(step)`` (the same arrays, bit for bit: a
+    batch is a pure function of (seed, step)), but the next `depth` steps are already being
+    made while the caller trains. Steps are expected in ascending order from `start_step`
+    (a resumed run passes its first step); asking for any other step restarts the thread there.
+    An error raised while making a batch is raised again by the `batch` call for that step.
+    `stop_step` (exclusive), when given, is where the thread stops; later steps are made in
+    the caller's thread.
+
+    Use as a context manager, or call `close()`: it stops and joins the thread, also when the
+    training loop raised. A sampler dropped without closing stops its thread when collected.
+    """
+
+    def __init__(
+        self,
+        sampler: PatchSampler,
+        start_step: int = 0,
+        depth: int = 3,
+        stop_step: int | None = None,
+    ) -> None:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"prefetch depth must be an integer >= 1, got {depth!r}")
+        self.sampler = sampler
+        self.depth = depth
+        self.stop_step = None if stop_step is None else _check_step(stop_step)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._queue: queue.Queue[tuple[int, Batch | BaseException]] = queue.Queue(depth)
+        self._next_step = _check_step(start_step)
+        self._closed = False
+        self._start(self._next_step)
+
+    def _start(self, step: int) -> None:
+        self._stop = threading.Event()
+        self._queue = queue.Queue(self.depth)
+        self._next_step = step
+        # The thread holds the sampler, not self: a forgotten PrefetchingSampler can be
+        # collected, and its finaliser then stops the thread.
+        self._thread = threading.Thread(
+            target=_produce,
+            args=(self.sampler, step, self.stop_step, self._stop, self._queue),
+            name="PrefetchingSampler",
+            daemon=True,
+        )
+        weakref.finalize(self, self._stop.set)
+        self._thread.start()
+
+    def batch(self, step: int) -> Batch:
+        """Return the batch of training step `step`, as `PatchSampler.batch(step)` makes it."""
+        step = _check_step(step)
+        if self._closed:
+            raise RuntimeError("PrefetchingSampler is closed")
+        if self.stop_step is not None and step >= self.stop_step:
+            return self.sampler.batch(step)
+        if step != self._next_step or self._thread is None:
+            self._halt()
+            self._start(step)
+        made_step, item = self._get()
+        if made_step != step:  # one producer per queue makes this impossible; guards a rewrite
+            raise RuntimeError(f"prefetched step {made_step}, expected {step}")
+        if isinstance(item, BaseException):
+            self._halt()  # that thread has ended; the next call starts a new one
+            raise item
+        self._next_step = step + 1
+        return item
+
+    def _get(self) -> tuple[int, Batch | BaseException]:
+        assert self._thread is not None
+        while True:
+            try:
+                return self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise RuntimeError("the prefetching thread ended unexpectedly") from None
+
+    def _halt(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+
+    def close(self) -> None:
+        """Stop and join the thread; safe to call repeatedly."""
+        self._halt()
+        self._closed = True
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The running producer thread, None when there is none."""
+        return self._thread
+
+    def __enter__(self) -> PrefetchingSampler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _produce(
+    sampler: PatchSampler,
+    step: int,
+    stop_step: int | None,
+    stop: threading.Event,
+    out: queue.Queue[tuple[int, Batch | BaseException]],
+) -> None:
+    """Put (step, batch) for step, step + 1, ... into `out` until `stop` or `stop_step`."""
+    while not stop.is_set() and (stop_step is None or step < stop_step):
+        item: Batch | BaseException
+        try:
+            item = sampler.batch(step)
+        except BaseException as error:  # handed to the consumer, raised at its step
+            item = error
+        # A bounded wait, so that a stop is noticed while the queue is full.
+        while not stop.is_set():
+            try:
+                out.put((step, item), timeout=0.05)
+                break
+            except queue.Full:
+                continue
+        if isinstance(item, BaseException):
+            return
+        step += 1
+
+
+def _check_step(step: int) -> int:
+    if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+        raise ValueError(f"step must be an integer >= 0, got {step!r}")
+    return int(step)
 
 
 @dataclass(frozen=True)
