@@ -40,7 +40,7 @@ wildcard_constraints:
     sigma=r"\d+",
     framework="torch|jittor",
     image_id=r"[^/]+",
-    arch="n2n_unet|n2v_unet",
+    arch="n2n_unet|n2v_unet|rednet10|rednet20|rednet30",
     seed=r"\d+",
 
 
@@ -216,7 +216,7 @@ def final_outputs():
 
 # --- parity ---------------------------------------------------------------------------------
 
-PARITY_ARCHS = ["n2n_unet", "n2v_unet"]
+PARITY_ARCHS = ["n2n_unet", "n2v_unet", "rednet10", "rednet20", "rednet30"]
 
 
 def parity_threads():
