@@ -14,6 +14,7 @@ rule train_torch:
         history="results/models/{framework}/sigma{sigma}/history.csv",
         monitor="results/models/{framework}/sigma{sigma}/monitor.csv",
         summary="results/models/{framework}/sigma{sigma}/train_summary.json",
+        model="results/models/{framework}/sigma{sigma}/model.json",
     log:
         "logs/train/{framework}/sigma{sigma}.log",
     benchmark:
