@@ -322,3 +322,21 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: weights file") and "Traceback" not in err
+
+
+def test_weights_from_the_training_loop(tmp_path):
+    """model.json as training writes it is all the command needs beside the weights."""
+    from test_train import make_job
+
+    from n2v_repro.training.loop import train
+
+    job = make_job(tmp_path / "run", "torch", arch=ARCH, epochs=1, steps_per_epoch=1)
+    save_npz(job.init_weights, make_init_weights(ARCH, 7))  # make_job's is an n2n_unet's
+    train(job)
+    good_input(tmp_path / "in")
+    (result,) = run_denoise(
+        options(tmp_path, weights=job.out_dir / "best.npz", framework=None, add_noise=10),
+        report=lambda _: None,
+    )
+    assert result.metrics is not None and result.metrics["noisy_psnr"] > 20
+    assert read(tmp_path / "out" / "a.png").shape == (20, 24)
