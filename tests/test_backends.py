@@ -141,7 +141,7 @@ def test_unknown_semantics_rejected():
 # --- weights -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["n2n_unet", "n2v_unet"])
+@pytest.mark.parametrize("arch", arch_spec.ARCHS)
 def test_torch_weights_roundtrip(arch):
     weights = make_init_weights(arch, 5)
     b = make_backend("torch", arch, device="cpu")

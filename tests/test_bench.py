@@ -18,6 +18,12 @@ def test_ratio_per_arch():
     assert bench.ratios(records) == {"n2n_unet": pytest.approx(0.95)}
 
 
+def test_every_arch_is_benchmarked_by_default():
+    assert bench.parse_args([]).archs == [
+        "n2n_unet", "n2v_unet", "rednet10", "rednet20", "rednet30"
+    ]  # fmt: skip
+
+
 def test_bad_arguments_rejected():
     with pytest.raises(SystemExit):
         bench.parse_args(["--steps", "0"])
@@ -50,3 +56,21 @@ def test_bench_both_frameworks_writes_records(tmp_path, capsys):
         assert record["patches_per_s"] > 0 and record["seconds"] > 0
         assert record["framework"] in record["versions"]
     assert "jittor/torch n2n_unet" in capsys.readouterr().out
+
+
+@pytest.mark.jittor
+@pytest.mark.slow
+def test_bench_reports_the_rednets_for_both_frameworks(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rednets = ["rednet10", "rednet20", "rednet30"]
+    bench.main(
+        ["--archs", *rednets, "--steps", "1", "--warmup", "0", "--batch-size", "1",
+         "--device", "cpu", "--threads", "1", "--json", str(out)]
+    )  # fmt: skip
+    records = json.loads(out.read_text())
+    assert [(r["framework"], r["arch"]) for r in records] == [
+        (framework, arch) for framework in ("torch", "jittor") for arch in rednets
+    ]
+    assert all(r["patches_per_s"] > 0 and r["last_loss"] > 0 for r in records)
+    printed = capsys.readouterr().out
+    assert all(f"jittor/torch {arch}:" in printed for arch in rednets)

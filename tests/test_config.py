@@ -61,3 +61,17 @@ def test_bad_values_name_the_key(config: dict, key: str) -> None:
     with pytest.raises(ConfigError) as raised:
         validate_config(config)
     assert f"config key '{key}'" in str(raised.value)
+
+
+def test_every_model_arch_is_a_config_choice() -> None:
+    """The schema's train.arch enum, the Snakemake arch wildcard and the parity list name
+    exactly the archs the model table defines."""
+    from n2v_repro.models.spec import ARCHS
+
+    for arch in ARCHS:
+        assert validate_config({"train": {"arch": arch}})["train"]["arch"] == arch
+    with pytest.raises(ConfigError, match="arch"):
+        validate_config({"train": {"arch": "rednet40"}})
+    common = (REPO_ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert f'arch="{"|".join(ARCHS)}"' in common
+    assert f"PARITY_ARCHS = {list(ARCHS)!r}".replace("'", '"') in common

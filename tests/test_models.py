@@ -1,4 +1,4 @@
-"""The two U-Nets: parameter counts, names and shapes, initial weights, forward parity."""
+"""The networks: parameter counts, names and shapes, initial weights, forward parity."""
 
 from __future__ import annotations
 
@@ -13,11 +13,19 @@ from n2v_repro.models.initialisation import make_init_weights
 torch = pytest.importorskip("torch")
 from n2v_repro.models import torch_nets as models_torch  # noqa: E402
 
-ARCHS = ["n2n_unet", "n2v_unet"]
+ARCHS = ["n2n_unet", "n2v_unet", "rednet10", "rednet20", "rednet30"]
+REDNETS = ["rednet10", "rednet20", "rednet30"]
 # n2v_unet: the reference recipe's number. n2n_unet: derived by hand from the port's layers:
 # 480 + 20784 (enc_in) + 20784 (enc_down) + 2*20784 (bottom) + 3*83040 (dec_first)
 # + 124512 + 2*83040 (dec_up) + 55936 + 18464 + 289 (head).
-EXPECTED_TRAINABLE = {"n2v_unet": 2_991_841, "n2n_unet": 698_017}
+# REDNet-N, n = N/2: 640 (conv1) + (2n - 2) * 36928 (64->64 convs and deconvs) + 577 (last).
+EXPECTED_TRAINABLE = {
+    "n2v_unet": 2_991_841,
+    "n2n_unet": 698_017,
+    "rednet10": 296_641,
+    "rednet20": 665_921,
+    "rednet30": 1_035_201,
+}
 
 
 def jittor_models():
@@ -58,13 +66,72 @@ def test_shared_blocks_appear_once():
 
 
 def test_strides():
-    assert arch_spec.ARCH_STRIDE == {"n2n_unet": 32, "n2v_unet": 4}
+    assert arch_spec.ARCH_STRIDE == {
+        "n2n_unet": 32,
+        "n2v_unet": 4,
+        "rednet10": 2,
+        "rednet20": 2,
+        "rednet30": 2,
+    }
     for arch in ARCHS:
         model = models_torch.build_model(arch).eval()
         stride = arch_spec.ARCH_STRIDE[arch]
         with torch.no_grad():
             out = model(torch.zeros(1, 1, stride * 2, stride * 3))
         assert out.shape == (1, 1, stride * 2, stride * 3)
+
+
+def port_skip_pairs(n: int) -> dict[int, int]:
+    """The port's REDNet20/30 rule (its model.py), 0-based as written there: conv i's output
+    is kept when (i+1) is even, at most ceil(n/2)-1 of them; transposed conv i takes the
+    latest unused one when (i+1+n) is even. Returned 1-based as {deconv: conv}."""
+    kept = [i for i in range(n) if (i + 1) % 2 == 0][: math.ceil(n / 2) - 1]
+    takers = [i for i in range(n) if (i + 1 + n) % 2 == 0][: len(kept)]
+    return {d + 1: c + 1 for d, c in zip(takers, reversed(kept), strict=True)}
+
+
+def test_rednet_layers_and_skips_follow_the_port():
+    for arch, n in (("rednet10", 5), ("rednet20", 10), ("rednet30", 15)):
+        names = [layer.name for layer in arch_spec.layers(arch)]
+        assert names == [f"conv{i}" for i in range(1, n + 1)] + [
+            f"deconv{i}" for i in range(1, n + 1)
+        ]
+        layer_by_name = {layer.name: layer for layer in arch_spec.layers(arch)}
+        assert layer_by_name["conv1"].in_channels == 1
+        assert layer_by_name[f"deconv{n}"].out_channels == 1
+        assert {layer.kernel for layer in layer_by_name.values()} == {3}
+    assert arch_spec.rednet_skips("rednet10") == {}  # the port's REDNet10 has none
+    assert arch_spec.rednet_skips("rednet20") == port_skip_pairs(10)
+    assert arch_spec.rednet_skips("rednet30") == port_skip_pairs(15)
+    # Symmetric: layer c of the 2n feeds layer 2n - c; every second layer.
+    assert arch_spec.rednet_skips("rednet30") == {15 - c: c for c in range(2, 15, 2)}
+
+
+@pytest.mark.parametrize("arch", REDNETS)
+def test_rednet_wiring(arch):
+    """Every layer's input, read with hooks: convs chain with ReLU; deconv d's ReLU output is
+    added to conv c's (c = skips[d]) and ReLU'd; the last deconv's output plus x is returned."""
+    model = models_torch.build_model(arch).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in make_init_weights(arch, 2).items()})
+    n, skips = arch_spec.REDNET_DEPTH[arch], arch_spec.rednet_skips(arch)
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, module in model.named_children():
+        module.register_forward_hook(lambda m, i, o, name=name: seen.update({name: (i[0], o)}))
+    x = torch.randn(1, 1, 8, 6)
+    with torch.no_grad():
+        out = model(x)
+    relu = torch.relu
+    assert seen["conv1"][0] is x
+    for i in range(2, n + 1):
+        torch.testing.assert_close(seen[f"conv{i}"][0], relu(seen[f"conv{i - 1}"][1]))
+    torch.testing.assert_close(seen["deconv1"][0], relu(seen[f"conv{n}"][1]))
+    for d in range(1, n):
+        expected = relu(seen[f"deconv{d}"][1])
+        if d in skips:
+            expected = relu(expected + relu(seen[f"conv{skips[d]}"][1]))
+        torch.testing.assert_close(seen[f"deconv{d + 1}"][0], expected)
+    torch.testing.assert_close(out, seen[f"deconv{n}"][1] + x)
+    assert seen["conv1"][1].shape == (1, 64, 4, 3)  # the first conv halves H and W
 
 
 def test_unknown_arch_is_named():

@@ -14,6 +14,7 @@ rule train_torch:
         history=f"{MODEL_DIR}/history.csv",
         monitor=f"{MODEL_DIR}/monitor.csv",
         summary=f"{MODEL_DIR}/train_summary.json",
+        model=f"{MODEL_DIR}/model.json",
     log:
         "logs/train/{framework}/sigma{sigma}.log",
     benchmark:

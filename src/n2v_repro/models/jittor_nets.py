@@ -1,4 +1,4 @@
-"""The two U-Nets in Jittor. torch_nets.py is the same file line for line in PyTorch.
+"""The networks in Jittor. torch_nets.py is the same file line for line in PyTorch.
 
 Differences from the PyTorch file are Jittor's API only: `execute` instead of `forward`,
 `jt.concat` instead of `torch.cat`, and a BatchNorm2d written here so that the running
@@ -11,7 +11,16 @@ from __future__ import annotations
 import jittor as jt
 from jittor import nn
 
-from n2v_repro.models.spec import N2N_DECODER, N2N_FEATURES, N2N_HEAD, N2V_BASE
+from n2v_repro.models.spec import (
+    ARCHS,
+    N2N_DECODER,
+    N2N_FEATURES,
+    N2N_HEAD,
+    N2V_BASE,
+    REDNET_DEPTH,
+    REDNET_FEATURES,
+    rednet_skips,
+)
 
 # The port (and joeylitalien/noise2noise-pytorch, which it followed) uses ReLU inside the
 # network and LeakyReLU(0.1) only after the last conv.
@@ -200,9 +209,48 @@ def upsample2x(x: jt.Var) -> jt.Var:
     return x.reindex([b, c, 2 * h, 2 * w], ["i0", "i1", "i2/2", "i3/2"])
 
 
+# --- rednet10/20/30 ------------------------------------------------------------------------
+
+
+class REDNet(nn.Module):
+    """The port's REDNet-N (Mao et al. 2016).
+
+    n = N/2 convs, n transposed convs, symmetric skips from `spec.rednet_skips`, residual
+    with the input; stride 2 (first and last layer). No ReLU after the residual, unlike the port: our inputs are z-scored, so a final ReLU
+    would clip every pixel darker than the training mean (docs/models.md).
+    """
+
+    def __init__(self, arch: str):
+        n, f = REDNET_DEPTH[arch], REDNET_FEATURES
+        self.depth = n
+        self.skips = rednet_skips(arch)
+        self.conv1 = nn.Conv2d(1, f, 3, stride=2, padding=1)  # (B, 64, H/2, W/2)
+        for i in range(2, n + 1):
+            setattr(self, f"conv{i}", conv3x3(f, f))
+        for i in range(1, n):
+            setattr(self, f"deconv{i}", nn.ConvTranspose2d(f, f, 3, padding=1))
+        # (H/2 - 1)*2 - 2 + 3 + 1 = H for even H.
+        last = nn.ConvTranspose2d(f, 1, 3, stride=2, padding=1, output_padding=1)
+        setattr(self, f"deconv{n}", last)
+
+    def execute(self, x: jt.Var) -> jt.Var:
+        feats = {}
+        y = x
+        for i in range(1, self.depth + 1):
+            y = nn.relu(getattr(self, f"conv{i}")(y))
+            feats[i] = y
+        for i in range(1, self.depth):
+            y = nn.relu(getattr(self, f"deconv{i}")(y))
+            if i in self.skips:
+                y = nn.relu(y + feats[self.skips[i]])
+        return getattr(self, f"deconv{self.depth}")(y) + x  # (B, 1, H, W)
+
+
 def build_model(arch: str) -> nn.Module:
     if arch == "n2n_unet":
         return N2NUNet()
     if arch == "n2v_unet":
         return N2VUNet()
-    raise ValueError(f"unknown arch {arch!r}; expected n2n_unet or n2v_unet")
+    if arch in REDNET_DEPTH:
+        return REDNet(arch)
+    raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

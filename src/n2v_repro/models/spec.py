@@ -1,4 +1,4 @@
-"""Framework-neutral description of the two U-Nets: every layer, parameter and buffer.
+"""Framework-neutral description of the networks: every layer, parameter and buffer.
 
 The table here is the single source of the parameter names and PyTorch-layout shapes that
 both model files must produce (tests check them against it) and that `models.initialisation` fills.
@@ -9,14 +9,22 @@ both model files must produce (tests check them against it) and that `models.ini
   times, as the port did; their parameters appear once.
 - `n2v_unet`: the reference recipe's CSBDeep U-Net (depth 2, 96 first-level features, batch
   norm, residual); 2,991,841 trainable parameters, two poolings (stride 4).
+- `rednet10`, `rednet20`, `rednet30`: the port's REDNets (Mao et al. 2016, as in the port's
+  model.py): N/2 3x3 convs then N/2 3x3 transposed convs, 64 channels, ReLU; the first conv
+  and the last transposed conv have stride 2 (so inputs must be even); symmetric skips every
+  two layers (none in rednet10, as in the port) and a residual with the input.
+  docs/models.md lists the choices.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ARCHS = ("n2n_unet", "n2v_unet")
-ARCH_STRIDE = {"n2n_unet": 32, "n2v_unet": 4}
+# conv layers (= transposed-conv layers) of each REDNet: REDNet-N has N/2 of each.
+REDNET_DEPTH = {"rednet10": 5, "rednet20": 10, "rednet30": 15}
+REDNET_FEATURES = 64
+ARCHS = ("n2n_unet", "n2v_unet", *REDNET_DEPTH)
+ARCH_STRIDE = {"n2n_unet": 32, "n2v_unet": 4} | {arch: 2 for arch in REDNET_DEPTH}
 BN_BUFFERS = ("running_mean", "running_var")
 
 # Channel widths of n2n_unet (Lehtinen et al., Table 2) and n2v_unet (CSBDeep, base 96).
@@ -104,12 +112,36 @@ def _n2v_layers() -> list[Layer]:
     ]
 
 
+def _rednet_layers(arch: str) -> list[Layer]:
+    n, f = REDNET_DEPTH[arch], REDNET_FEATURES
+    convs = [_conv("conv1", 1, f)] + [_conv(f"conv{i}", f, f) for i in range(2, n + 1)]
+    deconvs = [Layer(f"deconv{i}", "conv_transpose", f, f, 3) for i in range(1, n)]
+    return [*convs, *deconvs, Layer(f"deconv{n}", "conv_transpose", f, 1, 3)]
+
+
+def rednet_skips(arch: str) -> dict[int, int]:
+    """Map each REDNet transposed conv d to the conv c whose output it adds.
+
+    Conv c's output (after its ReLU) is added to deconv d's (after its ReLU), then ReLU.
+    1-based; layer c of the whole net feeds layer 2n - c, for every even c < n (Mao et al.: a skip every two layers, symmetric).
+
+    The port's REDNet20/30 (its `(i + 1) % 2` rule) give exactly these pairs; its REDNet10
+    has no skips, only the residual with the input, and so does ours.
+    """
+    n = REDNET_DEPTH[arch]
+    if arch == "rednet10":
+        return {}
+    return {n - c: c for c in range(2, n, 2)}
+
+
 def layers(arch: str) -> list[Layer]:
     """Return the parametrised layers of `arch`, in definition order."""
     if arch == "n2n_unet":
         return _n2n_layers()
     if arch == "n2v_unet":
         return _n2v_layers()
+    if arch in REDNET_DEPTH:
+        return _rednet_layers(arch)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
 
 

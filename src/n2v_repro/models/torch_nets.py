@@ -1,4 +1,4 @@
-"""The two U-Nets in PyTorch. jittor_nets.py is the same file line for line in Jittor.
+"""The networks in PyTorch. jittor_nets.py is the same file line for line in Jittor.
 
 Shapes in comments are (B, C, H, W) for a 64x64 input. Parameter names follow
 `arch_spec.parameter_shapes`; weights are loaded from `init_weights`, so the constructors'
@@ -11,7 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2v_repro.models.spec import N2N_DECODER, N2N_FEATURES, N2N_HEAD, N2V_BASE
+from n2v_repro.models.spec import (
+    ARCHS,
+    N2N_DECODER,
+    N2N_FEATURES,
+    N2N_HEAD,
+    N2V_BASE,
+    REDNET_DEPTH,
+    REDNET_FEATURES,
+    rednet_skips,
+)
 
 # The port (and joeylitalien/noise2noise-pytorch, which it followed) uses ReLU inside the
 # network and LeakyReLU(0.1) only after the last conv.
@@ -160,9 +169,49 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
+# --- rednet10/20/30 ------------------------------------------------------------------------
+
+
+class REDNet(nn.Module):
+    """The port's REDNet-N (Mao et al. 2016).
+
+    n = N/2 convs, n transposed convs, symmetric skips from `spec.rednet_skips`, residual
+    with the input; stride 2 (first and last layer). No ReLU after the residual, unlike the port: our inputs are z-scored, so a final ReLU
+    would clip every pixel darker than the training mean (docs/models.md).
+    """
+
+    def __init__(self, arch: str):
+        super().__init__()
+        n, f = REDNET_DEPTH[arch], REDNET_FEATURES
+        self.depth = n
+        self.skips = rednet_skips(arch)
+        self.conv1 = nn.Conv2d(1, f, 3, stride=2, padding=1)  # (B, 64, H/2, W/2)
+        for i in range(2, n + 1):
+            setattr(self, f"conv{i}", conv3x3(f, f))
+        for i in range(1, n):
+            setattr(self, f"deconv{i}", nn.ConvTranspose2d(f, f, 3, padding=1))
+        # (H/2 - 1)*2 - 2 + 3 + 1 = H for even H.
+        last = nn.ConvTranspose2d(f, 1, 3, stride=2, padding=1, output_padding=1)
+        setattr(self, f"deconv{n}", last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = {}
+        y = x
+        for i in range(1, self.depth + 1):
+            y = F.relu(getattr(self, f"conv{i}")(y))
+            feats[i] = y
+        for i in range(1, self.depth):
+            y = F.relu(getattr(self, f"deconv{i}")(y))
+            if i in self.skips:
+                y = F.relu(y + feats[self.skips[i]])
+        return getattr(self, f"deconv{self.depth}")(y) + x  # (B, 1, H, W)
+
+
 def build_model(arch: str) -> nn.Module:
     if arch == "n2n_unet":
         return N2NUNet()
     if arch == "n2v_unet":
         return N2VUNet()
-    raise ValueError(f"unknown arch {arch!r}; expected n2n_unet or n2v_unet")
+    if arch in REDNET_DEPTH:
+        return REDNet(arch)
+    raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

@@ -65,6 +65,7 @@ from n2v_repro.io.formats import (
     save_weights,
     write_history,
 )
+from n2v_repro.models.card import MODEL_JSON, ModelCard, write_model_card
 from n2v_repro.training.monitor import ResourceMonitor
 from n2v_repro.training.sampler import (
     PatchSampler,
@@ -99,7 +100,8 @@ class TrainJob:
     framework : "torch" or "jittor".
     patch_dir : folder with train.npy, train_index.csv, train_stats.json, valid_tiles.npz.
     init_weights : framework-neutral initial weights (.npz).
-    out_dir : receives last.npz, best.npz, history.csv, monitor.csv, train_summary.json.
+    out_dir : receives last.npz, best.npz, history.csv, monitor.csv, train_summary.json and
+        model.json (arch and normalisation, for `python -m n2v_repro.denoise`).
     checkpoint : resume state, written after every epoch, deleted after success.
     train : the `train` settings.
     patch_size : config["data"]["patch_size"].
@@ -318,8 +320,20 @@ def _framework_version(framework: str) -> str | None:
         return None
 
 
-def write_outputs(job: TrainJob, backend: Any, state: TrainState, resumed_from: int) -> None:
+def write_outputs(
+    job: TrainJob, backend: Any, state: TrainState, resumed_from: int, data: TrainingData
+) -> None:
     out = job.out_dir
+    # Beside the weights, so that they can be used without the pipeline's other files.
+    card = ModelCard(
+        arch=job.train.arch,
+        mean=data.mean,
+        std=data.std,
+        patch_size=job.patch_size,
+        framework=job.framework,
+        seed=job.seed,
+    )
+    write_model_card(out / MODEL_JSON, card)
     save_weights(out / "last.npz", state.weights)
     save_weights(out / "best.npz", state.best_weights)
     write_history(out / "history.csv", state.history)
@@ -486,7 +500,7 @@ def train(job: TrainJob) -> TrainState:
                 row["patches_per_s"],
             )
 
-    write_outputs(job, backend, state, resumed_from)
+    write_outputs(job, backend, state, resumed_from, data)
     job.checkpoint.unlink(missing_ok=True)
     job.partial_monitor.unlink(missing_ok=True)
     logger.info("done: %s", job.out_dir)
