@@ -216,8 +216,9 @@ class REDNet(nn.Module):
     """The port's REDNet-N (Mao et al. 2016).
 
     n = N/2 convs, n transposed convs, symmetric skips from `spec.rednet_skips`, residual
-    with the input; stride 2 (first and last layer). No ReLU after the residual, unlike the port: our inputs are z-scored, so a final ReLU
-    would clip every pixel darker than the training mean (docs/models.md).
+    with the input; stride 2 (first and last layer). No ReLU after the residual, unlike the
+    port: our inputs are z-scored, so a final ReLU would clip every pixel darker than the
+    training mean (docs/models.md).
     """
 
     def __init__(self, arch: str):

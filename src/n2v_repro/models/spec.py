@@ -123,7 +123,8 @@ def rednet_skips(arch: str) -> dict[int, int]:
     """Map each REDNet transposed conv d to the conv c whose output it adds.
 
     Conv c's output (after its ReLU) is added to deconv d's (after its ReLU), then ReLU.
-    1-based; layer c of the whole net feeds layer 2n - c, for every even c < n (Mao et al.: a skip every two layers, symmetric).
+    1-based; layer c of the whole net feeds layer 2n - c, for every even c < n (Mao et al.:
+    a skip every two layers, symmetric).
 
     The port's REDNet20/30 (its `(i + 1) % 2` rule) give exactly these pairs; its REDNet10
     has no skips, only the residual with the input, and so does ours.
