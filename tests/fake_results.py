@@ -43,6 +43,7 @@ class FakeBackend:
     def __init__(self, stride: int = 16, position_bias: float = 0.0) -> None:
         self.stride = stride
         self.device = "cpu"
+        self.precision = "fp32"
         self.position_bias = position_bias
         self.gain = 1.0
         self.input_shapes: list[tuple[int, ...]] = []

@@ -301,3 +301,77 @@ def test_jittor_backend_survives_a_child_killed_by_a_signal() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False
     )
     assert result.returncode == 0 and "survived" in result.stdout, result.stderr[-2000:]
+
+
+# --- the hot path: foreach Adam, deferred loss reads, precision ---------------------------
+
+
+def numpy_adam_reference(semantics: str, steps: int) -> dict[str, np.ndarray]:
+    """Adam written out per parameter in float64, the formulas of backends/base.py."""
+    b1, b2 = ADAM["betas"]
+    params = {k: v.astype(np.float64) for k, v in START.items()}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(p) for k, p in params.items()}
+    for t, grads in enumerate(GRADS[:steps], start=1):
+        for k in params:
+            g = grads[k].astype(np.float64)
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g * g
+            if semantics == "torch":
+                denom = np.sqrt(v[k]) / np.sqrt(1 - b2**t) + ADAM["eps"]
+                params[k] = params[k] - ADAM["lr"] / (1 - b1**t) * m[k] / denom
+            else:
+                step_size = ADAM["lr"] * np.sqrt(1 - b2**t) / (1 - b1**t)
+                params[k] = params[k] - step_size * m[k] / (np.sqrt(v[k]) + ADAM["eps"])
+    return params
+
+
+@pytest.mark.parametrize("semantics", ["torch", "jittor"])
+def test_foreach_adam_equals_the_reference_update(semantics):
+    got = run_torch_adam(semantics, 3)
+    expected = numpy_adam_reference(semantics, 3)
+    for k in expected:
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("framework", ["torch", pytest.param("jittor", marks=pytest.mark.jittor)])
+def test_queued_steps_read_back_the_losses_train_step_returns(framework):
+    """Deferred reading changes when the host waits, not what is computed."""
+    batches = [batch(seed) for seed in (3, 4, 5)]
+    stepped = backend(framework)
+    expected = [stepped.train_step(*b) for b in batches]
+    queued = backend(framework)
+    for inputs, targets, mask in batches:
+        queued.queue_train_step(inputs, targets, mask.astype(bool))
+    np.testing.assert_array_equal(queued.read_losses(), expected)
+    assert queued.read_losses().size == 0
+    for k, value in stepped.get_weights().items():
+        np.testing.assert_array_equal(queued.get_weights()[k], value)
+
+
+def test_precision_on_cpu_is_float32_and_bf16_is_torch_only():
+    b = make_backend("torch", "n2n_unet", device="cpu", precision="tf32")
+    assert b.requested_precision == "tf32" and b.precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        make_backend("torch", "n2n_unet", device="cpu", precision="fp16")
+
+
+@pytest.mark.jittor
+def test_jittor_refuses_bf16():
+    with pytest.raises(ValueError, match="bf16"):
+        make_backend("jittor", "n2n_unet", device="cpu", precision="bf16")
+
+
+def test_cuda_precision_switches_tf32_off_for_fp32_and_bf16():
+    """What the parity rule relies on: fp32 means IEEE float32 in cuDNN and cuBLAS."""
+    from n2v_repro.backends.torch_backend import set_cuda_precision
+
+    conv = torch.backends.cudnn.conv
+    before = (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+    try:
+        for precision, mode in (("tf32", "tf32"), ("fp32", "ieee"), ("bf16", "ieee")):
+            set_cuda_precision(precision)
+            assert conv.fp32_precision == mode
+            assert torch.backends.cuda.matmul.fp32_precision == mode
+    finally:
+        conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = before

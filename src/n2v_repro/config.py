@@ -141,6 +141,11 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
                 f"{available} tiles of {size}x{size} in the {data['n_valid']} validation images; "
                 f"allowed 1-{available} or null (all)"
             )
+    if train["precision"] == "bf16" and "jittor" in config["frameworks"]:
+        problems.append(
+            "config key 'train.precision': bf16 is PyTorch-only (Jittor 1.3.11 has no bfloat16 "
+            "autocast) and frameworks includes jittor; allowed with jittor: fp32, tf32"
+        )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
@@ -208,6 +213,7 @@ class TrainConfig:
     schedule: ScheduleConfig
     valid_tiles: int | None
     device: str
+    precision: str
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ rule evaluate_torch:
     params:
         arch=ARCH,
         device=CONFIG.train.device,
+        precision=CONFIG.train.precision,
         weights=list(CONFIG.eval.weights),
         tta=CONFIG.eval.tta,
     script:

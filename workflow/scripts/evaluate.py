@@ -32,4 +32,5 @@ run_evaluation(
     device=snakemake.params.device,
     threads=snakemake.threads,
     tta=snakemake.params.tta,
+    precision=snakemake.params.precision,
 )

@@ -29,6 +29,9 @@ import numpy as np
 from n2v_repro.models.spec import ARCH_STRIDE, parameter_shapes, trainable_names
 
 ADAM_SEMANTICS = ("torch", "jittor")
+# Arithmetic of convolutions and matmuls on CUDA: strict IEEE float32, TF32 tensor cores, or
+# bfloat16 autocast (torch only). The CPU always computes in float32.
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -172,11 +175,20 @@ class Backend(ABC):
     name: str
     device: str
 
-    def __init__(self, arch: str):
+    def __init__(self, arch: str, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.arch = arch
         self.stride = ARCH_STRIDE[arch]
         self.trainable = trainable_names(arch)
+        self.requested_precision = precision
         self._optimizer: Adam | None = None
+        self._queued_losses: list[Any] = []
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic in effect: the requested precision on CUDA, fp32 on the CPU."""
+        return self.requested_precision if self.device == "cuda" else "fp32"
 
     # --- weights ----------------------------------------------------------------------------
 
@@ -216,9 +228,31 @@ class Backend(ABC):
 
         A NaN loss is returned as is: the training loop decides what to do with it.
         """
+        self.queue_train_step(inputs, targets, mask)
+        return float(self.read_losses()[-1])
+
+    def queue_train_step(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> None:
+        """Take one Adam step without reading its loss back to the host (see `read_losses`).
+
+        `mask` may be bool (sent as is, 4x smaller, made float on the device) or float 0/1.
+        """
         adam = self._adam()
         check_batch(self.arch, inputs, targets, mask)
-        return self._train_step(adam, *map(as_float32, (inputs, targets, mask)))
+        mask = np.ascontiguousarray(mask) if mask.dtype == np.bool_ else as_float32(mask)
+        self._queued_losses.append(
+            self._train_step(adam, as_float32(inputs), as_float32(targets), mask)
+        )
+
+    def read_losses(self) -> np.ndarray:
+        """Return the losses of the steps queued since the last read, in one transfer.
+
+        The host waits for the device only here: a training loop reads every few steps and
+        checks them for NaN/inf then, instead of synchronising on every step.
+        """
+        queued, self._queued_losses = self._queued_losses, []
+        if not queued:
+            return np.zeros(0, dtype=np.float64)
+        return np.asarray(self._gather_losses(queued), dtype=np.float32).astype(np.float64)
 
     def loss_and_grads(
         self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
@@ -251,7 +285,12 @@ class Backend(ABC):
     @abstractmethod
     def _train_step(
         self, adam: Any, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
-    ) -> float: ...
+    ) -> Any:
+        """Take one step; return the loss as a device scalar, not read back."""
+
+    @abstractmethod
+    def _gather_losses(self, losses: list[Any]) -> np.ndarray:
+        """Read device scalars from `_train_step` back as one float32 array."""
 
     @abstractmethod
     def _loss_and_grads(

@@ -91,11 +91,23 @@ class JittorAdam(Adam):
 class JittorBackend(Backend):
     name = "jittor"
 
-    def __init__(self, arch: str, device: str = "auto", threads: int | None = None):
-        super().__init__(arch)
+    def __init__(
+        self,
+        arch: str,
+        device: str = "auto",
+        threads: int | None = None,
+        precision: str = "fp32",
+    ):
+        if precision == "bf16":
+            raise ValueError(
+                "precision bf16: Jittor 1.3.11 has no bfloat16 autocast; use fp32 or tf32"
+            )
+        super().__init__(arch, precision)
         if threads:
             set_cpu_threads(threads)
         self.jt, self.device = import_jittor(device)
+        # TF32 tensor cores only when asked for: off, float32 is IEEE float32 as in torch.
+        self.jt.flags.use_tensorcore = 1 if self.precision == "tf32" else 0
         from n2v_repro.models.jittor_nets import build_model
 
         self.model = build_model(arch)
@@ -107,7 +119,7 @@ class JittorBackend(Backend):
         """Sum of squared errors over masked pixels / number of masked pixels (whole batch)."""
         jt = self.jt
         out = self.model(jt.array(inputs))
-        mask_var = jt.array(mask)
+        mask_var = jt.array(mask).float32()
         return ((out - jt.array(targets)) ** 2 * mask_var).sum() / mask_var.sum()
 
     # --- weights ----------------------------------------------------------------------------
@@ -139,13 +151,17 @@ class JittorBackend(Backend):
 
     def _train_step(
         self, adam: JittorAdam, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
-    ) -> float:
+    ) -> Any:
         loss, grads = self._forward_backward(inputs, targets, mask)
         adam.update(grads)
-        # Executes the step (weights, moments, batch-norm statistics) and frees its graph.
+        # Runs the step (weights, moments, batch-norm statistics) and frees its graph; on a
+        # GPU it queues the kernels without waiting for them (no device sync).
         self.jt.sync_all()
         self._sample_memory()
-        return float(loss.item())
+        return loss
+
+    def _gather_losses(self, losses: list[Any]) -> np.ndarray:
+        return self.jt.concat([loss.reshape((1,)) for loss in losses]).numpy()
 
     def _loss_and_grads(
         self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray

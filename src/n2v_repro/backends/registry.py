@@ -14,17 +14,24 @@ FRAMEWORKS = ("torch", "jittor")
 
 
 def make_backend(
-    framework: str, arch: str, device: str = "auto", threads: int | None = None
+    framework: str,
+    arch: str,
+    device: str = "auto",
+    threads: int | None = None,
+    precision: str = "fp32",
 ) -> Any:
-    """Make a TorchBackend or JittorBackend for `arch` on `device` (auto, cpu or cuda)."""
+    """Make a TorchBackend or JittorBackend for `arch` on `device` (auto, cpu or cuda).
+
+    `precision` (fp32, tf32, bf16) sets the CUDA arithmetic; the CPU computes in float32.
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
     if framework == "torch":
         from n2v_repro.backends.torch_backend import TorchBackend
 
-        return TorchBackend(arch, device=device, threads=threads)
+        return TorchBackend(arch, device=device, threads=threads, precision=precision)
     if framework == "jittor":
         from n2v_repro.backends.jittor_backend import JittorBackend
 
-        return JittorBackend(arch, device=device, threads=threads)
+        return JittorBackend(arch, device=device, threads=threads, precision=precision)
     raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}")

@@ -47,6 +47,7 @@ class Predictor(Protocol):
 
     stride: int
     device: str
+    precision: str
 
     def load_weights(self, weights: dict[str, np.ndarray]) -> None: ...
 
@@ -177,6 +178,7 @@ def evaluate_model(
             inference = {
                 "weights": name,
                 "device": backend.device,
+                "precision": backend.precision,
                 "tta": tta,
                 "images": len(images),
                 "seconds": elapsed,
@@ -280,6 +282,7 @@ def run_evaluation(
     device: str = "auto",
     threads: int | None = None,
     tta: bool = False,
+    precision: str = "fp32",
     backend: Predictor | None = None,
 ) -> dict[str, Any]:
     """Evaluate one trained model on BSD68 and write per_image.csv, summary.json, denoised/."""
@@ -287,7 +290,7 @@ def run_evaluation(
         # Imports the framework: only when needed.
         from n2v_repro.backends.registry import make_backend
 
-        backend = make_backend(framework, arch, device, threads)
+        backend = make_backend(framework, arch, device, threads, precision)
     images = load_test_images(clean_pngs, noisy_npz, split_csv)
     mean, std = read_train_stats(stats_json)
     weight_sets = {name: load_weights(path) for name, path in weight_files.items()}

@@ -50,6 +50,7 @@ BENCHMARK_COLUMNS = [
     Column("framework", "framework"),
     Column("sigma", "σ"),
     Column("device", "device"),
+    Column("precision", "precision"),
     Column("epochs", "epochs", numeric=True),
     Column("first_epoch_s", "first epoch (s)", fixed(1), True),
     Column("epoch_mean_s", "epoch mean (s)", fixed(2), True),
@@ -71,7 +72,8 @@ BENCHMARK_NOTE = (
     "(it holds one-off costs such as Jittor's kernel compilation); training total is the "
     "sum of all epoch times. Peak RSS and CPU utilisation come from the training monitor "
     "(CPU % is per core, so 200% = two cores busy); GPU columns are empty on CPU. "
-    "Inference: whole BSD68 images, batch 1, after a warm-up."
+    "Inference: whole BSD68 images, batch 1, after a warm-up. Precision is the arithmetic in "
+    "effect (train.precision on a CUDA GPU; the CPU always computes float32)."
 )
 
 
@@ -186,6 +188,7 @@ def benchmark_rows(
             row["job_wall_s"] = _nanstat(read_benchmark(train_benchmarks[key])["s"], "mean")
         inference = summaries.get(key, {}).get("inference", {})
         row["device"] = inference.get("device")
+        row["precision"] = inference.get("precision")
         row["infer_images_per_s"] = inference.get("images_per_s")
         row["infer_megapixels_per_s"] = inference.get("megapixels_per_s")
         rows.append(row)

@@ -69,6 +69,7 @@ from n2v_repro.models.card import MODEL_JSON, ModelCard, write_model_card
 from n2v_repro.training.monitor import ResourceMonitor
 from n2v_repro.training.sampler import (
     PatchSampler,
+    PrefetchingSampler,
     TrainingData,
     ValidationSet,
     load_training_data,
@@ -82,6 +83,8 @@ logger = logging.getLogger(__name__)
 RESUMABLE_KEYS = ("epochs", "device")
 # Within an epoch, a progress line at most this often.
 PROGRESS_INTERVAL_S = 30.0
+# Training losses are read back from the device (a host-device sync) every this many steps.
+LOSS_READ_STEPS = 50
 CHECKPOINT_FORMAT = 1
 
 
@@ -347,6 +350,7 @@ def write_outputs(
             "framework_version": _framework_version(job.framework),
             "arch": job.train.arch,
             "device": backend.device,
+            "precision": backend.precision,
             "threads": job.threads,
             "epochs": state.epochs_done,
             "steps_per_epoch": job.train.steps_per_epoch,
@@ -385,6 +389,20 @@ def _start_or_resume(
     return TrainState(0, backend.get_weights(), backend.optimizer_state(), schedule.state(), init)
 
 
+def _check_finite(
+    losses: np.ndarray, epoch: int, first_step: int, steps: int, lr: float, checkpoint: Path
+) -> None:
+    """Raise TrainingDivergedError naming the first non-finite loss of a read."""
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        step_in_epoch = first_step + int(bad[0])
+        raise TrainingDivergedError(
+            f"training loss {losses[bad[0]]} at epoch {epoch + 1}, step {step_in_epoch + 1} "
+            f"(global step {epoch * steps + step_in_epoch}); lr {lr:g}. Nothing of this epoch "
+            f"is saved; the checkpoint {checkpoint} holds the last good epoch"
+        )
+
+
 def train(job: TrainJob) -> TrainState:
     """Train, or resume, one model; write its outputs to `job.out_dir`; return the final state."""
     if job.framework not in FRAMEWORKS:
@@ -401,7 +419,9 @@ def train(job: TrainJob) -> TrainState:
         job.seed,
         limit=cfg.valid_tiles,
     )
-    backend = make_backend(job.framework, cfg.arch, device=cfg.device, threads=job.threads)
+    backend = make_backend(
+        job.framework, cfg.arch, device=cfg.device, threads=job.threads, precision=cfg.precision
+    )
     opt = cfg.optimizer
     backend.configure_optimizer(opt.lr, opt.betas, opt.eps, opt.semantics)
     schedule = make_schedule(cfg.schedule, opt.lr)
@@ -410,10 +430,11 @@ def train(job: TrainJob) -> TrainState:
     state = _start_or_resume(job, run_hash, backend, schedule)
     resumed_from = state.epochs_done
     logger.info(
-        "%s %s on %s: %d epochs x %d steps x batch %d, %d validation tiles",
+        "%s %s on %s (%s): %d epochs x %d steps x batch %d, %d validation tiles",
         job.framework,
         cfg.arch,
         backend.device,
+        backend.precision,
         epochs,
         steps,
         batch_size,
@@ -428,36 +449,45 @@ def train(job: TrainJob) -> TrainState:
         time_offset_s=_last_monitor_time(job.partial_monitor),
         append=job.partial_monitor.exists(),
     )
-    with monitor, _sigterm_stops_at_step_boundary() as stop:
+    # Batches are made ahead in a thread, identical to sampler.batch(step), so sampling
+    # overlaps the framework's compute.
+    batches = PrefetchingSampler(
+        sampler, start_step=state.epochs_done * steps, stop_step=epochs * steps
+    )
+    with monitor, batches, _sigterm_stops_at_step_boundary() as stop:
         for epoch in range(state.epochs_done, epochs):
             lr = schedule.lr
             backend.set_lr(lr)
             epoch_start = time.perf_counter()
             progress_time = epoch_start
-            loss_sum = 0.0
+            losses: list[float] = []
             for step_in_epoch in range(steps):
                 global_step = epoch * steps + step_in_epoch
-                batch = sampler.batch(global_step)
-                loss = float(backend.train_step(batch.inputs, batch.targets, batch.mask))
-                if not math.isfinite(loss):
-                    raise TrainingDivergedError(
-                        f"training loss {loss} at epoch {epoch + 1}, step {step_in_epoch + 1} "
-                        f"(global step {global_step}); lr {lr:g}. Nothing of this epoch is "
-                        f"saved; the checkpoint {job.checkpoint} holds the last good epoch"
-                    )
-                loss_sum += loss
+                batch = batches.batch(global_step)
+                backend.queue_train_step(batch.inputs, batch.targets, batch.masked)
                 stop.check(epoch + 1)
                 now = time.perf_counter()
-                if now - progress_time >= PROGRESS_INTERVAL_S:
+                due = now - progress_time >= PROGRESS_INTERVAL_S
+                if due or (step_in_epoch + 1) % LOSS_READ_STEPS == 0 or step_in_epoch + 1 == steps:
+                    # The only host-device sync of the epoch's steps: a NaN is caught within
+                    # LOSS_READ_STEPS steps, named by its own step.
+                    read = backend.read_losses()
+                    first = step_in_epoch + 1 - len(read)
+                    _check_finite(read, epoch, first, steps, lr, job.checkpoint)
+                    losses.extend(read.tolist())
+                if due:
                     progress_time = now
                     logger.info(
                         "epoch %d step %d/%d loss %.5f, %.3f s/step",
                         epoch + 1,
                         step_in_epoch + 1,
                         steps,
-                        loss,
+                        losses[-1],
                         (now - epoch_start) / (step_in_epoch + 1),
                     )
+            loss_sum = 0.0
+            for loss in losses:
+                loss_sum += loss
             backend.synchronize()
             train_time = time.perf_counter() - epoch_start
 
