@@ -4,18 +4,35 @@
 #   bash run.sh --configfile config/test.yaml     # the small test configuration
 #   bash run.sh --cores 8                         # override the default profile's cores
 #   bash run.sh --setup-only                      # only build .venv/
+# The report is built even when a job failed (the profile keeps going past failures, e.g. a
+# failed parity gate); the exit status is then Snakemake's.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 python="${PYTHON:-python3}"
-if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-    echo "run.sh: needs Python 3.11 (found $("$python" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
-    exit 1
-fi
+version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)"
+case "$version" in
+    3.11 | 3.12) ;;
+    *)
+        echo "run.sh: needs Python 3.11 or 3.12 (found ${version:-none} at $python); set PYTHON=/path/to/python3.12" >&2
+        exit 1
+        ;;
+esac
 if [ ! -x .venv/bin/snakemake ] || [ requirements.txt -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
-    "$python" -m venv .venv
+    # A CUDA torch that already sees a GPU (a GPU machine's image) is kept: the venv sees the
+    # interpreter's packages and gets everything but torch, never the CPU wheel over it.
+    cuda_torch="$("$python" -c 'import torch; print(int(bool(torch.version.cuda) and torch.cuda.is_available()))' 2>/dev/null || echo 0)"
+    if [ "$cuda_torch" = 1 ]; then
+        echo "run.sh: keeping $("$python" -c 'import torch; print("torch", torch.__version__)') with CUDA (venv with --system-site-packages)"
+        "$python" -m venv --system-site-packages .venv
+        grep -v -i -E '^torch([^a-z0-9_.-]|$)' requirements.txt >.venv/requirements-without-torch.txt
+        requirements=.venv/requirements-without-torch.txt
+    else
+        "$python" -m venv .venv
+        requirements=requirements.txt
+    fi
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -r requirements.txt -e .
+    .venv/bin/python -m pip install --quiet -r "$requirements" -e .
     touch .venv/.installed
 fi
 if [ "${1:-}" = "--setup-only" ]; then
@@ -24,6 +41,14 @@ fi
 
 # Jittor keeps its compiled kernels and oneDNN links here (src/n2v_repro/backends/jittor_env.py).
 export JITTOR_HOME="${JITTOR_HOME:-$PWD/.cache/jittor}"
-.venv/bin/snakemake --profile profiles/default "$@"
-.venv/bin/snakemake --profile profiles/default "$@" --report results/report.html
-echo "run.sh: report written to results/report.html"
+status=0
+.venv/bin/snakemake --profile profiles/default "$@" || status=$?
+if .venv/bin/snakemake --profile profiles/default "$@" --report results/report.html; then
+    echo "run.sh: report written to results/report.html"
+else
+    echo "run.sh: the report could not be built (see above)" >&2
+fi
+if [ "$status" -ne 0 ]; then
+    echo "run.sh: snakemake failed (exit $status); the report shows what completed" >&2
+fi
+exit "$status"

@@ -126,3 +126,41 @@ def test_parity_figure_reads_every_relative_error_column(tmp_path: Path) -> None
         output=output,
     )
     _assert_drawn(output)
+
+
+def test_parity_figure_marks_a_failing_arch_in_red(tmp_path: Path, monkeypatch) -> None:
+    from fake_results import fake_parity_result
+
+    from n2v_repro import parity
+    from n2v_repro.io.atomic import save_npz
+    from n2v_repro.report import figures_eval
+
+    paths = {}
+    for arch, noise in (("n2n_unet", 1e-6), ("rednet10", 1e-2)):  # rednet10 fails
+        paths[arch] = (tmp_path / f"t_{arch}.npz", tmp_path / f"j_{arch}.npz")
+        save_npz(paths[arch][0], fake_parity_result(arch))
+        save_npz(paths[arch][1], fake_parity_result(arch, scale=noise, seed=1))
+    parity.compare_frameworks(
+        list(paths), [t for t, _ in paths.values()], [j for _, j in paths.values()],
+        tmp_path / "parity.json", tmp_path / "parity.csv", tolerance=1e-4,
+    )  # fmt: skip
+    assert figures_eval.failed_archs(tmp_path / "parity.csv") == ["rednet10"]
+    drawn = []
+    real_save = figures_eval.save_figure
+
+    def keep(fig, path, **kwargs):
+        drawn.append(fig)
+        real_save(fig, path, **kwargs)
+
+    monkeypatch.setattr(figures_eval, "save_figure", keep)
+    output = tmp_path / "parity.png"
+    make_parity_figure(
+        parity_csv=tmp_path / "parity.csv", parity_json=tmp_path / "parity.json", output=output
+    )
+    _assert_drawn(output)
+    (ax,) = drawn[0].axes
+    labels = {t.get_text(): t.get_color() for t in ax.get_legend().get_texts()}
+    assert labels["rednet10: FAILED"] == figures_eval.FAILED_COLOUR
+    assert labels["n2n_unet"] != figures_eval.FAILED_COLOUR
+    banner = [t for t in ax.texts if t.get_text().startswith("FAILED")]
+    assert [t.get_text() for t in banner] == ["FAILED: rednet10"]

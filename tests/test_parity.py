@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -56,18 +57,49 @@ def test_compare_passes_and_writes_both_files(tmp_path):
     assert json.loads((tmp_path / "p.json").read_text())["tolerance"] == 1e-4
 
 
-def test_compare_fails_naming_arch_and_parameter(tmp_path):
+def test_a_failing_arch_is_written_and_then_fails_the_gate(tmp_path):
     torch_result = fake_result("n2n_unet")
     jittor_result = dict(torch_result)
     jittor_result["grad/head.conv2.weight"] = torch_result["grad/head.conv2.weight"] * 1.01
     save_npz(tmp_path / "t.npz", torch_result)
     save_npz(tmp_path / "j.npz", jittor_result)
-    with pytest.raises(parity.ParityError, match=r"n2n_unet: .*head\.conv2\.weight"):
-        parity.compare_frameworks(
-            ["n2n_unet"], [tmp_path / "t.npz"], [tmp_path / "j.npz"],
-            tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4,
-        )  # fmt: skip
-    assert (tmp_path / "p.csv").exists()  # written before failing, for the report
+    save_npz(tmp_path / "t2.npz", fake_result("rednet10"))
+    save_npz(tmp_path / "j2.npz", fake_result("rednet10", scale=1e-6, seed=1))
+    # The comparison itself does not stop the workflow: every output is written.
+    records = parity.compare_frameworks(
+        ["n2n_unet", "rednet10"], [tmp_path / "t.npz", tmp_path / "t2.npz"],
+        [tmp_path / "j.npz", tmp_path / "j2.npz"], tmp_path / "p.json", tmp_path / "p.csv",
+        tolerance=1e-4, html_path=tmp_path / "p.html",
+    )  # fmt: skip
+    assert [r["passed"] for r in records] == [False, True]
+    assert (tmp_path / "p.csv").exists() and (tmp_path / "p.json").exists()
+    # The gate fails naming the failing arch and its worst parameter, not the passing one.
+    with pytest.raises(parity.ParityError, match=r"n2n_unet: .*head\.conv2\.weight") as error:
+        parity.check_parity(tmp_path / "p.json", tmp_path / "passed.txt")
+    assert "rednet10" not in str(error.value)
+    assert not (tmp_path / "passed.txt").exists()
+    # The report's table: the failing row is red and says FAILED; the passing one is not.
+    page = (tmp_path / "p.html").read_text()
+    rows = {
+        arch: next(line for line in page.splitlines() if f"<td>{arch}</td>" in line)
+        for arch in ("n2n_unet", "rednet10")
+    }
+    assert rows["n2n_unet"].startswith('<tr class="n2v-failed">')
+    assert "<td>FAILED</td>" in rows["n2n_unet"]
+    assert rows["rednet10"].startswith("<tr>") and "<td>passed</td>" in rows["rednet10"]
+    red = re.search(r"tr\.n2v-failed td \{([^}]*)\}", page)
+    assert red and "color: #b00020" in red.group(1)
+
+
+def test_the_gate_passes_when_every_arch_passes(tmp_path):
+    save_npz(tmp_path / "t.npz", fake_result("n2n_unet"))
+    save_npz(tmp_path / "j.npz", fake_result("n2n_unet", scale=1e-6, seed=1))
+    parity.compare_frameworks(
+        ["n2n_unet"], [tmp_path / "t.npz"], [tmp_path / "j.npz"],
+        tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4,
+    )  # fmt: skip
+    assert parity.check_parity(tmp_path / "p.json", tmp_path / "passed.txt") == ["n2n_unet"]
+    assert (tmp_path / "passed.txt").read_text() == "n2n_unet passed\n"
 
 
 def test_zero_gradient_biases_are_not_compared(tmp_path):

@@ -2,8 +2,11 @@
 
 Three steps, each its own process (the two frameworks never share one), exchanging files:
 `write_parity_inputs`, then `run_framework` in each framework, then `compare_frameworks`,
-which raises ParityError when forward outputs or gradients disagree beyond the tolerance.
-DEFINITION says what is compared and why the gradient threshold can exceed the tolerance.
+which writes the errors of every arch (parity.json/.csv and an HTML table for the report)
+whether or not they pass. `check_parity` is the gate: it raises ParityError when forward
+outputs or gradients disagree beyond the tolerance, so a failure stops its own rule while
+training, evaluation and the report still complete. DEFINITION says what is compared and
+why the gradient threshold can exceed the tolerance.
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from typing import Any
 import numpy as np
 
 from n2v_repro.config import MaskingConfig, OptimizerConfig
-from n2v_repro.io.atomic import save_npz
-from n2v_repro.io.formats import arrays_under, load_npz, write_parity_csv, write_parity_json
+from n2v_repro.io.atomic import atomic_open, save_npz
+from n2v_repro.io.formats import (
+    arrays_under,
+    load_npz,
+    read_parity_json,
+    write_parity_csv,
+    write_parity_json,
+)
 from n2v_repro.models.initialisation import make_init_weights
 from n2v_repro.models.spec import biases_before_batch_norm, is_buffer
 
@@ -32,8 +41,9 @@ Three steps, each its own process (the two frameworks never share one), exchangi
 2. `run_framework`: in one framework, the eval-mode forward output, the train-mode loss and
    gradients, and the weights after K Adam steps with each semantics; on the PyTorch side
    also the gradients in float64 (the reference for the gradient check).
-3. `compare_frameworks`: relative errors, written to parity.json / parity.csv; raises
-   ParityError when the forward output or the gradients disagree beyond the tolerance.
+3. `compare_frameworks`: relative errors, written to parity.json / parity.csv; an arch
+   fails (`passed` false) when the forward output or the gradients disagree beyond the
+   tolerance, and the gate `check_parity` then raises ParityError.
 
 Relative error of a against reference b (PyTorch): max|a - b| / max|b|, per array; for the
 gradients and the weights, the maximum over parameters (the worst one is named).
@@ -196,23 +206,94 @@ def compare_frameworks(
     json_path: str | Path,
     csv_path: str | Path,
     tolerance: float,
+    html_path: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Write parity.json/.csv; raise ParityError (after writing) when an arch fails."""
+    """Write parity.json/.csv (and the HTML table) for every arch, passed or not.
+
+    Failing archs are logged; `check_parity` turns them into an error.
+    """
     records = [
         compare_arch(arch, t, j, tolerance)
         for arch, t, j in zip(archs, torch_paths, jittor_paths, strict=True)
     ]
     write_parity_json(json_path, tolerance, DEFINITION, records)
     write_parity_csv(csv_path, records)
-    failed = [r for r in records if not r["passed"]]
+    if html_path is not None:
+        write_parity_html(html_path, records, tolerance)
     for r in records:
         log.info("parity %s", r)
-    if failed:
-        lines = [
-            f"{r['arch']}: forward {r['forward_rel_error']:.3g} (tolerance {tolerance:g}), "
-            f"gradient {r['grad_rel_error']:.3g} at {r['grad_worst_param']} "
-            f"(threshold {r['grad_threshold']:.3g})"
-            for r in failed
-        ]
-        raise ParityError("PyTorch and Jittor disagree:\n  " + "\n  ".join(lines))
+    message = failure_message(records, tolerance)
+    if message is not None:
+        log.error("%s", message)
     return records
+
+
+def failure_message(records: list[dict[str, Any]], tolerance: float) -> str | None:
+    """Describe every failing arch (its worst errors against their thresholds); None if none."""
+    failed = [r for r in records if not r["passed"]]
+    if not failed:
+        return None
+    lines = [
+        f"{r['arch']}: forward {r['forward_rel_error']:.3g} (tolerance {tolerance:g}), "
+        f"gradient {r['grad_rel_error']:.3g} at {r['grad_worst_param']} "
+        f"(threshold {r['grad_threshold']:.3g})"
+        for r in failed
+    ]
+    return "PyTorch and Jittor disagree:\n  " + "\n  ".join(lines)
+
+
+def check_parity(json_path: str | Path, passed_path: str | Path) -> list[str]:
+    """The parity gate: raise ParityError naming every failing arch of parity.json.
+
+    When every arch passed, write `passed_path` (one line per arch) and return the archs.
+    """
+    report = read_parity_json(json_path)
+    message = failure_message(report["archs"], float(report["tolerance"]))
+    if message is not None:
+        raise ParityError(f"{message}\n(errors of every arch: {json_path})")
+    archs = [r["arch"] for r in report["archs"]]
+    with atomic_open(passed_path) as handle:
+        handle.write("".join(f"{arch} passed\n" for arch in archs))
+    return archs
+
+
+# --- 4. the report's table -----------------------------------------------------------------
+
+
+def parity_table_html(records: list[dict[str, Any]], tolerance: float) -> str:
+    """One row per arch; a failing arch's row is red and says FAILED."""
+    from n2v_repro.report.html_pages import Column, render_table
+
+    def scientific(value: Any) -> str:
+        return f"{float(value):.2e}"
+
+    columns = [
+        Column("arch", "arch"),
+        Column("status", "status"),
+        Column("forward_rel_error", "forward", scientific, numeric=True),
+        Column("loss_rel_error", "loss", scientific, numeric=True),
+        Column("grad_rel_error", "gradient", scientific, numeric=True),
+        Column("grad_threshold", "gradient threshold", scientific, numeric=True),
+        Column("grad_worst_param", "worst gradient"),
+        Column("grad_rel_error_torch_vs_float64", "PyTorch vs float64", scientific, True),
+        Column("params_rel_error_torch_semantics", "params after steps", scientific, True),
+    ]
+    rows = [{**r, "status": "passed" if r["passed"] else "FAILED"} for r in records]
+    notes = [
+        f"Relative errors of Jittor against PyTorch (max|a - b| / max|b|). An arch passes when "
+        f"the forward error is at most the tolerance {tolerance:g} and the gradient error at "
+        "most its threshold (the tolerance, or twice PyTorch's own float32 error against "
+        "float64 when that is larger)."
+    ]
+    return render_table(
+        "Framework parity",
+        columns,
+        rows,
+        notes,
+        row_class=lambda row: None if row["passed"] else "n2v-failed",
+    )
+
+
+def write_parity_html(path: str | Path, records: list[dict[str, Any]], tolerance: float) -> None:
+    with atomic_open(path) as handle:
+        handle.write(parity_table_html(records, tolerance))

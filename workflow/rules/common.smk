@@ -175,7 +175,13 @@ def all_train_benchmarks():
 def parity_outputs():
     """Parity needs both frameworks; with one configured there is nothing to compare."""
     if set(FRAMEWORKS) >= set(KNOWN_FRAMEWORKS):
-        return [f"{PARITY_DIR}/parity.json", f"{PARITY_DIR}/parity.csv"]
+        # passed.txt is the gate's output: a parity failure fails `all`, not the report.
+        return [
+            f"{PARITY_DIR}/parity.json",
+            f"{PARITY_DIR}/parity.csv",
+            f"{PARITY_DIR}/parity.html",
+            f"{PARITY_DIR}/passed.txt",
+        ]
     return []
 
 

@@ -1,7 +1,10 @@
 # Initial weights and the framework-parity check. PyTorch and Jittor run in separate jobs
 # (their own conda environments) and exchange only files: inputs -> per-framework results
-# -> comparison. framework_parity fails the workflow when forward outputs or gradients
-# disagree beyond parity.tolerance (src/n2v_repro/parity.py defines the errors).
+# -> comparison. framework_parity always writes the errors (and the report's table, failing
+# archs in red); parity_gate then fails when forward outputs or gradients disagree beyond
+# parity.tolerance, so a failure is its own failed job while training, evaluation and the
+# report still complete (keep-going in profiles/default). src/n2v_repro/parity.py defines
+# the errors.
 
 
 rule make_init_weights:
@@ -68,6 +71,12 @@ rule framework_parity:
     output:
         json=f"{PARITY_DIR}/parity.json",
         csv=f"{PARITY_DIR}/parity.csv",
+        html=report(
+            f"{PARITY_DIR}/parity.html",
+            caption="../report/parity_table.rst",
+            category="4. Framework parity",
+            labels={"table": "relative errors, passed / FAILED"},
+        ),
     log:
         "logs/framework_parity/framework_parity.log",
     conda:
@@ -78,3 +87,17 @@ rule framework_parity:
         tolerance=CONFIG.parity.tolerance,
     script:
         "../scripts/framework_parity.py"
+
+
+rule parity_gate:
+    input:
+        f"{PARITY_DIR}/parity.json",
+    output:
+        f"{PARITY_DIR}/passed.txt",
+    log:
+        "logs/parity_gate/parity_gate.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    script:
+        "../scripts/parity_gate.py"

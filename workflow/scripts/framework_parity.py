@@ -14,5 +14,6 @@ compare_frameworks(
     jittor_paths=list(snakemake.input.jittor),
     json_path=snakemake.output.json,
     csv_path=snakemake.output.csv,
+    html_path=snakemake.output.html,
     tolerance=snakemake.params.tolerance,
 )

@@ -180,7 +180,21 @@ def read_parity(parity_csv: str | Path) -> dict[str, dict[str, float]]:
     }
 
 
-def plot_parity(errors: Mapping[str, Mapping[str, float]], tolerance: float, path: str | Path):
+def failed_archs(parity_csv: str | Path) -> list[str]:
+    """The archs whose `passed` column of parity.csv is not True."""
+    return [row["arch"] for row in read_parity_csv(parity_csv) if row["passed"] != "True"]
+
+
+FAILED_COLOUR = "#b00020"
+
+
+def plot_parity(
+    errors: Mapping[str, Mapping[str, float]],
+    tolerance: float,
+    path: str | Path,
+    failed: Sequence[str] = (),
+):
+    """Bars of each relative error per arch; a failing arch is labelled FAILED in red."""
     quantities = list(dict.fromkeys(q for per_arch in errors.values() for q in per_arch))
     archs = list(errors)
     fig, axes = panel_grid(1, 1)
@@ -195,7 +209,12 @@ def plot_parity(errors: Mapping[str, Mapping[str, float]], tolerance: float, pat
     for index, arch in enumerate(archs):
         offsets = positions + (index - (len(archs) - 1) / 2) * width
         raw = [errors[arch].get(q, np.nan) for q in quantities]
-        bars = ax.bar(offsets, [max(v, bottom) - bottom for v in raw], width, bottom, label=arch)
+        label = f"{arch}: FAILED" if arch in failed else arch
+        bars = ax.bar(offsets, [max(v, bottom) - bottom for v in raw], width, bottom, label=label)
+        if arch in failed:
+            for bar in bars:
+                bar.set_edgecolor(FAILED_COLOUR)
+                bar.set_linewidth(2.0)
         ax.bar_label(bars, [f"{v:.1e}" if v > 0 else "0" for v in raw], fontsize="x-small")
     ax.axhline(tolerance, color="black", linestyle="--", label=f"tolerance {tolerance:g}")
     ax.set_yscale("log")
@@ -203,8 +222,22 @@ def plot_parity(errors: Mapping[str, Mapping[str, float]], tolerance: float, pat
     ax.set_xticks(positions, [q.replace("_", " ") for q in quantities], rotation=20, ha="right")
     ax.set_ylabel("relative error, Jittor vs PyTorch")
     ax.set_title("Framework parity with identical weights and batches")
+    if failed:
+        ax.text(
+            0.01,
+            0.98,
+            "FAILED: " + ", ".join(a for a in archs if a in failed),
+            transform=ax.transAxes,
+            color=FAILED_COLOUR,
+            fontweight="bold",
+            va="top",
+        )
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
+    legend = ax.legend(fontsize="small")
+    for text in legend.get_texts():
+        if text.get_text().endswith(": FAILED"):
+            text.set_color(FAILED_COLOUR)
+            text.set_fontweight("bold")
     save_figure(fig, path)
 
 
@@ -212,4 +245,5 @@ def make_parity_figure(
     *, parity_csv: str | Path, parity_json: str | Path, output: str | Path
 ) -> None:
     """parity.png: each relative error against the tolerance the parity job judged by."""
-    plot_parity(read_parity(parity_csv), float(read_parity_json(parity_json)["tolerance"]), output)
+    tolerance = float(read_parity_json(parity_json)["tolerance"])
+    plot_parity(read_parity(parity_csv), tolerance, output, failed_archs(parity_csv))

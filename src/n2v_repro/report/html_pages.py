@@ -25,6 +25,7 @@ table.n2v-table th, table.n2v-table td { border: 1px solid #c8c8c8; padding: 3px
 table.n2v-table th { background: #eef1f5; }
 table.n2v-table td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.n2v-table tbody tr:nth-child(even) { background: #f8f8f8; }
+table.n2v-table tr.n2v-failed td { color: #b00020; font-weight: 600; background: #fde8ea; }
 .n2v-table-wrap p.note { color: #555; font-size: 12px; max-width: 60em; }
 figure.n2v-figure { margin: 1em 0; }
 figure.n2v-figure img { max-width: 100%; height: auto; }
@@ -62,8 +63,12 @@ def render_table(
     columns: Sequence[Column],
     rows: Sequence[Mapping[str, Any]],
     notes: Sequence[str] = (),
+    row_class: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> str:
-    """Render a complete HTML document holding one table, its title and notes."""
+    """Render a complete HTML document holding one table, its title and notes.
+
+    `row_class` gives a row's CSS class (e.g. "n2v-failed": red), or None for none.
+    """
     head = "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
     body = []
     for row in rows:
@@ -73,7 +78,9 @@ def render_table(
             text = MISSING if is_missing(value) else column.fmt(value)
             css = ' class="num"' if column.numeric else ""
             cells.append(f"<td{css}>{html.escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+        css_class = row_class(row) if row_class is not None else None
+        tr = f'<tr class="{html.escape(css_class)}">' if css_class else "<tr>"
+        body.append(tr + "".join(cells) + "</tr>")
     note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     return _document(
         title,
