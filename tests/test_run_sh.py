@@ -1,0 +1,95 @@
+"""run.sh's environment set-up, with a fake interpreter: which Pythons it accepts, and that a
+CUDA torch which sees a GPU is kept (venv over the system packages, no torch installed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Answers run.sh's questions as the configured interpreter would, and logs every call; `-m
+# venv` makes a .venv whose python is this script again, so pip calls are logged too.
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+echo "$*" >>"$FAKE_LOG"
+if [ "$1" = "-c" ]; then
+    case "$2" in
+        *version_info*) echo "$FAKE_VERSION" ;;
+        *torch.__version__*) echo "torch 2.11.0+cu130" ;;
+        *torch.cuda.is_available*)
+            [ "$FAKE_TORCH" = none ] && exit 1
+            [ "$FAKE_TORCH" = cuda ] && echo 1 || echo 0 ;;
+    esac
+    exit 0
+fi
+if [ "$1 $2" = "-m venv" ]; then
+    venv="${!#}"
+    mkdir -p "$venv/bin"
+    cp "$0" "$venv/bin/python"
+fi
+"""
+
+
+def set_up(tmp_path: Path, version: str, torch: str) -> tuple[subprocess.CompletedProcess, list]:
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("run.sh", "requirements.txt", "pyproject.toml"):
+        shutil.copy(REPO_ROOT / name, checkout / name)
+    fake = tmp_path / "python3"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    log = tmp_path / "calls.log"
+    env = {
+        **os.environ,
+        "PYTHON": str(fake),
+        "FAKE_LOG": str(log),
+        "FAKE_VERSION": version,
+        "FAKE_TORCH": torch,
+    }
+    result = subprocess.run(
+        ["bash", str(checkout / "run.sh"), "--setup-only"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = log.read_text().splitlines() if log.exists() else []
+    return result, calls
+
+
+def pip_requirements(calls: list[str], checkout: Path) -> list[str]:
+    (install,) = [c for c in calls if c.startswith("-m pip install") and " -r " in c]
+    words = install.split()
+    return (checkout / words[words.index("-r") + 1]).read_text().splitlines()
+
+
+@pytest.mark.parametrize("version", ["3.11", "3.12"])
+def test_a_cuda_torch_that_sees_a_gpu_is_kept(tmp_path: Path, version: str) -> None:
+    result, calls = set_up(tmp_path, version, torch="cuda")
+    assert result.returncode == 0, result.stderr
+    assert "-m venv --system-site-packages .venv" in calls
+    requirements = pip_requirements(calls, tmp_path / "checkout")
+    assert not [line for line in requirements if line.lower().startswith("torch")]
+    assert "jittor==1.3.11.0" in requirements and "snakemake==9.27.1" in requirements
+    assert "keeping torch 2.11.0+cu130" in result.stdout
+
+
+@pytest.mark.parametrize("torch", ["cpu", "none"])
+def test_without_a_usable_cuda_torch_the_pinned_one_is_installed(tmp_path: Path, torch) -> None:
+    result, calls = set_up(tmp_path, "3.12", torch=torch)
+    assert result.returncode == 0, result.stderr
+    assert "-m venv .venv" in calls
+    requirements = pip_requirements(calls, tmp_path / "checkout")
+    assert "torch==2.13.0" in requirements
+
+
+def test_another_python_is_refused_naming_the_versions(tmp_path: Path) -> None:
+    result, calls = set_up(tmp_path, "3.10", torch="cuda")
+    assert result.returncode == 1
+    assert "needs Python 3.11 or 3.12 (found 3.10" in result.stderr
+    assert not [c for c in calls if "venv" in c or "pip" in c]
