@@ -82,3 +82,18 @@ def test_missing_folder_and_unknown_framework_are_named(tmp_path: Path) -> None:
     assert "FileNotFoundError" in missing["error"] and "nowhere" in missing["error"]
     unknown = run_job("paddle", None)
     assert "ValueError" in unknown["error"]
+
+
+def test_a_worker_environment_puts_the_frameworks_folder_first(tmp_path: Path) -> None:
+    from n2v_repro.framework_site import framework_env
+
+    site = tmp_path / "site_jittor"
+    site.mkdir()
+    base = {"PYTHONPATH": f"/src{os.pathsep}{site}", "N2V_SITE_JITTOR": str(site), "X": "1"}
+    env = framework_env("jittor", base)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(site.resolve()), "/src"]
+    assert env["X"] == "1" and base["PYTHONPATH"] == f"/src{os.pathsep}{site}"  # a copy
+    assert framework_env("torch", base)["PYTHONPATH"] == base["PYTHONPATH"]
+    assert framework_env("jittor", {"PYTHONPATH": "/src"}) == {"PYTHONPATH": "/src"}
+    with pytest.raises(ValueError, match="framework"):
+        framework_env("mxnet", base)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 SITE_ENV = {"jittor": "N2V_SITE_JITTOR", "torch": "N2V_SITE_TORCH"}
@@ -47,3 +48,21 @@ def use_framework_site(framework: str) -> Path | None:
     if str(folder) not in inherited:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *inherited])
     return folder
+
+
+def framework_env(framework: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the environment for a child process of `framework`: its folder first on PYTHONPATH.
+
+    For a parent that has already imported numpy (its own, e.g. torch's numpy 2) and starts a
+    Jittor worker: the child then imports numpy from N2V_SITE_JITTOR. A copy of `base`
+    (default os.environ), unchanged when the variable is unset or empty.
+    """
+    if framework not in SITE_ENV:
+        raise ValueError(f"framework must be one of {', '.join(SITE_ENV)}, got {framework!r}")
+    env = dict(os.environ if base is None else base)
+    value = env.get(SITE_ENV[framework], "")
+    if value:
+        folder = str(Path(value).resolve())
+        inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
+        env["PYTHONPATH"] = os.pathsep.join([folder, *inherited])
+    return env

@@ -243,7 +243,7 @@ def failure_message(records: list[dict[str, Any]], tolerance: float) -> str | No
 
 
 def check_parity(json_path: str | Path, passed_path: str | Path) -> list[str]:
-    """The parity gate: raise ParityError naming every failing arch of parity.json.
+    """Gate on parity.json: raise ParityError naming every failing arch.
 
     When every arch passed, write `passed_path` (one line per arch) and return the archs.
     """

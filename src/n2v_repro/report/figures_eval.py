@@ -181,7 +181,7 @@ def read_parity(parity_csv: str | Path) -> dict[str, dict[str, float]]:
 
 
 def failed_archs(parity_csv: str | Path) -> list[str]:
-    """The archs whose `passed` column of parity.csv is not True."""
+    """Return the archs whose `passed` column of parity.csv is not True."""
     return [row["arch"] for row in read_parity_csv(parity_csv) if row["passed"] != "True"]
 
 
