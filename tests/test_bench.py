@@ -12,7 +12,8 @@ from n2v_repro import bench
 def _record(framework, arch, speed, batch_size=16, precision="fp32", status="ok"):
     return {
         "framework": framework, "arch": arch, "batch_size": batch_size,
-        "precision": precision, "patches_per_s": speed, "status": status,
+        "requested_precision": precision, "precision": "fp32", "patches_per_s": speed,
+        "status": status,
     }  # fmt: skip
 
 

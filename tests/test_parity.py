@@ -173,3 +173,31 @@ def test_parity_torch_vs_jittor(tmp_path, arch):
     assert record["loss_rel_error"] < 1e-5
     # Well conditioned (no batch norm): the tolerance itself is the threshold.
     assert record["grad_threshold"] == 1e-4 and record["passed"]
+
+
+def test_a_parity_failure_fails_only_the_gate_in_the_workflow(tmp_path):
+    """Through Snakemake with the default profile: framework_parity writes its table and the
+    figure is drawn although rednet20 fails; parity_gate fails naming it; the run exits != 0."""
+    from fake_results import fake_parity_result
+    from pipeline_runner import merged, repo_data_config, run_snakemake, write_config
+
+    for arch in arch_spec.ARCHS:
+        noise = 1e-2 if arch == "rednet20" else 1e-6
+        save_npz(tmp_path / f"results/parity/torch/{arch}.npz", fake_parity_result(arch))
+        jittor = fake_parity_result(arch, scale=noise, seed=1)
+        save_npz(tmp_path / f"results/parity/jittor/{arch}.npz", jittor)
+    config = write_config(
+        tmp_path / "config.yaml", merged(repo_data_config(), {"frameworks": ["torch", "jittor"]})
+    )
+    targets = ["results/parity/passed.txt", "results/figures/parity.png"]
+    # Only these rules may run: the fake per-framework results stand for the parity jobs.
+    allowed = ["--allowed-rules", "framework_parity", "parity_gate", "plot_parity", "-p"]
+    result = run_snakemake(tmp_path, config, targets, extra=allowed, cores=1)
+    assert result.returncode != 0, result.stdout
+    parity_dir = tmp_path / "results" / "parity"
+    assert not (parity_dir / "passed.txt").exists()
+    assert (parity_dir / "parity.json").exists() and (tmp_path / targets[1]).exists()
+    assert '<tr class="n2v-failed"><td>rednet20</td>' in (parity_dir / "parity.html").read_text()
+    gate_log = (tmp_path / "logs" / "parity_gate" / "parity_gate.log").read_text()
+    assert "ParityError" in gate_log and "rednet20: forward" in gate_log
+    assert "n2n_unet:" not in gate_log

@@ -8,6 +8,6 @@ images it needs; `--smoke` runs the same flow on the CPU with a tiny budget (the
 
 Modules: `pack` (the data: packed here, turned into the pipeline's training and test files
 there), `worker` (one framework's parity or timed training, in its own process), `check`
-(the phases within the time budget, the JSON and markdown results). Nothing here imports
-numpy at import time: a Jittor worker must put its own numpy first on the path before that.
+(the phases within the time budget, the JSON and markdown results). This file and `worker`
+import no numpy at import time: a Jittor worker puts its own numpy first on the path first.
 """
