@@ -91,6 +91,9 @@ def test_every_final_output_exists(pipeline_run: Path) -> None:
     for name in FIGURES:
         assert (results / "figures" / name).stat().st_size > 0, name
     assert (results / "parity" / "parity.json").exists()
+    # The report's parity table, and the gate's mark that every arch passed.
+    assert "<td>FAILED</td>" not in (results / "parity" / "parity.html").read_text()
+    assert len((results / "parity" / "passed.txt").read_text().splitlines()) == 5
     for framework in ("torch", "jittor"):
         denoised = results / "eval" / framework / "sigma25" / "denoised"
         assert len(list(denoised.glob("*.png"))) == 8

@@ -189,7 +189,8 @@ def run_one(
     }
 
 
-def _unrun(framework: str, arch: str, batch_size: int, precision: str, status: str) -> dict:
+def unrun(framework: str, arch: str, batch_size: int, precision: str, status: str) -> dict:
+    """Record a planned run that did not run (skipped or failed), with why in `status`."""
     return {
         "framework": framework,
         "arch": arch,
@@ -210,7 +211,7 @@ def run_worker(framework: str, plan: BenchPlan, out: Path, budget_s: float | Non
     with open(out, "a") as handle:
         for arch, batch_size, precision in plan.runs(framework):
             if budget_s is not None and time.monotonic() - start >= budget_s:
-                record = _unrun(framework, arch, batch_size, precision, SKIPPED_BUDGET)
+                record = unrun(framework, arch, batch_size, precision, SKIPPED_BUDGET)
             else:
                 try:
                     record = run_one(
@@ -223,7 +224,7 @@ def run_worker(framework: str, plan: BenchPlan, out: Path, budget_s: float | Non
                         "%s %s batch %d %s failed", framework, arch, batch_size, precision
                     )
                     message = f"failed: {type(error).__name__}: {error}"
-                    record = _unrun(framework, arch, batch_size, precision, message[:500])
+                    record = unrun(framework, arch, batch_size, precision, message[:500])
             _write_line(handle, record)
 
 
@@ -332,7 +333,7 @@ def run_in_subprocess(
     seen = {(r["arch"], r["batch_size"], r["requested_precision"]) for r in done}
     missing = SKIPPED_BUDGET if status is None else f"failed: worker exit {status}"
     return done + [
-        _unrun(framework, arch, batch_size, precision, missing)
+        unrun(framework, arch, batch_size, precision, missing)
         for arch, batch_size, precision in plan.runs(framework)
         if (arch, batch_size, precision) not in seen
     ]

@@ -79,6 +79,10 @@ def check_main(argv: list[str]) -> int:
         help="in this order, each only when the budget leaves it its minimum",
     )  # fmt: skip
     parser.add_argument(
+        "--train-precision", choices=("fp32", "tf32", "bf16"), default=None,
+        help="default: the recipe's train.precision",
+    )  # fmt: skip
+    parser.add_argument(
         "--config", type=Path, nargs="+", default=list(DEFAULT_CONFIGS),
         help="merged left to right: the recipe trained",
     )  # fmt: skip
@@ -94,7 +98,7 @@ def check_main(argv: list[str]) -> int:
         out=args.out, pack=args.data, work=work, smoke=args.smoke,
         train_frameworks=tuple(args.train_frameworks), budget_s=args.budget_s,
         train_seconds=args.train_seconds, bench_seconds=args.bench_seconds,
-        configs=tuple(args.config),
+        configs=tuple(args.config), train_precision=args.train_precision,
     )  # fmt: skip
     return 0 if succeeded(results) else 1
 

@@ -104,9 +104,20 @@ class Plan:
 
 
 def make_plan(
-    config: PipelineConfig, smoke: bool, train_frameworks: tuple[str, ...], bench_seconds: float
+    config: PipelineConfig,
+    smoke: bool,
+    train_frameworks: tuple[str, ...],
+    bench_seconds: float,
+    train_precision: str | None = None,
 ) -> Plan:
-    """Plan the full check on CUDA, or the smoke check: the same flow on the CPU, tiny."""
+    """Plan the full check on CUDA, or the smoke check: the same flow on the CPU, tiny.
+
+    The recipe trains at its own precision unless `train_precision` is given.
+    """
+    if train_precision is not None:
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, precision=train_precision)
+        )
     if smoke:
         train = dataclasses.replace(
             config.train, arch="n2n_unet", batch_size=4, steps_per_epoch=3, valid_tiles=4,
@@ -385,7 +396,7 @@ class Check:
             runs = self.plan.bench.runs(framework)
             if budget <= 0:
                 records = [
-                    bench._unrun(framework, arch, batch, precision, SKIPPED)
+                    bench.unrun(framework, arch, batch, precision, SKIPPED)
                     for arch, batch, precision in runs
                 ]
             else:
@@ -412,6 +423,9 @@ class Check:
         for framework in self.plan.train_frameworks:
             if data is None:
                 phase[framework] = {"status": "skipped: no data (see phases.data)"}
+                continue
+            if (framework, self.plan.train.precision) in bench.UNSUPPORTED:
+                phase[framework] = {"status": f"skipped: no {self.plan.train.precision} in it"}
                 continue
             reserve = self.limits.startup_s[framework] + self.limits.eval_s[framework]
             seconds = min(self.limits.train_s, self.clock.left() - reserve)
@@ -670,6 +684,7 @@ def run_check(
     train_seconds: float | None = None,
     bench_seconds: float = 1.0,
     configs: tuple[Path, ...] = DEFAULT_CONFIGS,
+    train_precision: str | None = None,
 ) -> dict[str, Any]:
     """Run every phase within the budget; write out/gpu_check.{json,md}; return the results."""
     config = PipelineConfig.from_mapping(load_config(*configs))
@@ -678,7 +693,7 @@ def run_check(
         limits = dataclasses.replace(limits, budget_s=budget_s)
     if train_seconds is not None:
         limits = dataclasses.replace(limits, train_s=train_seconds)
-    plan = make_plan(config, smoke, train_frameworks, bench_seconds)
+    plan = make_plan(config, smoke, train_frameworks, bench_seconds, train_precision)
     check = Check(plan, limits, out, work, pack)
     check.say(
         f"GPU check{' (smoke, CPU)' if smoke else ''}: budget {limits.budget_s:.0f} s, "
