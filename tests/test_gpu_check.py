@@ -251,3 +251,33 @@ def test_smoke_check_runs_every_phase_on_the_cpu(fake, tmp_path):
     assert "| n2n_unet | 2 | fp32 |" in page and "| torch | ok | fp32 |" in page
     assert (out / check.WORKER_LOG).read_text().count("=====") >= 5
     print(f"smoke check: {seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_a_framework_that_cannot_start_fails_its_parts_and_the_rest_completes(
+    fake, tmp_path, monkeypatch
+):
+    """As when Jittor's CUDA set-up fails on the GPU machine: its parity, throughput runs and
+    training are recorded as failed with the reason; torch's parts still run; exit status 1."""
+    site = tmp_path / "site_jittor"
+    (site / "jittor").mkdir(parents=True)
+    (site / "jittor" / "__init__.py").write_text("raise ImportError('no CUDA toolkit here')\n")
+    monkeypatch.setenv("N2V_SITE_JITTOR", str(site))
+    prepare(fake, tmp_path / "pack")
+    results = check.run_check(
+        out=tmp_path / "out", pack=tmp_path / "pack", work=tmp_path / "work", smoke=True,
+        train_frameworks=("torch", "jittor"),
+    )  # fmt: skip
+    phases = results["phases"]
+    assert results["frameworks"]["jittor"] == {"error": "ImportError: no CUDA toolkit here"}
+    assert phases["parity"]["not_compared"]["n2n_unet"]["torch"] == "ok"
+    assert "no CUDA toolkit here" in phases["parity"]["not_compared"]["n2n_unet"]["jittor"]
+    runs = {r["framework"]: r for r in phases["bench"]["records"]}
+    assert runs["torch"]["status"] == "ok"
+    assert runs["jittor"]["status"] == "failed: ImportError: no CUDA toolkit here"
+    assert phases["train"]["torch"]["status"] == "ok"
+    assert phases["train"]["torch"]["eval"]["images"] == 5
+    assert phases["train"]["jittor"]["status"].startswith("failed: exit 1")
+    assert not succeeded(results)
+    page = (tmp_path / "out" / check.RESULTS_MD).read_text()
+    assert "- jittor could not start: ImportError: no CUDA toolkit here" in page

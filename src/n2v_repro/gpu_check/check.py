@@ -564,6 +564,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{results.get('elapsed_s', 0):.0f} s of its {results['settings']['budget_s']:.0f} s",
         "",
     ]
+    for framework, facts in frameworks.items():
+        if "error" in facts:
+            lines[-1:-1] = [f"- {framework} could not start: {facts['error']}"]
     phases = results["phases"]
     parity = phases.get("parity")
     if parity is not None:

@@ -37,7 +37,18 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
 
 
 def framework_facts(framework: str, device: str) -> dict[str, Any]:
-    """Versions and the device as this framework sees it."""
+    """Return the versions and the device as this framework sees it; record a failure.
+
+    (The runs that follow then fail one by one, each with its own message.)
+    """
+    try:
+        return _framework_facts(framework, device)
+    except Exception as error:
+        traceback.print_exc()
+        return {"error": f"{type(error).__name__}: {error}"[:1000]}
+
+
+def _framework_facts(framework: str, device: str) -> dict[str, Any]:
     import numpy as np
 
     facts: dict[str, Any] = {"numpy": np.__version__, "python": sys.version.split()[0]}
