@@ -15,7 +15,7 @@ LAYERS = [
     {"backends"},
     {"evaluation"},
     {"training"},
-    {"report", "parity", "bench"},
+    {"report", "parity", "bench", "denoise"},
 ]
 
 
