@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_open, save_npz, write_json
 from n2v_repro.models.initialisation import make_init_weights
 from n2v_repro.models.spec import biases_before_batch_norm, is_buffer
@@ -65,7 +66,7 @@ CSV_FIELDS = [
 ]
 
 
-class ParityError(RuntimeError):
+class ParityError(UserError, RuntimeError):
     """The frameworks disagree beyond the configured tolerance."""
 
 

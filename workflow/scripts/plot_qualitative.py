@@ -2,19 +2,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.report.figures_eval import make_qualitative_figure
 
-from n2v_repro.report.figures_eval import make_qualitative_figure  # noqa: E402
-
-make_qualitative_figure(
-    sigma=int(snakemake.wildcards.sigma),
-    clean_pngs=snakemake.input.clean,
-    noisy_npz=snakemake.input.noisy,
-    split_csv=snakemake.input.split,
-    denoised_dirs=snakemake.input.denoised,
-    per_image_csvs=snakemake.input.per_image,
-    n_images=snakemake.params.n_images,
-    output=snakemake.output[0],
-)
+    make_qualitative_figure(
+        sigma=int(snakemake.wildcards.sigma),
+        clean_pngs=snakemake.input.clean,
+        noisy_npz=snakemake.input.noisy,
+        split_csv=snakemake.input.split,
+        denoised_dirs=snakemake.input.denoised,
+        per_image_csvs=snakemake.input.per_image,
+        n_images=snakemake.params.n_images,
+        output=snakemake.output[0],
+    )

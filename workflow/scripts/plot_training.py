@@ -2,17 +2,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.report.figures import make_training_figures
 
-from n2v_repro.report.figures import make_training_figures  # noqa: E402
-
-make_training_figures(
-    histories=snakemake.input.histories,
-    monitors=snakemake.input.monitors,
-    loss_curves=snakemake.output.loss_curves,
-    valid_metrics=snakemake.output.valid_metrics,
-    epoch_time=snakemake.output.epoch_time,
-    memory_utilisation=snakemake.output.memory_utilisation,
-)
+    make_training_figures(
+        histories=snakemake.input.histories,
+        monitors=snakemake.input.monitors,
+        loss_curves=snakemake.output.loss_curves,
+        valid_metrics=snakemake.output.valid_metrics,
+        epoch_time=snakemake.output.epoch_time,
+        memory_utilisation=snakemake.output.memory_utilisation,
+    )

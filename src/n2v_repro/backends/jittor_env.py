@@ -20,12 +20,13 @@ import sys
 from pathlib import Path
 
 from n2v_repro.config import REPO_ROOT
+from n2v_repro.errors import UserError
 
 DEFAULT_JITTOR_HOME = REPO_ROOT / ".cache" / "jittor"
 ONEDNN_DIR_NAME = "dnnl_lnx_2.2.0_cpu_gomp"
 
 
-class JittorSetupError(RuntimeError):
+class JittorSetupError(UserError, RuntimeError):
     """Jittor cannot be prepared on this machine as requested."""
 
 

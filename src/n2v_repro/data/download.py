@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from n2v_repro.data.manifest import ManifestEntry, read_manifest
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ PROGRESS_INTERVAL_S = 10.0
 FAILURES_IN_MESSAGE = 10
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """One or more files could not be fetched with the expected checksum from any mirror."""
 
 
@@ -319,8 +320,8 @@ def _entry_for_output(
 
 
 class _Progress:
-    """Counts files and bytes from all threads; logs a line per fetched file and, every
-    PROGRESS_INTERVAL_S, how far the whole run is."""
+    """Counts files and bytes from all threads; logs a line per file (where it came from)
+    and, every PROGRESS_INTERVAL_S, how far the whole run is."""
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -333,9 +334,8 @@ class _Progress:
     def record(self, result: FetchResult) -> None:
         with self._lock:
             self.done += 1
-            if result.source in ("cache", "output"):
-                return
-            self.downloaded_bytes += result.n_bytes
+            if result.source not in ("cache", "output"):
+                self.downloaded_bytes += result.n_bytes
         log.info("%s from %s (%d bytes)", result.entry.relpath, result.source, result.n_bytes)
 
     def line(self, force: bool = False) -> None:

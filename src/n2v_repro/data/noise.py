@@ -17,12 +17,13 @@ import numpy as np
 from PIL import Image
 
 from n2v_repro.data.manifest import id_sort_key
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import save_npz
 
 log = logging.getLogger(__name__)
 
 
-class NoiseError(ValueError):
+class NoiseError(UserError, ValueError):
     """Bad noise parameters or input images."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from n2v_repro.data.manifest import id_sort_key
 from n2v_repro.data.noise import read_gray_png
 from n2v_repro.data.split import ids_in, read_split
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_open, atomic_path, save_npz, write_json
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 INDEX_COLUMNS = ("id", "offset", "height", "width")
 
 
-class PatchError(ValueError):
+class PatchError(UserError, ValueError):
     """Inputs of the patch stage are missing or inconsistent."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from n2v_repro.data.manifest import id_sort_key
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_open
 
 SUBSETS = ("valid", "test")
@@ -21,7 +22,7 @@ SUBSETS = ("valid", "test")
 _SPLIT_STREAM = 0x5B1D68
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """The split cannot be made or read."""
 
 

@@ -54,6 +54,7 @@ import numpy as np
 
 from n2v_repro.backends.registry import make_backend
 from n2v_repro.data.transforms import denormalise, normalise
+from n2v_repro.errors import UserError
 from n2v_repro.evaluation.metrics import psnr, ssim
 from n2v_repro.io.atomic import atomic_open, atomic_path, save_npz, write_json
 from n2v_repro.training.monitor import ResourceMonitor
@@ -87,11 +88,11 @@ PROGRESS_INTERVAL_S = 30.0
 CHECKPOINT_FORMAT = 1
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class TrainingInterruptedError(RuntimeError):
+class TrainingInterruptedError(UserError, RuntimeError):
     """SIGTERM arrived; the last complete epoch's checkpoint is the resume point."""
 
 
