@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from n2v_repro.config import MaskingConfig, OptimizerConfig
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import save_npz
 from n2v_repro.io.formats import arrays_under, load_npz, write_parity_csv, write_parity_json
 from n2v_repro.models.initialisation import make_init_weights
@@ -59,7 +60,7 @@ FLOAT32_SPREAD = 2.0
 SEMANTICS = ("torch", "jittor")
 
 
-class ParityError(RuntimeError):
+class ParityError(UserError, RuntimeError):
     """The frameworks disagree beyond the configured tolerance."""
 
 

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from n2v_repro.config import REPO_ROOT
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_open
 
 DEFAULT_JITTOR_HOME = REPO_ROOT / ".cache" / "jittor"
@@ -79,7 +80,7 @@ _ARCH_DIR = "targets/x86_64-linux"
 DEFAULT_NVCC = Path("/usr/local/cuda/bin/nvcc")
 
 
-class JittorSetupError(RuntimeError):
+class JittorSetupError(UserError, RuntimeError):
     """Jittor cannot be prepared on this machine as requested."""
 
 
