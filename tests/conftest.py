@@ -10,7 +10,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_BSDS500 = REPO_ROOT.parent / "shared" / "data" / "BSDS500"
 
-# Jittor compiles its core once per cache (~1.5 min on 2 cores): every test, subprocesses
+# Jittor compiles itself once per cache (~4.5 min on 2 cores): every test, subprocesses
 # included, shares the project's cache instead of each making its own.
 os.environ.setdefault("JITTOR_HOME", str(REPO_ROOT / ".cache" / "jittor"))
 

@@ -8,6 +8,9 @@ API (kept stable):
   Missing files answer 404.
 - ``unreachable_url() -> str``: an http URL on 127.0.0.1 where nothing listens (connection
   refused), to stand for a mirror that is down.
+- ``silent_server() -> SilentServer``: context manager for a loopback server that accepts
+  every connection and never answers (a hung mirror); ``.url`` is its base URL and
+  ``.connections`` counts the connections it accepted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import http.server
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -52,3 +56,42 @@ def unreachable_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class SilentServer:
+    url: str
+    connections: int = 0
+    sockets: list[socket.socket] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[SilentServer]:
+    """A loopback server that accepts connections, reads nothing and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    listener.settimeout(0.1)
+    host, port = listener.getsockname()[:2]
+    server = SilentServer(f"http://{host}:{port}")
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            server.connections += 1
+            server.sockets.append(connection)  # held open, never answered
+
+    thread = threading.Thread(target=accept, name="silent mirror", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        for connection in server.sockets:
+            connection.close()
+        listener.close()

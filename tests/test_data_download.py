@@ -2,13 +2,21 @@
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 from fake_bsds import FakeBsds, make_fake_bsds
-from http_mirror import serve_directory, unreachable_url
+from http_mirror import serve_directory, silent_server, unreachable_url
 
-from n2v_repro.data.download import DownloadError, download_images, mirror_url, sha256_of
+from n2v_repro.config import validate_config
+from n2v_repro.data.download import (
+    DownloadError,
+    DownloadSettings,
+    download_images,
+    mirror_url,
+    sha256_of,
+)
 from n2v_repro.data.manifest import read_manifest
 
 
@@ -132,3 +140,58 @@ def test_many_failures_name_the_first_few_and_log_the_rest(
     logged = [r for r in caplog.records if "no mirror gave the expected file" in r.getMessage()]
     assert len(logged) == len(ids) - 2
     assert not any(p.exists() for p in outputs)
+
+
+# A hung mirror: accepts connections, never answers. Bounded by these timeouts (seconds).
+FAST = DownloadSettings(connect_timeout_s=1.0, read_timeout_s=0.5, connections=2, mirror_failures=2)
+
+
+def test_hung_mirror_costs_a_timeout_is_logged_once_and_given_up(
+    tmp_path: Path, fake: FakeBsds, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("n2v_repro.data.download.PROGRESS_INTERVAL_S", 0.1)
+    ids = fake.train_ids + fake.bsd68
+    outputs = _outputs(tmp_path, fake, ids)
+    with (
+        silent_server() as hung,
+        serve_directory(fake.images) as base,
+        caplog.at_level(logging.INFO),
+    ):
+        start = time.monotonic()
+        results = download_images(outputs, fake.manifest, [hung.url, base], tmp_path / "c", FAST)
+        elapsed = time.monotonic() - start
+    assert {r.source for r in results} == {base}
+    _assert_verified(outputs, fake)
+    # Two files wait one read timeout each, in parallel; then the mirror is given up and no
+    # later file asks it (the old 60 s timeout per file made this minutes).
+    assert elapsed < 5
+    assert hung.connections == FAST.mirror_failures < len(ids)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    failed = [w for w in warnings if w.startswith(f"mirror {hung.url} failed for")]
+    assert len(failed) == 1 and "timed out" in failed[0], warnings
+    assert sum(w.startswith(f"giving up on mirror {hung.url}") for w in warnings) == 1, warnings
+    assert sum(f"from mirror {base} after {hung.url} failed" in w for w in warnings) == 1
+    # Progress lines while the first files hang, and a final one with the rate.
+    progress = [r.getMessage() for r in caplog.records if "files in place;" in r.getMessage()]
+    assert progress[0].startswith(f"0/{len(ids)} files in place")
+    assert (
+        progress[-1].startswith(f"{len(ids)}/{len(ids)} files in place") and "MB/s" in progress[-1]
+    )
+
+
+def test_only_a_hung_mirror_fails_within_the_timeouts(tmp_path: Path, fake: FakeBsds) -> None:
+    outputs = _outputs(tmp_path, fake, fake.bsd68)
+    with silent_server() as hung, pytest.raises(DownloadError) as raised:
+        start = time.monotonic()
+        download_images(outputs, fake.manifest, [hung.url], tmp_path / "c", FAST)
+    assert time.monotonic() - start < 5
+    message = str(raised.value)
+    assert f"{hung.url}/val/{fake.bsd68[0]}.jpg: timed out" in message
+    assert "data.download.*_timeout_s" in message
+    assert not any(p.exists() for p in outputs)
+
+
+def test_download_settings_defaults_are_the_schema_defaults() -> None:
+    from_schema = validate_config({})["data"]["download"]
+    assert DownloadSettings.from_config(from_schema) == DownloadSettings()
+    assert set(from_schema) == set(DownloadSettings.__dataclass_fields__)

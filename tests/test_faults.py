@@ -171,10 +171,12 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(
         assert f"rule {rule}:" not in final.stdout, f"{rule} was redone"
     assert mtimes(workdir / "resources") == data_mtimes, "finished data jobs were redone"
     log = (workdir / TRAIN_LOG).read_text()
-    # Snakemake starts each run of a job with a fresh log: this one resumed after the epochs
-    # of both interrupted runs (at least 1 + 1).
+    # Snakemake deletes a job's log before each run; the interrupted attempts' logs are kept
+    # above the last one: attempt 2 resumed after attempt 1's epochs, attempt 3 after the
+    # epochs of both (at least 1 + 1).
+    assert [int(n) for n in re.findall(r"^==== attempt (\d+),", log, re.M)] == [2, 3]
     resumed_after = [int(n) for n in re.findall(r"resuming from .* after epoch (\d+)", log)]
-    assert len(resumed_after) == 1 and resumed_after[0] >= 2, log[-3000:]
+    assert len(resumed_after) == 2 and 1 <= resumed_after[0] < resumed_after[1], log[-3000:]
     assert not (workdir / CHECKPOINT).exists(), "a finished run leaves no resume state"
 
     with (

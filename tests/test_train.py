@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -295,22 +296,50 @@ def wait_for_first_checkpoint(process: subprocess.Popen[str], checkpoint: Path) 
 RESUME_CFG = {"epochs": 4, "steps_per_epoch": 3}
 
 
+def skip_without_jittor(framework: str) -> None:
+    if framework == "jittor" and importlib.util.find_spec("jittor") is None:
+        pytest.skip("jittor is not installed")  # not imported: the backend prepares it
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """last.npz and history of a run that nobody interrupts."""
-    tmp = tmp_path_factory.mktemp("uninterrupted")
-    process = start_run(tmp, RESUME_CFG)
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output
-    return tmp / "models" / "torch"
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The model folder (last.npz, history) of a run that nobody interrupts, per framework."""
+    runs: dict[str, Path] = {}
+
+    def run(framework: str) -> Path:
+        if framework not in runs:
+            tmp = tmp_path_factory.mktemp(f"uninterrupted_{framework}")
+            process = start_run(tmp, {**RESUME_CFG, "framework": framework})
+            output, _ = process.communicate(timeout=300)
+            assert process.returncode == 0, output
+            runs[framework] = tmp / "models" / framework
+        return runs[framework]
+
+    return run
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+JITTOR_MARKS = [pytest.mark.slow, pytest.mark.jittor]
+
+
+@pytest.mark.parametrize(
+    ("framework", "sig"),
+    [
+        pytest.param("torch", signal.SIGKILL, id="torch-SIGKILL"),
+        pytest.param("torch", signal.SIGTERM, id="torch-SIGTERM"),
+        pytest.param("jittor", signal.SIGKILL, id="jittor-SIGKILL", marks=JITTOR_MARKS),
+        pytest.param("jittor", signal.SIGTERM, id="jittor-SIGTERM", marks=JITTOR_MARKS),
+    ],
+)
 def test_killed_run_resumes_to_the_same_weights(
-    tmp_path: Path, uninterrupted: Path, sig: signal.Signals
+    tmp_path: Path,
+    uninterrupted: Callable[[str], Path],
+    framework: str,
+    sig: signal.Signals,
 ) -> None:
-    job = make_job(tmp_path, **RESUME_CFG)
-    process = start_run(tmp_path, RESUME_CFG)
+    skip_without_jittor(framework)
+    reference = uninterrupted(framework)
+    job = make_job(tmp_path, framework, **RESUME_CFG)
+    process = start_run(tmp_path, {**RESUME_CFG, "framework": framework})
     wait_for_first_checkpoint(process, job.checkpoint)
     os.kill(process.pid, sig)
     output, _ = process.communicate(timeout=120)
@@ -324,14 +353,14 @@ def test_killed_run_resumes_to_the_same_weights(
     train(job)  # resumes in this process, from the kill's last complete epoch
 
     assert_same_weights(
-        load_weights(job.out_dir / "last.npz"), load_weights(uninterrupted / "last.npz")
+        load_weights(job.out_dir / "last.npz"), load_weights(reference / "last.npz")
     )
     assert_same_weights(
-        load_weights(job.out_dir / "best.npz"), load_weights(uninterrupted / "best.npz")
+        load_weights(job.out_dir / "best.npz"), load_weights(reference / "best.npz")
     )
     deterministic = ("epoch", "lr", "train_loss", "valid_loss", "valid_psnr", "valid_ssim")
     resumed_rows = read_history(job.out_dir / "history.csv")
-    reference_rows = read_history(uninterrupted / "history.csv")
+    reference_rows = read_history(reference / "history.csv")
     assert [[r[k] for k in deterministic] for r in resumed_rows] == [
         [r[k] for k in deterministic] for r in reference_rows
     ]
@@ -346,8 +375,7 @@ def test_killed_run_resumes_to_the_same_weights(
 @pytest.mark.slow
 @pytest.mark.jittor
 def test_jittor_trains_one_epoch(tmp_path: Path) -> None:
-    if importlib.util.find_spec("jittor") is None:  # not imported: the backend prepares it
-        pytest.skip("jittor is not installed")
+    skip_without_jittor("jittor")
     job = make_job(tmp_path, "jittor", epochs=1)
     train(job)
     rows = read_history(job.out_dir / "history.csv")

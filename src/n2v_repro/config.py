@@ -18,11 +18,13 @@ from typing import Any
 import jsonschema
 import yaml
 
+from n2v_repro.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is missing, of the wrong type or out of range."""
 
 

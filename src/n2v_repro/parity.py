@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from n2v_repro.config import MaskingConfig, OptimizerConfig
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_open, save_npz
 from n2v_repro.io.formats import (
     arrays_under,
@@ -69,7 +70,7 @@ FLOAT32_SPREAD = 2.0
 SEMANTICS = ("torch", "jittor")
 
 
-class ParityError(RuntimeError):
+class ParityError(UserError, RuntimeError):
     """The frameworks disagree beyond the configured tolerance."""
 
 

@@ -119,9 +119,25 @@ def gpu_jobs_resource():
     return 1 if uses_gpu() else 0
 
 
+# Threads of a training/evaluation job under a cluster executor, where Snakemake has no total
+# of cores (each job gets its own share of a node); the SLURM profiles' set-threads decide.
+CLUSTER_FRAMEWORK_THREADS = 4
+
+
+def total_cores():
+    """`--cores`; None under a cluster executor, where `workflow.cores` raises."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return None
+
+
 def framework_threads():
     """On CPU a training job takes every core so that no two share the device."""
-    return workflow.cores if not uses_gpu() else min(4, workflow.cores)
+    cores = total_cores()
+    if cores is None:
+        return CLUSTER_FRAMEWORK_THREADS
+    return cores if not uses_gpu() else min(4, cores)
 
 
 def model_dir(framework, sigma):

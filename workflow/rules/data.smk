@@ -3,6 +3,11 @@
 # Logic lives in src/n2v_repro/data/; the scripts only pass the snakemake values on.
 
 
+# On a cluster the download runs on the submit host: compute nodes often have no internet.
+localrules:
+    download_bsds500,
+
+
 rule download_bsds500:
     input:
         manifest=CONFIG.data.manifest,

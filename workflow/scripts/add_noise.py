@@ -4,17 +4,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.data.noise import write_noisy_sets
 
-from n2v_repro.data.noise import write_noisy_sets  # noqa: E402
-
-write_noisy_sets(
-    datasets={
-        "bsd400": (list(snakemake.input.bsd400), snakemake.output.bsd400),
-        "bsd68": (list(snakemake.input.bsd68), snakemake.output.bsd68),
-    },
-    sigma=int(snakemake.wildcards.sigma),
-    seed=snakemake.params.seed,
-)
+    write_noisy_sets(
+        datasets={
+            "bsd400": (list(snakemake.input.bsd400), snakemake.output.bsd400),
+            "bsd68": (list(snakemake.input.bsd68), snakemake.output.bsd68),
+        },
+        sigma=int(snakemake.wildcards.sigma),
+        seed=snakemake.params.seed,
+    )

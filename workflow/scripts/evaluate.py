@@ -6,31 +6,30 @@ from n2v_repro.framework_site import use_framework_site  # noqa: E402
 
 # Before numpy is imported: Jittor's own numpy < 2 on a one-Python GPU machine (docs/gpu.md).
 use_framework_site(snakemake.wildcards.framework)
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.backends.gpu_select import claim_gpu_for_job
 
-from n2v_repro.backends.gpu_select import claim_gpu_for_job  # noqa: E402
+    # Before any framework starts CUDA: this job's own GPU on a node with several (docs/gpu.md).
+    gpu_lease = claim_gpu_for_job(snakemake.params.device)
 
-# Before any framework starts CUDA: this job's own GPU on a node with several (docs/gpu.md).
-gpu_lease = claim_gpu_for_job(snakemake.params.device)
+    from n2v_repro.evaluation.predict import run_evaluation
 
-from n2v_repro.evaluation.predict import run_evaluation  # noqa: E402
-
-run_evaluation(
-    framework=snakemake.wildcards.framework,
-    arch=snakemake.params.arch,
-    sigma=int(snakemake.wildcards.sigma),
-    clean_pngs=snakemake.input.clean,
-    noisy_npz=snakemake.input.noisy,
-    split_csv=snakemake.input.split,
-    stats_json=snakemake.input.stats,
-    weight_files={name: snakemake.input[name] for name in snakemake.params.weights},
-    per_image_csv=snakemake.output.per_image,
-    summary_json=snakemake.output.summary,
-    denoised_dir=snakemake.output.denoised,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
-    tta=snakemake.params.tta,
-    precision=snakemake.params.precision,
-)
+    run_evaluation(
+        framework=snakemake.wildcards.framework,
+        arch=snakemake.params.arch,
+        sigma=int(snakemake.wildcards.sigma),
+        clean_pngs=snakemake.input.clean,
+        noisy_npz=snakemake.input.noisy,
+        split_csv=snakemake.input.split,
+        stats_json=snakemake.input.stats,
+        weight_files={name: snakemake.input[name] for name in snakemake.params.weights},
+        per_image_csv=snakemake.output.per_image,
+        summary_json=snakemake.output.summary,
+        denoised_dir=snakemake.output.denoised,
+        device=snakemake.params.device,
+        threads=snakemake.threads,
+        tta=snakemake.params.tta,
+        precision=snakemake.params.precision,
+    )

@@ -2,12 +2,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.models.initialisation import write_init_weights
 
-from n2v_repro.models.initialisation import write_init_weights  # noqa: E402
-
-write_init_weights(
-    snakemake.output[0], arch=snakemake.wildcards.arch, seed=int(snakemake.wildcards.seed)
-)
+    write_init_weights(
+        snakemake.output[0], arch=snakemake.wildcards.arch, seed=int(snakemake.wildcards.seed)
+    )

@@ -2,10 +2,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.parity import check_parity
 
-from n2v_repro.parity import check_parity  # noqa: E402
-
-check_parity(json_path=snakemake.input[0], passed_path=snakemake.output[0])
+    check_parity(json_path=snakemake.input[0], passed_path=snakemake.output[0])

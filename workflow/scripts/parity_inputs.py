@@ -2,17 +2,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.config import MaskingConfig, from_plain
+    from n2v_repro.parity import write_parity_inputs
 
-from n2v_repro.config import MaskingConfig, from_plain  # noqa: E402
-from n2v_repro.parity import write_parity_inputs  # noqa: E402
-
-write_parity_inputs(
-    snakemake.output[0],
-    arch=snakemake.wildcards.arch,
-    seed=snakemake.params.seed,
-    batch_size=snakemake.params.batch_size,
-    masking=from_plain(MaskingConfig, snakemake.params.masking),
-)
+    write_parity_inputs(
+        snakemake.output[0],
+        arch=snakemake.wildcards.arch,
+        seed=snakemake.params.seed,
+        batch_size=snakemake.params.batch_size,
+        masking=from_plain(MaskingConfig, snakemake.params.masking),
+    )

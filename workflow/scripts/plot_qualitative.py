@@ -2,19 +2,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.report.figures_eval import make_qualitative_figure
 
-from n2v_repro.report.figures_eval import make_qualitative_figure  # noqa: E402
-
-make_qualitative_figure(
-    sigma=int(snakemake.wildcards.sigma),
-    clean_pngs=snakemake.input.clean,
-    noisy_npz=snakemake.input.noisy,
-    split_csv=snakemake.input.split,
-    denoised_dirs=dict(zip(snakemake.params.frameworks, snakemake.input.denoised, strict=True)),
-    per_image_csvs=dict(zip(snakemake.params.frameworks, snakemake.input.per_image, strict=True)),
-    n_images=snakemake.params.n_images,
-    output=snakemake.output[0],
-)
+    frameworks = snakemake.params.frameworks
+    make_qualitative_figure(
+        sigma=int(snakemake.wildcards.sigma),
+        clean_pngs=snakemake.input.clean,
+        noisy_npz=snakemake.input.noisy,
+        split_csv=snakemake.input.split,
+        denoised_dirs=dict(zip(frameworks, snakemake.input.denoised, strict=True)),
+        per_image_csvs=dict(zip(frameworks, snakemake.input.per_image, strict=True)),
+        n_images=snakemake.params.n_images,
+        output=snakemake.output[0],
+    )

@@ -2,19 +2,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.report.figures import make_training_figures
+    from n2v_repro.report.tables import pair_runs
 
-from n2v_repro.report.figures import make_training_figures  # noqa: E402
-from n2v_repro.report.tables import pair_runs  # noqa: E402
-
-runs = snakemake.params.runs
-make_training_figures(
-    histories=pair_runs(runs, snakemake.input.histories),
-    monitors=pair_runs(runs, snakemake.input.monitors),
-    loss_curves=snakemake.output.loss_curves,
-    valid_metrics=snakemake.output.valid_metrics,
-    epoch_time=snakemake.output.epoch_time,
-    memory_utilisation=snakemake.output.memory_utilisation,
-)
+    runs = snakemake.params.runs
+    make_training_figures(
+        histories=pair_runs(runs, snakemake.input.histories),
+        monitors=pair_runs(runs, snakemake.input.monitors),
+        loss_curves=snakemake.output.loss_curves,
+        valid_metrics=snakemake.output.valid_metrics,
+        epoch_time=snakemake.output.epoch_time,
+        memory_utilisation=snakemake.output.memory_utilisation,
+    )

@@ -4,15 +4,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.data.split import make_split
 
-from n2v_repro.data.split import make_split  # noqa: E402
-
-make_split(
-    path=snakemake.output[0],
-    ids=snakemake.params.ids,
-    n_valid=snakemake.params.n_valid,
-    seed=snakemake.params.seed,
-)
+    make_split(
+        path=snakemake.output[0],
+        ids=snakemake.params.ids,
+        n_valid=snakemake.params.n_valid,
+        seed=snakemake.params.seed,
+    )

@@ -4,16 +4,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.data.gray import convert_images
 
-from n2v_repro.data.gray import convert_images  # noqa: E402
-
-convert_images(
-    jpgs=list(snakemake.input),
-    train_pngs=list(snakemake.output.bsd400),
-    bsd68_pngs=list(snakemake.output.bsd68),
-    pixel_hashes_file=snakemake.params.pixel_hashes,
-    workers=snakemake.threads,
-)
+    convert_images(
+        jpgs=list(snakemake.input),
+        train_pngs=list(snakemake.output.bsd400),
+        bsd68_pngs=list(snakemake.output.bsd68),
+        pixel_hashes_file=snakemake.params.pixel_hashes,
+        workers=snakemake.threads,
+    )

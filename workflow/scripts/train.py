@@ -6,29 +6,28 @@ from n2v_repro.framework_site import use_framework_site  # noqa: E402
 
 # Before numpy is imported: Jittor's own numpy < 2 on a one-Python GPU machine (docs/gpu.md).
 use_framework_site(snakemake.wildcards.framework)
-from n2v_repro.logs import log_to_file  # noqa: E402
+from n2v_repro.logs import script_log  # noqa: E402
 
-log_to_file(snakemake.log[0])
+with script_log(snakemake.log[0]):
+    from n2v_repro.backends.gpu_select import claim_gpu_for_job
+    from n2v_repro.config import TrainConfig, from_plain
 
-from n2v_repro.backends.gpu_select import claim_gpu_for_job  # noqa: E402
-from n2v_repro.config import TrainConfig, from_plain  # noqa: E402
+    train_config = from_plain(TrainConfig, snakemake.params.train)
+    # Before any framework starts CUDA: this job's own GPU on a node with several (docs/gpu.md).
+    gpu_lease = claim_gpu_for_job(train_config.device)
 
-train_config = from_plain(TrainConfig, snakemake.params.train)
-# Before any framework starts CUDA: this job's own GPU on a node with several (docs/gpu.md).
-gpu_lease = claim_gpu_for_job(train_config.device)
+    from n2v_repro.training.loop import TrainJob, train
 
-from n2v_repro.training.loop import TrainJob, train  # noqa: E402
-
-train(
-    TrainJob(
-        framework=snakemake.wildcards.framework,
-        patch_dir=Path(snakemake.input.train).parent,
-        init_weights=Path(snakemake.input.init),
-        out_dir=Path(snakemake.output.last).parent,
-        checkpoint=Path(snakemake.params.checkpoint),
-        train=train_config,
-        patch_size=snakemake.params.patch_size,
-        seed=snakemake.params.seed,
-        threads=snakemake.threads,
+    train(
+        TrainJob(
+            framework=snakemake.wildcards.framework,
+            patch_dir=Path(snakemake.input.train).parent,
+            init_weights=Path(snakemake.input.init),
+            out_dir=Path(snakemake.output.last).parent,
+            checkpoint=Path(snakemake.params.checkpoint),
+            train=train_config,
+            patch_size=snakemake.params.patch_size,
+            seed=snakemake.params.seed,
+            threads=snakemake.threads,
+        )
     )
-)

@@ -28,6 +28,9 @@ by tests/test_jittor_env.py:
   `extern/cuda/inc/helper_cuda.h` reads: every CUDA source of Jittor fails to compile under
   nvcc 13 (and g++ with CUDA 13 headers). `patch_helper_cuda` rewrites those reads through
   `cudaDeviceGetAttribute`; it is idempotent and applied only for CUDA >= 13.
+- Jittor sizes its compile pool from the machine's memory alone (one process per 3 GB, up to
+  16): 7 processes in a 4-CPU SLURM job on a large node. `compile_workers()` caps it at the
+  CPUs and memory this process was given.
 """
 
 from __future__ import annotations
@@ -46,10 +49,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from n2v_repro.config import REPO_ROOT
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_open
 
 DEFAULT_JITTOR_HOME = REPO_ROOT / ".cache" / "jittor"
 ONEDNN_DIR_NAME = "dnnl_lnx_2.2.0_cpu_gomp"
+# Jittor's own sizing of its compile pool: one process per 3 GiB of memory, at most 16.
+COMPILE_GIB_PER_WORKER = 3
+MAX_COMPILE_WORKERS = 16
 
 # Environment switches that keep a CUDA import of Jittor 1.3.11 off the network.
 OFFLINE_CUDA_FLAGS = {
@@ -73,7 +80,7 @@ _ARCH_DIR = "targets/x86_64-linux"
 DEFAULT_NVCC = Path("/usr/local/cuda/bin/nvcc")
 
 
-class JittorSetupError(RuntimeError):
+class JittorSetupError(UserError, RuntimeError):
     """Jittor cannot be prepared on this machine as requested."""
 
 
@@ -108,6 +115,48 @@ def link_onednn(jittor_home: Path, prefix: Path = Path(sys.prefix)) -> Path:
         if not link.exists():
             link.symlink_to(source, target_is_directory=True)
     return target
+
+
+def _positive_int(value: str | None) -> int | None:
+    try:
+        number = int(value) if value else None
+    except ValueError:
+        return None
+    return number if number and number > 0 else None
+
+
+def compile_workers(environ: dict[str, str] | None = None) -> int:
+    """Compile processes for Jittor: Jittor's memory rule, within this job's CPUs and memory.
+
+    Inside a SLURM job the allocation is SLURM_CPUS_PER_TASK and SLURM_MEM_PER_NODE (or
+    SLURM_MEM_PER_CPU x CPUs, in MB); elsewhere the CPUs this process may run on and the
+    machine's memory.
+    """
+    environ = os.environ if environ is None else environ
+    cpus = _positive_int(environ.get("SLURM_CPUS_PER_TASK")) or len(os.sched_getaffinity(0))
+    mem_mb = _positive_int(environ.get("SLURM_MEM_PER_NODE"))
+    per_cpu_mb = _positive_int(environ.get("SLURM_MEM_PER_CPU"))
+    if mem_mb is None and per_cpu_mb is not None:
+        mem_mb = per_cpu_mb * cpus
+    if mem_mb is None:
+        mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    by_memory = max(1, mem_mb // (1024 * COMPILE_GIB_PER_WORKER))
+    return max(1, min(MAX_COMPILE_WORKERS, cpus, by_memory))
+
+
+def limit_compile_workers(workers: int) -> None:
+    """Cap Jittor's two compile pools; the user's own `use_parallel_op_compiler` stands."""
+    # Kernels are compiled by a C++ thread pool, sized from this variable at import.
+    os.environ.setdefault("use_parallel_op_compiler", str(workers))
+    try:
+        import jittor_utils
+    except ImportError:
+        return  # `import jittor` will fail with Jittor's own message
+    # Jittor's core is compiled by a process pool that jittor_utils.run_cmds creates on first
+    # use, sized from get_total_mem() (its only caller) at 3 GiB per process: report the memory
+    # that gives `workers` processes. `import jittor` reuses this module.
+    budget = workers * COMPILE_GIB_PER_WORKER * 2**30
+    jittor_utils.get_total_mem = lambda: budget
 
 
 # --- CUDA: nvcc and its toolkit -------------------------------------------------------------
@@ -503,4 +552,5 @@ def prepare_jittor_env(device: str = "auto") -> str:
         link_onednn(jittor_home)
     else:
         prepare_cuda(jittor_home)
+    limit_compile_workers(compile_workers())
     return resolved

@@ -4,41 +4,70 @@ Each mirror is a base laid out `<base>/<split>/<id>.jpg`: an http(s) URL, a file
 a local folder. Verified files are kept in a cache folder that is not a declared Snakemake
 output, so a failed job (whose declared outputs Snakemake deletes) loses nothing; outputs
 are hard links to the cached files (a copy where links are impossible).
+
+A few files are fetched at once. Each connection has a short connect timeout and a read
+timeout (seconds without a byte), so a mirror that accepts connections and never answers
+costs seconds, not minutes. A mirror's first failure is logged, and a mirror that cannot be
+reached for several files in a row is given up for the rest of the run: the next mirror serves
+the remaining files at once. Progress (files, bytes, rate) is logged at regular intervals.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
+import http.client
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from n2v_repro.data.manifest import ManifestEntry, read_manifest
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-# Seconds to wait for a connection or for the next bytes of a response.
-TIMEOUT_S = 60.0
-# Downloads are network-bound, not CPU-bound: a few connections in flight hide latency.
-CONNECTIONS = 4
 _CHUNK = 1 << 16
+# Seconds between progress lines while files are being fetched.
+PROGRESS_INTERVAL_S = 10.0
 
 
 # An unreachable mirror fails every file the same way: the error names the first few.
 FAILURES_IN_MESSAGE = 10
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """One or more files could not be fetched with the expected checksum from any mirror."""
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """config["data"]["download"]; the defaults are the schema's."""
+
+    # Seconds to wait for a connection to open.
+    connect_timeout_s: float = 10.0
+    # Seconds to wait for the next bytes of a response (its headers included).
+    read_timeout_s: float = 30.0
+    # Downloads are network-bound, not CPU-bound: a few connections in flight hide latency.
+    connections: int = 4
+    # A mirror that cannot be reached for this many files in a row is skipped from then on.
+    mirror_failures: int = 3
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None) -> DownloadSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -69,46 +98,195 @@ def mirror_url(base: str, entry: ManifestEntry) -> str:
     return f"{base.rstrip('/')}/{entry.relpath}"
 
 
-def _fetch_to(url: str, destination: Path) -> int:
+# urllib has one timeout for connecting and for every read; these connections use the
+# request's timeout to connect and `read_timeout` once connected.
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_timeout = read_timeout
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self.read_timeout)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_timeout = read_timeout
+
+    def connect(self) -> None:
+        super().connect()  # TCP and TLS handshake under the connect timeout
+        self.sock.settimeout(self.read_timeout)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, read_timeout: float) -> None:
+        super().__init__()
+        self.read_timeout = read_timeout
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = functools.partial(_HTTPConnection, read_timeout=self.read_timeout)
+        return self.do_open(connection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, read_timeout: float) -> None:
+        super().__init__()
+        self.read_timeout = read_timeout
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = functools.partial(_HTTPSConnection, read_timeout=self.read_timeout)
+        return self.do_open(connection, req, context=self._context)
+
+
+def _opener(settings: DownloadSettings) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(
+        _HTTPHandler(settings.read_timeout_s), _HTTPSHandler(settings.read_timeout_s)
+    )
+
+
+def _fetch_to(url: str, destination: Path, settings: DownloadSettings = DownloadSettings()) -> int:
     """Stream `url` into `destination`; return the number of bytes."""
     n_bytes = 0
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(destination, "wb") as out:
+    opener = _opener(settings)
+    with (
+        opener.open(url, timeout=settings.connect_timeout_s) as response,
+        open(destination, "wb") as out,
+    ):
         for block in iter(lambda: response.read(_CHUNK), b""):
             out.write(block)
             n_bytes += len(block)
     return n_bytes
 
 
-def _reason(error: Exception) -> str:
+def _cause(error: BaseException) -> BaseException:
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
+        return error.reason
+    return error
+
+
+def _unreachable(error: Exception) -> bool:
+    """Tell whether the mirror did not answer at all (as opposed to a 404 or a bad file)."""
+    if isinstance(error, urllib.error.HTTPError):
+        return False
+    cause = _cause(error)
+    if isinstance(
+        cause, (TimeoutError, ConnectionError, socket.gaierror, http.client.HTTPException)
+    ):
+        return True
+    unreachable_errnos = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
+    return isinstance(cause, OSError) and cause.errno in unreachable_errnos
+
+
+def _reason(error: Exception, settings: DownloadSettings = DownloadSettings()) -> str:
     if isinstance(error, urllib.error.HTTPError):
         return f"HTTP {error.code} {error.reason}"
+    if isinstance(_cause(error), TimeoutError):
+        return (
+            f"timed out (no connection within {settings.connect_timeout_s:g} s or no data "
+            f"within {settings.read_timeout_s:g} s; data.download.*_timeout_s)"
+        )
     if isinstance(error, urllib.error.URLError):
         return f"cannot connect or open ({error.reason})"
     return f"{type(error).__name__}: {error}"
 
 
-def fetch_verified(entry: ManifestEntry, mirrors: Sequence[str], cached: Path) -> FetchResult:
+class MirrorHealth:
+    """What the run has seen of each mirror, shared by the download threads.
+
+    Logs a mirror's first failure and the first file another mirror served in its place,
+    and gives a mirror up after `settings.mirror_failures` unreachable attempts in a row.
+    """
+
+    def __init__(self, settings: DownloadSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._in_a_row: dict[str, int] = {}
+        self._given_up: dict[str, str] = {}
+        self._failed: set[str] = set()
+        self._fallbacks: set[str] = set()
+
+    def skip_reason(self, base: str) -> str | None:
+        with self._lock:
+            return self._given_up.get(base)
+
+    def failed(self, base: str, entry: ManifestEntry, error: Exception, reason: str) -> None:
+        with self._lock:
+            if base not in self._failed:
+                self._failed.add(base)
+                log.warning(
+                    "mirror %s failed for %s: %s (later failures of this mirror are listed "
+                    "only if no mirror serves the file)",
+                    base,
+                    entry.relpath,
+                    reason,
+                )
+            # A 404 or a wrong file shows the mirror is up: only unanswered attempts count.
+            count = self._in_a_row.get(base, 0) + 1 if _unreachable(error) else 0
+            self._in_a_row[base] = count
+            if count >= self.settings.mirror_failures and base not in self._given_up:
+                self._given_up[base] = (
+                    f"skipped: unreachable for {count} files in a row (last: {reason})"
+                )
+                log.warning(
+                    "giving up on mirror %s: unreachable for %d files in a row; the remaining "
+                    "files skip it",
+                    base,
+                    count,
+                )
+
+    def served(self, base: str, entry: ManifestEntry, failed_first: list[str]) -> None:
+        with self._lock:
+            self._in_a_row[base] = 0
+            if failed_first and base not in self._fallbacks:
+                self._fallbacks.add(base)
+                log.warning(
+                    "%s came from mirror %s after %s failed; later files may too",
+                    entry.relpath,
+                    base,
+                    ", ".join(failed_first),
+                )
+
+
+def fetch_verified(
+    entry: ManifestEntry,
+    mirrors: Sequence[str],
+    cached: Path,
+    settings: DownloadSettings = DownloadSettings(),
+    health: MirrorHealth | None = None,
+) -> FetchResult:
     """Put a verified copy of `entry` at `cached`, trying each mirror in order.
 
     The download goes to a temporary name beside `cached` and is renamed only when its
     sha256 matches, so `cached` is either absent or valid. Raises DownloadError naming the
     file and every mirror tried, each with its reason.
     """
-    reasons = []
+    health = health if health is not None else MirrorHealth(settings)
+    reasons, failed_first = [], []
     for base in mirrors:
         url = mirror_url(base, entry)
+        skipped = health.skip_reason(base)
+        if skipped is not None:
+            reasons.append(f"{url}: {skipped}")
+            failed_first.append(base)
+            continue
         try:
             with atomic_path(cached, suffix=".part") as tmp:
-                n_bytes = _fetch_to(url, tmp)
+                n_bytes = _fetch_to(url, tmp, settings)
                 digest = sha256_of(tmp)
                 if digest != entry.sha256:
                     raise ValueError(
                         f"sha256 mismatch: got {digest}, manifest says {entry.sha256} "
                         f"({n_bytes} bytes)"
                     )
-        except (OSError, ValueError) as error:
-            reasons.append(f"{url}: {_reason(error)}")
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            reason = _reason(error, settings)
+            reasons.append(f"{url}: {reason}")
+            failed_first.append(base)
+            health.failed(base, entry, error, reason)
             continue
+        health.served(base, entry, failed_first)
         return FetchResult(entry, base, n_bytes)
     raise DownloadError(
         f"{entry.relpath}: no mirror gave the expected file; tried "
@@ -142,13 +320,17 @@ def _entry_for_output(
 
 
 class _Progress:
-    """Thread-safe 'n/N, bytes, rate' log lines."""
+    """Count files and bytes from all threads, and log how far the download is.
+
+    A line per file (where it came from) and, every PROGRESS_INTERVAL_S, the whole run's.
+    """
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
         self.downloaded_bytes = 0
         self.start = time.monotonic()
+        self._last_line = self.start
         self._lock = threading.Lock()
 
     def record(self, result: FetchResult) -> None:
@@ -156,17 +338,25 @@ class _Progress:
             self.done += 1
             if result.source not in ("cache", "output"):
                 self.downloaded_bytes += result.n_bytes
-            elapsed = max(time.monotonic() - self.start, 1e-9)
-            log.info(
-                "%d/%d %s from %s (%d bytes); downloaded %.2f MB so far, %.2f MB/s",
-                self.done,
-                self.total,
-                result.entry.relpath,
-                result.source,
-                result.n_bytes,
-                self.downloaded_bytes / 1e6,
-                self.downloaded_bytes / 1e6 / elapsed,
-            )
+        log.info("%s from %s (%d bytes)", result.entry.relpath, result.source, result.n_bytes)
+
+    def line(self, force: bool = False) -> None:
+        """Log 'done/total files, MB, MB/s' if the interval has passed (or `force`)."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._last_line < PROGRESS_INTERVAL_S:
+                return
+            self._last_line = now
+            done, downloaded = self.done, self.downloaded_bytes
+        elapsed = max(now - self.start, 1e-9)
+        log.info(
+            "%d/%d files in place; downloaded %.2f MB in %.1f s, %.2f MB/s",
+            done,
+            self.total,
+            downloaded / 1e6,
+            elapsed,
+            downloaded / 1e6 / elapsed,
+        )
 
 
 def download_images(
@@ -174,6 +364,7 @@ def download_images(
     manifest_path: str | Path,
     mirrors: Sequence[str],
     cache_dir: str | Path,
+    settings: DownloadSettings = DownloadSettings(),
 ) -> list[FetchResult]:
     """Make every output jpg a verified copy of the manifest's file with the same id.
 
@@ -183,6 +374,7 @@ def download_images(
     manifest_path : sha256 manifest (see `n2v_repro.data.manifest.read_manifest`).
     mirrors : bases tried in order for each file.
     cache_dir : verified files are kept as `<cache_dir>/<split>/<id>.jpg`.
+    settings : timeouts, parallel connections, when to give a mirror up.
 
     Files already valid in the cache or at the output are not fetched again. Every file that
     can be fetched is, before a DownloadError lists all that could not.
@@ -192,6 +384,7 @@ def download_images(
     manifest = read_manifest(manifest_path)
     targets = [(Path(p), _entry_for_output(Path(p), manifest, str(manifest_path))) for p in outputs]
     progress = _Progress(len(targets))
+    health = MirrorHealth(settings)
 
     def obtain(target: tuple[Path, ManifestEntry]) -> FetchResult:
         output, entry = target
@@ -203,7 +396,7 @@ def download_images(
             link_or_copy(output, cached)
             result = FetchResult(entry, "output", output.stat().st_size)
         else:
-            result = fetch_verified(entry, mirrors, cached)
+            result = fetch_verified(entry, mirrors, cached, settings, health)
         if not (output.exists() and os.path.samefile(output, cached)):
             link_or_copy(cached, output)
         # A link shares the cached file's mtime, possibly older than the manifest (an input);
@@ -214,20 +407,34 @@ def download_images(
 
     results: list[FetchResult] = []
     failures: list[str] = []
-    with ThreadPoolExecutor(max_workers=CONNECTIONS) as pool:
-        for future in [pool.submit(obtain, target) for target in targets]:
-            try:
-                results.append(future.result())
-            except DownloadError as error:
-                failures.append(str(error))
-    elapsed = time.monotonic() - progress.start
     log.info(
-        "%d/%d files in place (%d fetched, %.2f MB in %.1f s); %d failed",
+        "%d file(s) from %d mirror(s), %d at a time; timeouts: connect %g s, read %g s",
+        len(targets),
+        len(mirrors),
+        settings.connections,
+        settings.connect_timeout_s,
+        settings.read_timeout_s,
+    )
+    with ThreadPoolExecutor(max_workers=settings.connections) as pool:
+        pending: set[Future[FetchResult]] = {pool.submit(obtain, target) for target in targets}
+        while pending:
+            finished, pending = wait(pending, PROGRESS_INTERVAL_S, FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    results.append(future.result())
+                except DownloadError as error:
+                    failures.append(str(error))
+            progress.line()
+    progress.line(force=True)
+    # The order of the outputs, not of completion: the error lists files in a stable order.
+    order = {entry.relpath: n for n, (_, entry) in enumerate(targets)}
+    results.sort(key=lambda r: order[r.entry.relpath])
+    failures.sort(key=lambda f: order.get(f.split(":", 1)[0], len(order)))
+    log.info(
+        "%d/%d files in place (%d fetched); %d failed",
         len(results),
         len(targets),
         sum(r.source not in ("cache", "output") for r in results),
-        progress.downloaded_bytes / 1e6,
-        elapsed,
         len(failures),
     )
     if failures:

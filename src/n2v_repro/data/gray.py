@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from n2v_repro.data.manifest import data_lines
+from n2v_repro.errors import UserError
 from n2v_repro.io.formats import write_gray_png
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 RGB_WEIGHTS = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 
 
-class GrayError(RuntimeError):
+class GrayError(UserError, RuntimeError):
     """A jpg cannot be decoded or a converted image does not match its reference pixels."""
 
 

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from n2v_repro.errors import UserError
+
 SPLITS = ("train", "val", "test")
 TRAIN_SPLITS = ("train", "test")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """The manifest or an id list is malformed or inconsistent."""
 
 

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from n2v_repro.data.manifest import id_sort_key
+from n2v_repro.errors import UserError
 from n2v_repro.io.formats import read_gray_png, save_noisy_set
 
 log = logging.getLogger(__name__)
 
 
-class NoiseError(ValueError):
+class NoiseError(UserError, ValueError):
     """Bad noise parameters or input images."""
 
 

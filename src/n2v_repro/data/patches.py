@@ -15,6 +15,7 @@ import numpy as np
 
 from n2v_repro.data.manifest import id_sort_key
 from n2v_repro.data.split import ids_in
+from n2v_repro.errors import UserError
 from n2v_repro.io.formats import (
     load_noisy_set,
     read_gray_png,
@@ -28,7 +29,7 @@ from n2v_repro.io.formats import (
 log = logging.getLogger(__name__)
 
 
-class PatchError(ValueError):
+class PatchError(UserError, ValueError):
     """Inputs of the patch stage are missing or inconsistent."""
 
 

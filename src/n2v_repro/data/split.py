@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from n2v_repro.data.manifest import id_sort_key
+from n2v_repro.errors import UserError
 from n2v_repro.io.formats import SUBSETS, write_split
 
 # Mixed into the seed so the split's random stream differs from every other use of `seed`.
 _SPLIT_STREAM = 0x5B1D68
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """The split cannot be made, or a subset is unknown."""
 
 

@@ -3,31 +3,62 @@
 Everything is written to a temporary name in the destination folder and renamed into place
 only when complete, so an interruption (error, kill, full disk) leaves either the old file
 or no file, never a truncated one.
+
+The temporary name is derived from the target, `.<name>.<pid><suffix>`, and every write of a
+target first deletes such leftovers (a SIGKILL leaves its temporary file behind, ~250 MB for
+a noisy data set), so debris never outlives the next successful write. The pipeline has one
+writer per target at a time; a concurrent second writer would make the first fail at its
+rename, never corrupt the target. Files are created with the usual 0o666 & ~umask
+permissions (tempfile.mkstemp would make every output private, 0o600).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
-import tempfile
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+# The middle part of a temporary name: a pid, or mkstemp's random letters from older versions.
+_TEMP_TAG = re.compile(r"[A-Za-z0-9_]+")
+
+
+def temporary_path(path: str | Path, suffix: str = ".tmp") -> Path:
+    """Return the temporary name an atomic write of `path` by this process uses."""
+    final = Path(path)
+    return final.with_name(f".{final.name}.{os.getpid()}{suffix}")
+
+
+def remove_leftovers(path: str | Path, suffix: str = ".tmp") -> list[Path]:
+    """Delete temporary files of earlier, interrupted writes of `path`; return them."""
+    final = Path(path)
+    prefix = f".{final.name}."
+    removed = []
+    for candidate in final.parent.glob(glob.escape(prefix) + "*" + glob.escape(suffix)):
+        tag = candidate.name[len(prefix) : len(candidate.name) - len(suffix)]
+        if _TEMP_TAG.fullmatch(tag) and candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it to `path` if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it to `path` if the block succeeds.
+
+    The block creates the file at the yielded path (open(), np.save, savefig, ...).
+    """
     final = Path(path)
+    suffix = suffix if suffix is not None else ".tmp"
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=suffix if suffix is not None else ".tmp", dir=final.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    remove_leftovers(final, suffix)
+    tmp = temporary_path(final, suffix)
     try:
         yield tmp
         os.replace(tmp, final)

@@ -55,6 +55,7 @@ import numpy as np
 from n2v_repro.backends.registry import FRAMEWORKS, make_backend
 from n2v_repro.config import TrainConfig
 from n2v_repro.data.transforms import denormalise, normalise
+from n2v_repro.errors import UserError
 from n2v_repro.evaluation.metrics import psnr, ssim
 from n2v_repro.io.atomic import atomic_path, save_npz, write_json
 from n2v_repro.io.formats import (
@@ -88,11 +89,11 @@ LOSS_READ_STEPS = 50
 CHECKPOINT_FORMAT = 1
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class TrainingInterruptedError(RuntimeError):
+class TrainingInterruptedError(UserError, RuntimeError):
     """SIGTERM arrived; the last complete epoch's checkpoint is the resume point."""
 
 
