@@ -75,3 +75,15 @@ def test_every_model_arch_is_a_config_choice() -> None:
     common = (REPO_ROOT / "workflow" / "rules" / "common.smk").read_text()
     assert 'arch="|".join(ARCHS)' in common
     assert "PARITY_ARCHS = list(ARCHS)" in common
+
+
+@pytest.mark.parametrize("files", [(), ("test.yaml",), ("paper.yaml",)])
+def test_typed_config_holds_every_key_of_the_validated_mapping(files) -> None:
+    """Snakemake's `config` is rebuilt from the typed view: a key the dataclasses lack would
+    silently vanish from it (and from every script that reads it)."""
+    from n2v_repro.config import PipelineConfig
+
+    merged = load_config(
+        REPO_ROOT / "config" / "config.yaml", *(REPO_ROOT / "config" / f for f in files)
+    )
+    assert PipelineConfig.from_mapping(merged).as_dict() == merged

@@ -219,8 +219,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DownloadConfig:
+    connect_timeout_s: float
+    read_timeout_s: float
+    connections: int
+    mirror_failures: int
+
+
+@dataclass(frozen=True)
 class DataConfig:
     mirrors: tuple[str, ...]
+    download: DownloadConfig
     manifest: str
     bsd68_ids: str
     bsd68_pixels: str | None
