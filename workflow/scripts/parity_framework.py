@@ -2,10 +2,19 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+from n2v_repro.framework_site import use_framework_site  # noqa: E402
+
+# Before numpy is imported: Jittor's own numpy < 2 on a one-Python GPU machine (docs/gpu.md).
+use_framework_site(snakemake.wildcards.framework)
 from n2v_repro.logs import script_log  # noqa: E402
 
 with script_log(snakemake.log[0]):
+    from n2v_repro.backends.gpu_select import claim_gpu_for_job
     from n2v_repro.config import OptimizerConfig, from_plain
+
+    # Before any framework starts CUDA: this job's own GPU on a node with several (docs/gpu.md).
+    gpu_lease = claim_gpu_for_job(snakemake.params.device)
+
     from n2v_repro.parity import run_framework
 
     run_framework(
