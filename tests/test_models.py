@@ -13,11 +13,13 @@ from n2v_repro.models.initialisation import make_init_weights
 torch = pytest.importorskip("torch")
 from n2v_repro.models import torch_nets as models_torch  # noqa: E402
 
-ARCHS = ["n2n_unet", "n2v_unet"]
+ARCHS = ["n2n_unet", "n2v_unet", "n2v_unet32"]
 # n2v_unet: the reference recipe's number. n2n_unet: derived by hand from the port's layers:
 # 480 + 20784 (enc_in) + 20784 (enc_down) + 2*20784 (bottom) + 3*83040 (dec_first)
-# + 124512 + 2*83040 (dec_up) + 55936 + 18464 + 289 (head).
-EXPECTED_TRAINABLE = {"n2v_unet": 2_991_841, "n2n_unet": 698_017}
+# + 124512 + 2*83040 (dec_up) + 55936 + 18464 + 289 (head). n2v_unet32 (b = 32), by hand:
+# 3x3 weights 9*(b + 36 b^2) = 332,064, conv biases 17 b = 544, batch-norm gamma and beta
+# 2 * 17 b = 1,088, head b + 1 = 33.
+EXPECTED_TRAINABLE = {"n2v_unet": 2_991_841, "n2n_unet": 698_017, "n2v_unet32": 333_729}
 
 
 def jittor_models():
@@ -58,7 +60,7 @@ def test_shared_blocks_appear_once():
 
 
 def test_strides():
-    assert arch_spec.ARCH_STRIDE == {"n2n_unet": 32, "n2v_unet": 4}
+    assert arch_spec.ARCH_STRIDE == {"n2n_unet": 32, "n2v_unet": 4, "n2v_unet32": 4}
     for arch in ARCHS:
         model = models_torch.build_model(arch).eval()
         stride = arch_spec.ARCH_STRIDE[arch]

@@ -9,14 +9,16 @@ both model files must produce (tests check them against it) and that `models.ini
   times, as the port did; their parameters appear once.
 - `n2v_unet`: the reference recipe's CSBDeep U-Net (depth 2, 96 first-level features, batch
   norm, residual); 2,991,841 trainable parameters, two poolings (stride 4).
+- `n2v_unet32`: the same U-Net with 32 first-level features (CAREamics' default width),
+  333,729 trainable parameters: a network that trains in minutes on a CPU.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ARCHS = ("n2n_unet", "n2v_unet")
-ARCH_STRIDE = {"n2n_unet": 32, "n2v_unet": 4}
+ARCHS = ("n2n_unet", "n2v_unet", "n2v_unet32")
+ARCH_STRIDE = {"n2n_unet": 32, "n2v_unet": 4, "n2v_unet32": 4}
 BN_BUFFERS = ("running_mean", "running_var")
 
 # Channel widths of n2n_unet (Lehtinen et al., Table 2) and n2v_unet (CSBDeep, base 96).
@@ -24,6 +26,8 @@ N2N_FEATURES = 48
 N2N_DECODER = 96
 N2N_HEAD = (64, 32)
 N2V_BASE = 96
+# First-level features of each CSBDeep U-Net arch.
+N2V_WIDTHS = {"n2v_unet": N2V_BASE, "n2v_unet32": 32}
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,7 @@ def _double_conv(name: str, cin: int, mid: int, cout: int) -> list[Layer]:
     ]
 
 
-def _n2v_layers() -> list[Layer]:
-    b = N2V_BASE
+def _n2v_layers(b: int) -> list[Layer]:
     # CSBDeep's unet_block: each level's last conv (and the bottom's) narrows to the width
     # of the level above, so the up path's concatenations are 2*192 and 2*96 channels.
     return [
@@ -108,8 +111,8 @@ def layers(arch: str) -> list[Layer]:
     """Return the parametrised layers of `arch`, in definition order."""
     if arch == "n2n_unet":
         return _n2n_layers()
-    if arch == "n2v_unet":
-        return _n2v_layers()
+    if arch in N2V_WIDTHS:
+        return _n2v_layers(N2V_WIDTHS[arch])
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
 
 

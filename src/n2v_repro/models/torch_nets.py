@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2v_repro.models.spec import N2N_DECODER, N2N_FEATURES, N2N_HEAD, N2V_BASE
+from n2v_repro.models.spec import N2N_DECODER, N2N_FEATURES, N2N_HEAD, N2V_BASE, N2V_WIDTHS
 
 # The port (and joeylitalien/noise2noise-pytorch, which it followed) uses ReLU inside the
 # network and LeakyReLU(0.1) only after the last conv.
@@ -163,6 +163,6 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 def build_model(arch: str) -> nn.Module:
     if arch == "n2n_unet":
         return N2NUNet()
-    if arch == "n2v_unet":
-        return N2VUNet()
-    raise ValueError(f"unknown arch {arch!r}; expected n2n_unet or n2v_unet")
+    if arch in N2V_WIDTHS:
+        return N2VUNet(N2V_WIDTHS[arch])
+    raise ValueError(f"unknown arch {arch!r}; expected n2n_unet or one of {sorted(N2V_WIDTHS)}")
