@@ -136,7 +136,7 @@ TRAIN400_SIDE = 180
 
 
 def _recipe_key(config: Mapping[str, Any], recipe: str, *keys: str) -> str:
-    """The config key a recipe's setting comes from: its book entry if set there, else train."""
+    """Name the key a recipe's setting comes from: its book entry if set there, else train."""
     entry: Any = config["recipe_book"][recipe]
     for key in keys:
         if not isinstance(entry, Mapping) or key not in entry:
@@ -370,8 +370,10 @@ class PipelineConfig:
     def recipe(self, name: str) -> RecipeConfig:
         """Return the recipe `name` of recipe_book, merged over the train section."""
         if name not in self.recipe_book:
-            raise KeyError(f"no recipe {name!r} in recipe_book; defined: {sorted(self.recipe_book)}")
-        mapping = recipe_mapping({"train": plain(self.train), "recipe_book": self.recipe_book}, name)
+            defined = ", ".join(sorted(self.recipe_book))
+            raise KeyError(f"no recipe {name!r} in recipe_book; defined: {defined}")
+        sections = {"train": plain(self.train), "recipe_book": self.recipe_book}
+        mapping = recipe_mapping(sections, name)
         return RecipeConfig(name, from_plain(TrainConfig, mapping))
 
     @property
