@@ -40,8 +40,20 @@ def _fill_defaults(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
     for key, sub in schema.get("properties", {}).items():
         if key not in config and "default" in sub:
             config[key] = copy.deepcopy(sub["default"])
+        elif _is_named_map(sub) and isinstance(config.get(key), dict):
+            # A map of named entries (recipe_book) keeps its default entries; given entries
+            # merge over the default entry of the same name, as a --configfile would.
+            config[key] = merge_into(copy.deepcopy(sub["default"]), config[key])
         if isinstance(config.get(key), dict) and sub.get("type") == "object":
             _fill_defaults(config[key], sub)
+
+
+def _is_named_map(schema: Mapping[str, Any]) -> bool:
+    return (
+        schema.get("type") == "object"
+        and "properties" not in schema
+        and isinstance(schema.get("default"), dict)
+    )
 
 
 def _types(schema: Mapping[str, Any]) -> list[str]:

@@ -8,7 +8,7 @@ rule make_init_weights:
     output:
         INIT_WEIGHTS,
     log:
-        "logs/make_init_weights/{arch}_seed{seed}.log",
+        "logs/make_init_weights/{arch}_{init}_seed{seed}.log",
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -27,7 +27,7 @@ rule parity_inputs:
     params:
         seed=SEED,
         batch_size=CONFIG.parity.batch_size,
-        masking=plain(CONFIG.train.masking),
+        masking=parity_masking,
     script:
         "../scripts/parity_inputs.py"
 
@@ -48,7 +48,7 @@ rule parity_torch:
         gpu=gpu_jobs_resource(),
     params:
         steps=CONFIG.parity.steps,
-        optimizer=plain(CONFIG.train.optimizer),
+        optimizer=parity_optimizer,
         device=CONFIG.train.device,
     script:
         "../scripts/parity_framework.py"

@@ -9,5 +9,8 @@ log_to_file(snakemake.log[0])
 from n2v_repro.models.initialisation import write_init_weights  # noqa: E402
 
 write_init_weights(
-    snakemake.output[0], arch=snakemake.wildcards.arch, seed=int(snakemake.wildcards.seed)
+    snakemake.output[0],
+    arch=snakemake.wildcards.arch,
+    seed=int(snakemake.wildcards.seed),
+    scheme=snakemake.wildcards.init,
 )

@@ -12,4 +12,5 @@ make_final_psnr_figure(
     summaries=snakemake.input.summaries,
     output=snakemake.output.png,
     html_output=snakemake.output.html,
+    recipe_order=snakemake.params.recipes,
 )

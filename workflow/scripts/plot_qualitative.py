@@ -17,4 +17,6 @@ make_qualitative_figure(
     per_image_csvs=dict(zip(snakemake.params.frameworks, snakemake.input.per_image, strict=True)),
     n_images=snakemake.params.n_images,
     output=snakemake.output[0],
+    recipe=snakemake.wildcards.recipe,
+    seed=snakemake.params.seed,
 )

@@ -17,4 +17,5 @@ make_training_figures(
     valid_metrics=snakemake.output.valid_metrics,
     epoch_time=snakemake.output.epoch_time,
     memory_utilisation=snakemake.output.memory_utilisation,
+    validation=snakemake.params.validation,
 )

@@ -28,7 +28,7 @@ train(
         checkpoint=Path(snakemake.params.checkpoint),
         train=train_config,
         patch_size=snakemake.params.patch_size,
-        seed=snakemake.params.seed,
+        seed=int(snakemake.wildcards.seed),
         threads=snakemake.threads,
     )
 )
