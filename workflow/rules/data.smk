@@ -59,6 +59,13 @@ use rule to_gray_bsd400 as to_gray_bsd68 with:
         pixel_hashes=CONFIG.data.bsd68_pixels,
 
 
+# `snakemake to_gray` converts both sets.
+rule to_gray:
+    input:
+        gray_train_pngs(),
+        gray_bsd68_pngs(),
+
+
 rule split_bsd68:
     input:
         ids=CONFIG.data.bsd68_ids,

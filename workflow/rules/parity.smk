@@ -28,6 +28,8 @@ rule parity_inputs:
         seed=SEED,
         batch_size=CONFIG.parity.batch_size,
         masking=parity_masking,
+        # The initialisation the arch's (first) recipe trains from.
+        init=lambda wildcards: PARITY_SETTINGS[wildcards.arch].init,
     script:
         "../scripts/parity_inputs.py"
 

@@ -15,4 +15,5 @@ write_parity_inputs(
     seed=snakemake.params.seed,
     batch_size=snakemake.params.batch_size,
     masking=from_plain(MaskingConfig, snakemake.params.masking),
+    init=snakemake.params.init,
 )

@@ -8,6 +8,7 @@ to disk through an atomic rename.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -146,8 +147,10 @@ def plot_valid_metrics(histories: RunTable, path: str | Path, validation: str = 
     fig, axes = panel_grid(2, len(sigmas_of(histories)), sharex=True)
     _plot_by_sigma(histories, axes[0], "epoch", [("valid_psnr", "", "-")], "PSNR (dB)", "epoch")
     _plot_by_sigma(histories, axes[1], "epoch", [("valid_ssim", "", "-")], "SSIM", "epoch")
-    tiles = VALIDATION_TILES.get(validation, "validation tiles")
-    fig.suptitle(f"Validation by epoch, PSNR and SSIM (data range 255) on {tiles}")
+    tiles = VALIDATION_TILES.get(validation, "the validation tiles")
+    # Wrapped: one panel column must not be widened by its title.
+    title = textwrap.fill(f"Validation PSNR and SSIM (data range 255) by epoch, on {tiles}", 60)
+    fig.suptitle(title, fontsize="medium")
     save_figure(fig, path)
 
 
