@@ -152,8 +152,6 @@ rule plot_final_psnr:
             category=report_category("summary"),
             labels={"figure": "test PSNR by recipe, vs paper"},
         ),
-        # The same figure inlined in HTML, for the landing page (workflow.rst).
-        html="results/figures/final_psnr.html",
     log:
         "logs/plot_final_psnr/plot_final_psnr.log",
     conda:

@@ -11,6 +11,5 @@ from n2v_repro.report.figures_eval import make_final_psnr_figure  # noqa: E402
 make_final_psnr_figure(
     summaries=snakemake.input.summaries,
     output=snakemake.output.png,
-    html_output=snakemake.output.html,
     recipe_order=snakemake.params.recipes,
 )

@@ -127,11 +127,13 @@ def make_final_psnr_figure(
     *,
     summaries: Sequence[str | Path],
     output: str | Path,
-    html_output: str | Path,
+    html_output: str | Path | None = None,
     recipe_order: Sequence[str] = (),
 ) -> None:
-    """final_psnr.png, and the same figure inlined in a standalone HTML page (landing page)."""
+    """final_psnr.png, and optionally the same figure inlined in a standalone HTML page."""
     plot_final_psnr(psnr_ssim_rows(read_summaries(summaries)), output, recipe_order)
+    if html_output is None:
+        return
     page = render_figure("Test PSNR by noise level", output, FINAL_PSNR_CAPTION)
     with atomic_open(html_output, encoding="utf-8") as handle:
         handle.write(page)
