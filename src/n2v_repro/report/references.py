@@ -47,6 +47,8 @@ REFERENCE_RECIPE: dict[str, Any] = {
     "optimizer.lr": 4e-4,
     "optimizer.betas": [0.9, 0.999],
     "optimizer.eps": 1e-7,
+    # Keras' Adam: lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), Jittor's form.
+    "optimizer.semantics": "jittor",
     "schedule.kind": "plateau",
     "schedule.factor": 0.5,
     "schedule.patience": 10,
