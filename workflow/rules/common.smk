@@ -190,7 +190,11 @@ def evaluation_inputs(wildcards):
     """The test images, the training statistics and the weights named in eval.weights."""
     train = RECIPES[wildcards.recipe]
     folder = run_path(
-        MODEL_DIR, wildcards.recipe, wildcards.framework, wildcards.sigma, wildcards.seed
+        MODEL_DIR,
+        wildcards.recipe,
+        wildcards.framework,
+        wildcards.sigma,
+        wildcards.seed,
     )
     return {
         "clean": gray_bsd68_pngs(),
@@ -294,7 +298,11 @@ def recipe_figure_files(recipe):
 
 def recipe_table_files(recipe):
     folder = RECIPE_TABLES.format(recipe=recipe)
-    return [f"{folder}/{name}.{ext}" for name in ("psnr_ssim", "benchmark") for ext in ("csv", "html")]
+    return [
+        f"{folder}/{name}.{ext}"
+        for name in ("psnr_ssim", "benchmark")
+        for ext in ("csv", "html")
+    ]
 
 
 def figure_files():
