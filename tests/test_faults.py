@@ -42,9 +42,11 @@ EPOCHS = 5
 
 
 def tiny_config(fake: FakeBsds, mirrors: list[str], **data: Any) -> dict[str, Any]:
-    """config/test.yaml's scale on the generated images, torch only."""
+    """config/test.yaml's scale on the generated images, torch only, one recipe and seed."""
     return {
         "frameworks": ["torch"],
+        "recipes": ["port"],
+        "seeds": [1],
         "sigmas": [SIGMA],
         "data": fake.data_config(
             mirrors,
