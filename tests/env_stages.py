@@ -25,6 +25,16 @@ ARCH = "n2n_unet"
 SEED = 123
 PATCH_SIZE = 64
 FRAMEWORKS = ("torch", "jittor")
+RECIPE = "port"
+DATA_TAG = "bsd400_bsd68_split"
+INIT = f"results/init/{ARCH}_torch_default_seed{SEED}.npz"
+
+
+def run_path(framework: str) -> str:
+    """The run folder of `framework` (workflow/rules/common.smk RUN)."""
+    return f"results/{RECIPE}/{framework}/sigma{SIGMA}/seed{SEED}"
+
+
 # Each environment must NOT hold these (the rules of one framework never import the other).
 FORBIDDEN = {
     "data": ("torch", "jittor"),
@@ -44,6 +54,7 @@ def check_forbidden(stage: str) -> None:
 def data_stage(workdir: Path) -> None:
     from fake_bsds import make_fake_bsds
 
+    from n2v_repro.config import ValidationConfig
     from n2v_repro.data.download import download_images
     from n2v_repro.data.gray import convert_images
     from n2v_repro.data.manifest import bsd68_ids, read_manifest, train_ids
@@ -79,8 +90,9 @@ def data_stage(workdir: Path) -> None:
         sigma=SIGMA,
         seed=SEED,
     )
-    patches = workdir / f"resources/patches/sigma{SIGMA}"
+    patches = workdir / f"resources/patches/{DATA_TAG}/sigma{SIGMA}"
     patchify(
+        validation=ValidationConfig("bsd68_split", 4),
         train_npz=noisy / "bsd400.npz",
         bsd68_npz=noisy / "bsd68.npz",
         split_csv=split_csv,
@@ -93,7 +105,7 @@ def data_stage(workdir: Path) -> None:
             "valid": patches / "valid_tiles.npz",
         },
     )
-    write_init_weights(str(workdir / f"results/init/{ARCH}_seed{SEED}.npz"), ARCH, SEED)
+    write_init_weights(str(workdir / INIT), ARCH, SEED, "torch_default")
 
 
 def framework_stage(workdir: Path, framework: str) -> None:
@@ -115,26 +127,30 @@ def framework_stage(workdir: Path, framework: str) -> None:
             },
         }
     )
-    patches = workdir / f"resources/patches/sigma{SIGMA}"
-    models = workdir / f"results/models/{framework}/sigma{SIGMA}"
+    patches = workdir / f"resources/patches/{DATA_TAG}/sigma{SIGMA}"
+    run = workdir / run_path(framework)
+    models = run / "model"
     train(
         TrainJob(
             framework=framework,
             patch_dir=patches,
-            init_weights=workdir / f"results/init/{ARCH}_seed{SEED}.npz",
+            init_weights=workdir / INIT,
             out_dir=models,
-            checkpoint=workdir / f"results/checkpoints/{framework}/sigma{SIGMA}/checkpoint.npz",
+            checkpoint=run / "checkpoint" / "checkpoint.npz",
             train=config.train,
             patch_size=PATCH_SIZE,
             seed=SEED,
             threads=2,
         )
     )
-    evaluation = workdir / f"results/eval/{framework}/sigma{SIGMA}"
+    evaluation = run / "eval"
     run_evaluation(
         framework=framework,
         arch=ARCH,
         sigma=SIGMA,
+        recipe=RECIPE,
+        seed=SEED,
+        validation="bsd68_split",
         clean_pngs=sorted(str(p) for p in (workdir / "resources/gray/bsd68").glob("*.png")),
         noisy_npz=workdir / f"resources/noisy/sigma{SIGMA}/bsd68.npz",
         split_csv=workdir / "resources/bsd68_split.csv",
@@ -150,36 +166,41 @@ def framework_stage(workdir: Path, framework: str) -> None:
 
 
 def report_stage(workdir: Path) -> None:
+    from n2v_repro.config import PipelineConfig, plain
     from n2v_repro.report.figures import make_training_figures
     from n2v_repro.report.figures_eval import make_final_psnr_figure, make_qualitative_figure
     from n2v_repro.report.tables import make_tables
 
-    def per_run(template: str) -> dict[tuple[str, int], str]:
-        return {
-            (f, SIGMA): str(workdir / template.format(framework=f, sigma=SIGMA)) for f in FRAMEWORKS
-        }
+    def per_run(name: str) -> dict[tuple[str, str, int, int], str]:
+        return {(RECIPE, f, SIGMA, SEED): str(workdir / run_path(f) / name) for f in FRAMEWORKS}
 
-    def per_framework(template: str) -> dict[str, str]:
-        return {f: path for (f, _), path in per_run(template).items()}
+    def per_framework(name: str) -> dict[str, str]:
+        return {run[1]: path for run, path in per_run(name).items()}
 
     # Snakemake's benchmark file of each training job (written by Snakemake, not the library).
-    benchmarks = per_run("benchmarks/train/{framework}/sigma{sigma}.tsv")
+    benchmarks = {
+        (RECIPE, f, SIGMA, SEED): str(workdir / f"benchmarks/train/{run_path(f)[8:]}.tsv")
+        for f in FRAMEWORKS
+    }
     for path in benchmarks.values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t900.1\n")
-    summaries = list(per_run("results/eval/{framework}/sigma{sigma}/summary.json").values())
-    histories = per_run("results/models/{framework}/sigma{sigma}/history.csv")
-    monitors = per_run("results/models/{framework}/sigma{sigma}/monitor.csv")
+    summaries = list(per_run("eval/summary.json").values())
+    histories = per_run("model/history.csv")
+    monitors = per_run("model/monitor.csv")
     tables, figures = workdir / "results/tables", workdir / "results/figures"
     make_tables(
         summaries=summaries,
+        per_image=per_run("eval/per_image.csv"),
         histories=histories,
         monitors=monitors,
         train_benchmarks=benchmarks,
+        recipe_settings={RECIPE: {"settings": plain(PipelineConfig.from_mapping({}).train)}},
         psnr_ssim_csv=tables / "psnr_ssim.csv",
         psnr_ssim_html=tables / "psnr_ssim.html",
         benchmark_csv=tables / "benchmark.csv",
         benchmark_html=tables / "benchmark.html",
+        summary_html=tables / "summary.html",
     )
     make_training_figures(
         histories=histories,
@@ -188,21 +209,25 @@ def report_stage(workdir: Path) -> None:
         valid_metrics=figures / "valid_psnr_ssim.png",
         epoch_time=figures / "epoch_time.png",
         memory_utilisation=figures / "memory_utilisation.png",
+        validation="bsd68_split",
     )
     make_final_psnr_figure(
         summaries=summaries,
         output=figures / "final_psnr.png",
         html_output=figures / "final_psnr.html",
+        recipe_order=[RECIPE],
     )
     make_qualitative_figure(
         sigma=SIGMA,
         clean_pngs=sorted(str(p) for p in (workdir / "resources/gray/bsd68").glob("*.png")),
         noisy_npz=workdir / f"resources/noisy/sigma{SIGMA}/bsd68.npz",
         split_csv=workdir / "resources/bsd68_split.csv",
-        denoised_dirs=per_framework("results/eval/{framework}/sigma{sigma}/denoised"),
-        per_image_csvs=per_framework("results/eval/{framework}/sigma{sigma}/per_image.csv"),
+        denoised_dirs=per_framework("eval/denoised"),
+        per_image_csvs=per_framework("eval/per_image.csv"),
         n_images=2,
         output=figures / f"qualitative_sigma{SIGMA}.png",
+        recipe=RECIPE,
+        seed=SEED,
     )
 
 

@@ -12,6 +12,8 @@ writes under ``root``:
 - ``bsd68_ids.txt``: the first ``n_bsd68`` val ids.
 - ``bsd68_pixels.sha256``: ``<sha256>  <id>  <H>x<W>`` of the gray pixels of each BSD68
   image, computed with the project's conversion (``n2v_repro.data.gray``).
+- ``train400_crops.txt``: a Train400-style crop table, one 64 x 64 crop of each training
+  (train + test) image at a seeded position, with its gray pixels' sha256.
 
 and returns a ``FakeBsds`` with those paths, the ids per split, and ``data_config(mirrors)``
 giving a ``data:`` config section that points at them.
@@ -27,9 +29,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from n2v_repro.data.gray import format_pixel_hash, load_gray
+from n2v_repro.data.gray import format_pixel_hash, load_gray, pixel_digest
 
 _FIRST_ID = {"train": 1001, "test": 2001, "val": 3001}
+CROP_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class FakeBsds:
     bsd68_ids: Path
     bsd68_pixels: Path
     ids: dict[str, list[str]] = field(default_factory=dict)
+    train400_crops: Path | None = None
 
     @property
     def train_ids(self) -> list[str]:
@@ -62,6 +66,7 @@ class FakeBsds:
             "manifest": str(self.manifest),
             "bsd68_ids": str(self.bsd68_ids),
             "bsd68_pixels": str(self.bsd68_pixels),
+            **({"train400_crops": str(self.train400_crops)} if self.train400_crops else {}),
             **overrides,
         }
 
@@ -123,4 +128,14 @@ def make_fake_bsds(
     bsd68_pixels = root / "bsd68_pixels.sha256"
     lines = [format_pixel_hash(i, load_gray(images / "val" / f"{i}.jpg")) for i in bsd68]
     bsd68_pixels.write_text("# generated test data\n" + "\n".join(lines) + "\n")
-    return FakeBsds(images, manifest, bsd68_ids, bsd68_pixels, ids)
+    crop_lines = []
+    for number, image_id in enumerate(ids["train"] + ids["test"], start=1):
+        split = "train" if image_id in ids["train"] else "test"
+        gray = load_gray(images / split / f"{image_id}.jpg")
+        top = int(rng.integers(0, gray.shape[0] - CROP_SIZE + 1))
+        left = int(rng.integers(0, gray.shape[1] - CROP_SIZE + 1))
+        digest = pixel_digest(gray[top : top + CROP_SIZE, left : left + CROP_SIZE])
+        crop_lines.append(f"test_{number:03d}  {image_id}  {top}  {left}  {CROP_SIZE}  {digest}")
+    crops = root / "train400_crops.txt"
+    crops.write_text("# generated test data\n" + "\n".join(crop_lines) + "\n")
+    return FakeBsds(images, manifest, bsd68_ids, bsd68_pixels, ids, crops)

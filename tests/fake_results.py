@@ -94,19 +94,30 @@ def write_data(root: Path, ids: Sequence[str], n_valid: int, sigmas: Sequence[in
         )
 
 
+def run_dir(root: Path, recipe: str, framework: str, sigma: int, seed: int) -> Path:
+    """The pipeline's folder of one run (workflow/rules/common.smk RUN)."""
+    return root / "results" / recipe / framework / f"sigma{sigma}" / f"seed{seed}"
+
+
+def train_benchmark(root: Path, recipe: str, framework: str, sigma: int, seed: int) -> Path:
+    return root / "benchmarks" / "train" / recipe / framework / f"sigma{sigma}" / f"seed{seed}.tsv"
+
+
 def write_training(
     root: Path,
     framework: str,
     sigma: int,
     epochs: int = 4,
     weights: dict[str, np.ndarray] | None = None,
+    recipe: str = "port",
+    seed: int = 1,
 ) -> None:
     """history.csv, monitor.csv, last/best weights and the train job's benchmark.
 
     The weights are `weights` when given (real network weights), else a fake `gain` for
-    FakeBackend.
+    FakeBackend, a little different per seed, as real replicates would be.
     """
-    folder = root / "results" / "models" / framework / f"sigma{sigma}"
+    folder = run_dir(root, recipe, framework, sigma, seed) / "model"
     folder.mkdir(parents=True, exist_ok=True)
     slow = 1.0 if framework == "torch" else 1.2
     history, wall = [], 0.0
@@ -132,9 +143,10 @@ def write_training(
         monitor_line([0.5 * s, 150 + s, 800 + 10 * s * slow, None, None, None]) for s in range(20)
     ]
     (folder / "monitor.csv").write_text("\n".join([MONITOR_HEADER, *lines]) + "\n")
-    for name, gain in (("last", FAKE_GAIN[framework]), ("best", FAKE_GAIN[framework] + 0.1)):
-        save_weights(folder / f"{name}.npz", weights or {"gain": np.float32(gain)})
-    bench = root / "benchmarks" / "train" / framework / f"sigma{sigma}.tsv"
+    gain = FAKE_GAIN[framework] + 0.01 * seed
+    for name, value in (("last", gain), ("best", gain + 0.1)):
+        save_weights(folder / f"{name}.npz", weights or {"gain": np.float32(value)})
+    bench = train_benchmark(root, recipe, framework, sigma, seed)
     bench.parent.mkdir(parents=True, exist_ok=True)
     bench.write_text(
         "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -142,15 +154,25 @@ def write_training(
     )
 
 
-def write_evaluation(root: Path, framework: str, sigma: int) -> dict:
+def write_evaluation(
+    root: Path,
+    framework: str,
+    sigma: int,
+    recipe: str = "port",
+    seed: int = 1,
+    validation: str = "bsd68_split",
+) -> dict:
     """per_image.csv, summary.json and denoised/ through the real evaluation code."""
     resources = root / "resources"
-    models = root / "results" / "models" / framework / f"sigma{sigma}"
-    out = root / "results" / "eval" / framework / f"sigma{sigma}"
+    folder = run_dir(root, recipe, framework, sigma, seed)
+    models, out = folder / "model", folder / "eval"
     return run_evaluation(
         framework=framework,
         arch="n2n_unet",
         sigma=sigma,
+        recipe=recipe,
+        seed=seed,
+        validation=validation,
         clean_pngs=sorted((resources / "gray" / "bsd68").glob("*.png")),
         noisy_npz=resources / "noisy" / f"sigma{sigma}" / "bsd68.npz",
         split_csv=resources / "bsd68_split.csv",
@@ -207,12 +229,25 @@ def write_results_tree(
     n_valid: int,
     frameworks: Sequence[str] = ("torch", "jittor"),
     sigmas: Sequence[int] = (25,),
-) -> None:
-    """Every input of the tables, figures and report for these frameworks and sigmas."""
+    recipes: dict[str, str] | None = None,
+    seeds: Sequence[int] = (1,),
+) -> list[tuple[str, str, int, int]]:
+    """Every input of the tables, figures and report; returns the runs in pipeline order.
+
+    `recipes` maps each recipe name to its validation scheme (default: port, bsd68_split).
+    """
+    recipes = recipes or {"port": "bsd68_split"}
     write_data(root, ids, n_valid, sigmas)
-    for framework in frameworks:
-        for sigma in sigmas:
-            write_training(root, framework, sigma)
-            write_evaluation(root, framework, sigma)
+    runs = [
+        (recipe, framework, sigma, seed)
+        for recipe in recipes
+        for framework in frameworks
+        for sigma in sigmas
+        for seed in seeds
+    ]
+    for recipe, framework, sigma, seed in runs:
+        write_training(root, framework, sigma, recipe=recipe, seed=seed)
+        write_evaluation(root, framework, sigma, recipe, seed, recipes[recipe])
     if set(frameworks) >= {"torch", "jittor"}:
         write_parity(root)
+    return runs

@@ -37,6 +37,7 @@ def repo_data_config() -> dict[str, Any]:
             "manifest": str(REPO_DATA / "bsds500.sha256"),
             "bsd68_ids": str(REPO_DATA / "bsd68_ids.txt"),
             "bsd68_pixels": str(REPO_DATA / "bsd68_pixels.sha256"),
+            "train400_crops": str(REPO_DATA / "train400_crops.txt"),
         }
     }
 

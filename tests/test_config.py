@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from n2v_repro.config import ConfigError, load_config, validate_config
+from n2v_repro.config import ConfigError, PipelineConfig, load_config, plain, validate_config
+from n2v_repro.report.references import deviations
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,16 +27,70 @@ def test_defaults_fill_every_section() -> None:
 def test_test_config_merges_over_the_full_one() -> None:
     config = load_config(REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "test.yaml")
     assert config["sigmas"] == [25]
-    assert config["train"]["epochs"] == 2 and config["train"]["arch"] == "n2n_unet"
+    assert config["train"]["epochs"] == 2 and config["train"]["arch"] == "n2v_unet32"
     assert config["data"]["mirrors"]  # kept from config.yaml
+    # Two recipes, one per validation scheme, two seeds: what the Done-when run needs.
+    typed = PipelineConfig.from_mapping(config)
+    schemes = {r.name: r.train.validation.scheme for r in typed.run_recipes}
+    assert schemes == {"paper": "heldout_train", "port": "bsd68_split"}
+    assert typed.seeds == (1, 2) and typed.frameworks == ("torch", "jittor")
+    paper = typed.recipe("paper").train
+    # The test shrinks the paper recipe; the rest of it is still the paper's.
+    assert (paper.epochs, paper.batch_size, paper.arch) == (2, 4, "n2v_unet32")
+    assert (paper.train_set, paper.init, paper.schedule.kind) == (
+        "train400",
+        "glorot_uniform",
+        "plateau",
+    )
 
 
 def test_paper_config_is_the_reference_recipe() -> None:
-    config = load_config(REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "paper.yaml")
-    train = config["train"]
-    assert train["arch"] == "n2v_unet" and train["batch_size"] == 128
-    assert train["optimizer"]["lr"] == 4e-4 and train["optimizer"]["eps"] == 1e-7
-    assert train["schedule"]["kind"] == "plateau"
+    config = PipelineConfig.from_mapping(
+        load_config(REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "paper.yaml")
+    )
+    assert config.recipes == ("paper",) and config.sigmas == (25,)
+    train = config.recipe("paper").train
+    settings = {**plain(train), "data": {"train_images": None, "bsd68_images": None}}
+    settings["data"]["patch_size"] = config.data.patch_size
+    # Every key of the reference code's recipe that this project names has its value.
+    assert deviations(settings) == []
+    assert train.optimizer.lr == 4e-4 and train.optimizer.eps == 1e-7
+    assert train.validation.scheme == "heldout_train" and train.validation.heldout_images == 4
+
+
+def test_recipe_book_defaults_are_config_yaml_recipes() -> None:
+    """The schema's built-in recipes (used when config.yaml is not loaded) equal config.yaml's."""
+    with open(REPO_ROOT / "config" / "config.yaml") as handle:
+        book = yaml.safe_load(handle)["recipe_book"]
+    assert validate_config({})["recipe_book"] == book
+    # A config's entries merge over the built-in ones by name.
+    merged = validate_config({"recipe_book": {"paper": {"epochs": 3}, "mine": {}}})
+    assert merged["recipe_book"]["paper"]["epochs"] == 3
+    assert merged["recipe_book"]["paper"]["batch_size"] == 128
+    assert set(merged["recipe_book"]) == {"port", "paper", "cpu", "mine"}
+
+
+def test_plain_train_section_is_one_recipe() -> None:
+    """An older single-recipe config (just `train:`) runs as the recipe `port`."""
+    config = PipelineConfig.from_mapping({"train": {"arch": "n2v_unet", "epochs": 7}, "seed": 5})
+    (recipe,) = config.run_recipes
+    assert recipe.name == "port" and recipe.train.arch == "n2v_unet" and recipe.train.epochs == 7
+    assert config.seeds == (5,)  # seeds null: the master seed
+
+
+def test_recipe_overrides_merge_over_the_train_section() -> None:
+    config = PipelineConfig.from_mapping(
+        {
+            "recipes": ["a", "b"],
+            "train": {"epochs": 9, "optimizer": {"lr": 0.01}},
+            "recipe_book": {"a": {}, "b": {"optimizer": {"eps": 1e-3}, "init": "glorot_uniform"}},
+        }
+    )
+    a, b = config.run_recipes
+    assert (a.train.epochs, a.train.optimizer.lr, a.train.init) == (9, 0.01, "torch_default")
+    assert (b.train.epochs, b.train.optimizer.lr, b.train.optimizer.eps) == (9, 0.01, 1e-3)
+    assert b.train.init == "glorot_uniform"
+    assert a.train.data_tag == "bsd400_bsd68_split"
 
 
 def test_command_line_strings_become_the_schema_types() -> None:
@@ -55,6 +111,29 @@ def test_command_line_strings_become_the_schema_types() -> None:
         ({"train": {"optimizer": {"lr": "fast"}}}, "train.optimizer.lr"),
         ({"frameworks": ["tensorflow"]}, "frameworks[0]"),
         ({"data": {"bsd68_images": 4, "n_valid": 4}}, "data.n_valid"),
+        ({"recipes": ["port", "papr"]}, "recipes[1]"),
+        ({"recipes": ["Port"]}, "recipes[0]"),
+        ({"recipe_book": {"paper": {"epochs": "many"}}}, "recipe_book.paper.epochs"),
+        (
+            {"recipe_book": {"paper": {"validation": {"scheme": "bsd68"}}}},
+            "recipe_book.paper.validation.scheme",
+        ),
+        ({"recipe_book": {"port": {"init": "he_normal"}}}, "recipe_book.port.init"),
+        ({"recipe_book": {"port": {"device": "cuda"}}}, "recipe_book.port.device"),
+        ({"seeds": [1, 1]}, "seeds"),
+        (
+            {
+                "recipes": ["paper"],
+                "data": {"train_images": 4},
+                "recipe_book": {"paper": {"validation": {"heldout_images": 4}}},
+            },
+            "recipe_book.paper.validation.heldout_images",
+        ),
+        (
+            {"recipes": ["paper"], "recipe_book": {"paper": {"valid_tiles": 17}}},
+            "recipe_book.paper.valid_tiles",
+        ),
+        ({"recipes": ["paper"], "train": {"valid_tiles": 17}}, "train.valid_tiles"),
     ],
 )
 def test_bad_values_name_the_key(config: dict, key: str) -> None:

@@ -47,7 +47,23 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "more validation tiles than exist",
         {"train": {"valid_tiles": 100000}},
-        ["train.valid_tiles", "allowed 1-140"],
+        ["train.valid_tiles", "allowed 1-70", "recipe 'port'"],
+    ),
+    ("unknown recipe", {"recipes": ["paper", "portt"]}, ["recipes[1]", "portt", "recipe_book"]),
+    (
+        "bad recipe value",
+        {"recipe_book": {"paper": {"validation": {"scheme": "bsd68"}}}},
+        ["recipe_book.paper.validation.scheme", "heldout_train"],
+    ),
+    (
+        "nothing left to train on",
+        {"recipe_book": {"paper": {"validation": {"heldout_images": 8}}}},
+        ["recipe_book.paper.validation.heldout_images", "allowed 1-7"],
+    ),
+    (
+        "device per recipe",
+        {"recipe_book": {"port": {"device": "cuda"}}},
+        ["recipe_book.port.device", "train.device"],
     ),
 ]
 

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from n2v_repro.config import ValidationConfig
+from n2v_repro.data.gray import pixel_digest
 from n2v_repro.data.patches import PatchError, patchify, pixel_stats, tile_grid, tile_image
+from n2v_repro.data.train400 import CropError, locate_crops, read_crops
 from n2v_repro.io.formats import write_split
+
+BSD68_SPLIT = ValidationConfig("bsd68_split", 4)
 
 
 def test_tile_grid_counts_positions_and_drops_partial_tiles() -> None:
@@ -74,12 +79,13 @@ def test_patchify_writes_the_contract_formats(tmp_path: Path) -> None:
     shapes = {"20": (70, 100), "9": (100, 70), "31": (64, 64), "4": (33, 33)}
     s = _setup(tmp_path, shapes, valid={"20", "9", "31"})
     patchify(
-        tmp_path / "bsd400.npz",
-        tmp_path / "bsd68.npz",
-        tmp_path / "split.csv",
-        s["pngs"],
-        32,
-        s["outputs"],
+        train_npz=tmp_path / "bsd400.npz",
+        bsd68_npz=tmp_path / "bsd68.npz",
+        split_csv=tmp_path / "split.csv",
+        clean_bsd68_pngs=s["pngs"],
+        patch_size=32,
+        outputs=s["outputs"],
+        validation=BSD68_SPLIT,
     )
 
     flat = np.load(s["outputs"]["train"], mmap_mode="r")
@@ -114,11 +120,160 @@ def test_patchify_missing_validation_image_names_it(tmp_path: Path) -> None:
     write_split(tmp_path / "split.csv", {"20": "valid", "9": "test", "77": "valid"})
     with pytest.raises(PatchError, match="validation id 77"):
         patchify(
-            tmp_path / "bsd400.npz",
-            tmp_path / "bsd68.npz",
-            tmp_path / "split.csv",
-            s["pngs"],
-            32,
-            s["outputs"],
+            train_npz=tmp_path / "bsd400.npz",
+            bsd68_npz=tmp_path / "bsd68.npz",
+            split_csv=tmp_path / "split.csv",
+            clean_bsd68_pngs=s["pngs"],
+            patch_size=32,
+            outputs=s["outputs"],
+            validation=BSD68_SPLIT,
         )
     assert not s["outputs"]["valid"].exists()
+
+
+# --- validation on held-out training images (the paper) -----------------------------------
+
+
+def _training_set(tmp_path: Path, ids: list[str], shape: tuple[int, int] = (70, 90)) -> dict:
+    """Clean and noisy training images; clean PNGs in tmp_path/gray400; noisy npz."""
+    rng = np.random.default_rng(5)
+    clean = {i: rng.integers(0, 256, shape, dtype=np.uint8) for i in ids}
+    noisy = {i: c + rng.normal(0, 25, shape).astype(np.float32) for i, c in clean.items()}
+    np.savez(tmp_path / "bsd400.npz", **noisy)
+    pngs = []
+    for image_id, pixels in clean.items():
+        pngs.append(tmp_path / "gray400" / f"{image_id}.png")
+        pngs[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(pixels, mode="L").save(pngs[-1])
+    outputs = {
+        key: tmp_path / "out" / name
+        for key, name in [
+            ("train", "train.npy"),
+            ("index", "train_index.csv"),
+            ("stats", "train_stats.json"),
+            ("valid", "valid_tiles.npz"),
+        ]
+    }
+    return {"clean": clean, "noisy": noisy, "pngs": pngs, "outputs": outputs}
+
+
+def test_heldout_train_validates_on_the_last_training_images_and_trains_on_the_rest(
+    tmp_path: Path,
+) -> None:
+    t = _training_set(tmp_path, ["5", "40", "7", "100"])  # id order 5, 7, 40, 100
+    patchify(
+        train_npz=tmp_path / "bsd400.npz",
+        clean_train_pngs=t["pngs"],
+        patch_size=32,
+        outputs=t["outputs"],
+        validation=ValidationConfig("heldout_train", 2),
+    )
+    with open(t["outputs"]["index"], newline="") as handle:
+        assert [r["id"] for r in csv.DictReader(handle)] == ["5", "7"]
+    stats = json.loads(t["outputs"]["stats"].read_text())
+    values = np.concatenate([t["noisy"][i].ravel() for i in ("5", "7")]).astype(np.float64)
+    assert stats["mean"] == pytest.approx(values.mean())  # held-out pixels left out
+    assert stats["validation_scheme"] == "heldout_train"
+    assert stats["validation_ids"] == ["40", "100"]
+    with np.load(t["outputs"]["valid"]) as tiles:
+        assert tiles["ids"].tolist() == ["40"] * 4 + ["100"] * 4  # 2x2 tiles of 32 in 70x90
+        np.testing.assert_array_equal(tiles["noisy"][5], t["noisy"]["100"][0:32, 32:64])
+        np.testing.assert_array_equal(tiles["clean"][5], t["clean"]["100"][0:32, 32:64])
+
+
+def test_heldout_train_must_leave_a_training_image(tmp_path: Path) -> None:
+    t = _training_set(tmp_path, ["1", "2"])
+    with pytest.raises(PatchError, match="heldout_images"):
+        patchify(
+            train_npz=tmp_path / "bsd400.npz",
+            clean_train_pngs=t["pngs"],
+            patch_size=32,
+            outputs=t["outputs"],
+            validation=ValidationConfig("heldout_train", 2),
+        )
+    assert not t["outputs"]["train"].exists()
+
+
+def _crop_table(path: Path, rows: list[tuple[str, str, int, int, int, str]]) -> Path:
+    lines = ["# name id top left size sha256"]
+    lines += [
+        f"{n}  {i}  {top}  {left}  {size}  {digest}" for n, i, top, left, size, digest in rows
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_train400_crops_are_cut_in_table_order_and_checked(tmp_path: Path) -> None:
+    t = _training_set(tmp_path, ["5", "40", "7"])
+    size = 40
+    corners = {"40": (3, 11), "5": (30, 50), "7": (0, 0)}  # table order: 40, 5, 7
+    rows = [
+        (
+            f"test_{k:03d}",
+            i,
+            top,
+            left,
+            size,
+            pixel_digest(t["clean"][i][top : top + size, left : left + size]),
+        )
+        for k, (i, (top, left)) in enumerate(corners.items(), start=1)
+    ]
+    table = _crop_table(tmp_path / "crops.txt", rows)
+    patchify(
+        train_npz=tmp_path / "bsd400.npz",
+        clean_train_pngs=t["pngs"],
+        patch_size=32,
+        outputs=t["outputs"],
+        validation=ValidationConfig("heldout_train", 1),
+        train_set="train400",
+        crops_file=table,
+    )
+    with open(t["outputs"]["index"], newline="") as handle:
+        index = list(csv.DictReader(handle))
+    assert {r["id"] for r in index} == {"40", "5"}  # 7, last in table order, is held out
+    flat = np.load(t["outputs"]["train"])
+    for row in index:
+        top, left = corners[row["id"]]
+        start = int(row["offset"])
+        np.testing.assert_array_equal(
+            flat[start : start + size * size].reshape(size, size),
+            t["noisy"][row["id"]][top : top + size, left : left + size],
+        )
+    with np.load(t["outputs"]["valid"]) as tiles:
+        assert tiles["ids"].tolist() == ["7"]  # one 32x32 tile fits in a 40x40 crop
+        np.testing.assert_array_equal(tiles["clean"][0], t["clean"]["7"][:32, :32])
+
+    # A crop whose pixels differ from the recorded hash is refused, naming it.
+    rows[1] = (*rows[1][:5], "0" * 64)
+    _crop_table(table, rows)
+    with pytest.raises(CropError, match="test_002"):
+        patchify(
+            train_npz=tmp_path / "bsd400.npz",
+            clean_train_pngs=t["pngs"],
+            patch_size=32,
+            outputs=t["outputs"],
+            validation=ValidationConfig("heldout_train", 1),
+            train_set="train400",
+            crops_file=table,
+        )
+
+
+def test_repository_crop_table_covers_bsd400_once() -> None:
+    crops = read_crops(
+        Path(__file__).resolve().parents[1] / "config" / "data" / "train400_crops.txt"
+    )
+    assert len(crops) == 400 and len({c.image_id for c in crops}) == 400
+    assert all(c.size == 180 for c in crops)
+
+
+def test_locate_crops_finds_the_exact_block_only() -> None:
+    rng = np.random.default_rng(0)
+    images = {
+        "a": rng.integers(0, 256, (50, 60), dtype=np.uint8),
+        "b": rng.integers(0, 256, (40, 40), dtype=np.uint8),
+    }
+    crop = images["a"][7:27, 13:33].copy()
+    changed = crop.copy()
+    changed[5, 5] ^= 1
+    found = locate_crops({"x": crop, "y": changed}, images)
+    assert found == {"x": [("a", 7, 13)], "y": []}

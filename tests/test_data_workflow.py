@@ -29,8 +29,12 @@ SIGMA = 15
 PATCH = 32
 
 
+# The data set of the default recipe (port): whole BSD400 images, validation on the BSD68 split.
+DATA_TAG = "bsd400_bsd68_split"
+
+
 def data_targets(sigma: int) -> list[str]:
-    folder = f"resources/patches/sigma{sigma}"
+    folder = f"resources/patches/{DATA_TAG}/sigma{sigma}"
     names = ("train.npy", "train_index.csv", "train_stats.json", "valid_tiles.npz")
     return [f"{folder}/{name}" for name in names]
 
@@ -127,7 +131,7 @@ def test_generated_data_end_to_end(tmp_path: Path) -> None:
         assert sorted(noisy.files, key=int) == fake.train_ids
         assert all(noisy[k].dtype == np.float32 for k in noisy.files)
 
-    folder = work / f"resources/patches/sigma{SIGMA}"
+    folder = work / f"resources/patches/{DATA_TAG}/sigma{SIGMA}"
     flat = np.load(folder / "train.npy", mmap_mode="r")
     with open(folder / "train_index.csv", newline="") as handle:
         index = list(csv.DictReader(handle))
@@ -145,8 +149,9 @@ def test_generated_data_end_to_end(tmp_path: Path) -> None:
         assert tiles["noisy"].shape == (24, PATCH, PATCH)
         residual = tiles["noisy"] - tiles["clean"].astype(np.float32)
         assert abs(residual.std() - SIGMA) < 2.5
-    for rule in ("download_bsds500", "to_gray", "split_bsd68"):
-        assert (work / "logs" / rule / f"{rule}.log").exists()
+    for log in ("download_bsds500/download_bsds500", "to_gray/bsd400", "to_gray/bsd68"):
+        assert (work / "logs" / f"{log}.log").exists(), log
+    assert (work / "logs/split_bsd68/split_bsd68.log").exists()
     assert "MB/s" in (work / "logs/download_bsds500/download_bsds500.log").read_text()
 
     # Nothing left to do on a second run.

@@ -133,6 +133,23 @@ def test_summarise_gives_both_test_sets_per_weights() -> None:
     assert summary["bsd68"]["last"]["psnr_mean"] == pytest.approx(30.0)
 
 
+def test_summarise_never_scores_best_weights_on_the_images_that_chose_them() -> None:
+    rows = [
+        {"id": i, "subset": subset, "weights": weights, "psnr": 25.0, "ssim": 0.6}
+        for i, subset in (("a", "test"), ("b", "valid"))
+        for weights in ("noisy", "last", "best")
+    ]
+    # BSD68 split: the best weights were chosen on "b", which is in bsd68 but not in test34.
+    split = summarise(rows, "bsd68_split")
+    assert set(split["bsd68"]) == {"noisy", "last"}
+    assert set(split["test34"]) == {"noisy", "last", "best"}
+    # Held-out training images chose them: every test set may show them.
+    heldout = summarise(rows, "heldout_train")
+    assert set(heldout["bsd68"]) == set(heldout["test34"]) == {"noisy", "last", "best"}
+    with pytest.raises(ValueError, match="unknown validation scheme"):
+        summarise(rows, "bsd68")
+
+
 def _write_inputs(tmp_path: Path, images: list[EvalImage]) -> dict:
     gray = tmp_path / "gray"
     gray.mkdir()
@@ -164,6 +181,9 @@ def test_run_evaluation_writes_the_contract_files(tmp_path: Path) -> None:
         framework="torch",
         arch="n2n_unet",
         sigma=25,
+        recipe="port",
+        seed=7,
+        validation="bsd68_split",
         **_write_inputs(tmp_path, images),
         per_image_csv=out / "per_image.csv",
         summary_json=out / "summary.json",
@@ -177,8 +197,16 @@ def test_run_evaluation_writes_the_contract_files(tmp_path: Path) -> None:
     assert len(rows) == 3 * len(images)
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert set(summary["test_sets"]) == {"test34", "bsd68"}
-    assert set(summary["test_sets"]["bsd68"]) == {"noisy", "last", "best"}
+    # bsd68_split: the best weights were chosen on the valid images, part of bsd68
+    assert set(summary["test_sets"]["bsd68"]) == {"noisy", "last"}
+    assert set(summary["test_sets"]["test34"]) == {"noisy", "last", "best"}
     assert summary["test_sets"]["test34"]["last"]["n"] == 2
+    assert (summary["recipe"], summary["seed"]) == ("port", 7)
+    n_valid = sum(img.subset == "valid" for img in images)
+    assert summary["validation"] == {
+        "scheme": "bsd68_split",
+        "images_in_test_set": {"test34": 0, "bsd68": n_valid},
+    }
     assert summary["inference"]["device"] == "cpu"
 
     assert (out / "denoised").stat().st_mode & 0o755 == 0o755  # not mkdtemp's private mode
@@ -199,6 +227,9 @@ def test_run_evaluation_names_a_missing_clean_image(tmp_path: Path) -> None:
             framework="torch",
             arch="n2n_unet",
             sigma=25,
+            recipe="port",
+            seed=1,
+            validation="bsd68_split",
             **inputs,
             per_image_csv=tmp_path / "p.csv",
             summary_json=tmp_path / "s.json",
@@ -222,6 +253,9 @@ def _evaluate_init_weights(tmp_path: Path, framework: str, arch: str) -> dict:
         framework=framework,
         arch=arch,
         sigma=25,
+        recipe="paper",
+        seed=123,
+        validation="heldout_train",
         clean_pngs=sorted((tmp_path / "resources/gray/bsd68").glob("*.png")),
         noisy_npz=tmp_path / "resources/noisy/sigma25/bsd68.npz",
         split_csv=tmp_path / "resources/bsd68_split.csv",

@@ -29,20 +29,24 @@ from pipeline_runner import run_snakemake, start_snakemake, write_config
 from n2v_repro.io import atomic as io_utils
 
 SIGMA = 25
-MODEL_DIR = f"results/models/torch/sigma{SIGMA}"
-CHECKPOINT = f"results/checkpoints/torch/sigma{SIGMA}/checkpoint.npz"
-TRAIN_LOG = f"logs/train/torch/sigma{SIGMA}.log"
+# The port recipe (validation on the BSD68 split), torch, first seed of config/test.yaml.
+RUN = f"port/torch/sigma{SIGMA}/seed1"
+MODEL_DIR = f"results/{RUN}/model"
+CHECKPOINT = f"results/{RUN}/checkpoint/checkpoint.npz"
+TRAIN_LOG = f"logs/train/{RUN}.log"
 PATCH_TARGETS = [
-    f"resources/patches/sigma{SIGMA}/{name}"
+    f"resources/patches/bsd400_bsd68_split/sigma{SIGMA}/{name}"
     for name in ("train.npy", "train_index.csv", "train_stats.json", "valid_tiles.npz")
 ]
 EPOCHS = 5
 
 
 def tiny_config(fake: FakeBsds, mirrors: list[str], **data: Any) -> dict[str, Any]:
-    """config/test.yaml's scale on the generated images, torch only."""
+    """config/test.yaml's scale on the generated images, torch only, one recipe and seed."""
     return {
         "frameworks": ["torch"],
+        "recipes": ["port"],
+        "seeds": [1],
         "sigmas": [SIGMA],
         "data": fake.data_config(
             mirrors,
@@ -167,7 +171,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(
     final = run_snakemake(workdir, configfile, [f"{MODEL_DIR}/last.npz"])
     assert_ok(final)
     assert "train_torch" in final.stdout
-    for rule in ("download_bsds500", "to_gray", "add_noise", "patchify"):
+    for rule in ("download_bsds500", "to_gray_bsd400", "to_gray_bsd68", "add_noise", "patchify"):
         assert f"rule {rule}:" not in final.stdout, f"{rule} was redone"
     assert mtimes(workdir / "resources") == data_mtimes, "finished data jobs were redone"
     log = (workdir / TRAIN_LOG).read_text()

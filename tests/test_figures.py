@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_results import write_parity, write_results_tree
+from fake_results import run_dir, write_parity, write_results_tree
 from PIL import Image
 
 from n2v_repro.report.figures import make_training_figures
@@ -21,13 +21,18 @@ from n2v_repro.report.figures_eval import (
 IDS = [f"im{i}" for i in range(6)]
 
 
-def _tree(root: Path, frameworks: tuple[str, ...], sigmas: tuple[int, ...]) -> Path:
-    write_results_tree(root, IDS, n_valid=2, frameworks=frameworks, sigmas=sigmas)
+def _tree(root: Path, frameworks: tuple[str, ...], sigmas: tuple[int, ...], **kwargs) -> Path:
+    write_results_tree(root, IDS, n_valid=2, frameworks=frameworks, sigmas=sigmas, **kwargs)
     return root
 
 
-def _runs(root: Path, pattern: str, frameworks, sigmas) -> dict[tuple[str, int], Path]:
-    return {(f, s): root / pattern.format(f=f, s=s) for f in frameworks for s in sigmas}
+def _runs(root: Path, name: str, frameworks, sigmas, seeds=(1,), recipe="port") -> dict:
+    return {
+        (recipe, f, s, seed): run_dir(root, recipe, f, s, seed) / name
+        for f in frameworks
+        for s in sigmas
+        for seed in seeds
+    }
 
 
 def _picture(path: Path) -> np.ndarray:
@@ -50,8 +55,9 @@ def _training_figures(root: Path, frameworks, sigmas) -> dict[str, Path]:
         "memory_utilisation": root / "fig" / "memory_utilisation.png",
     }
     make_training_figures(
-        histories=_runs(root, "results/models/{f}/sigma{s}/history.csv", frameworks, sigmas),
-        monitors=_runs(root, "results/models/{f}/sigma{s}/monitor.csv", frameworks, sigmas),
+        histories=_runs(root, "model/history.csv", frameworks, sigmas),
+        monitors=_runs(root, "model/monitor.csv", frameworks, sigmas),
+        validation="heldout_train",
         **out,
     )
     return out
@@ -74,15 +80,36 @@ def test_final_psnr_with_one_framework(tmp_path: Path) -> None:
     root = _tree(tmp_path, ("jittor",), (25, 50))
     output = tmp_path / "final_psnr.png"
     make_final_psnr_figure(
-        summaries=list(
-            _runs(root, "results/eval/{f}/sigma{s}/summary.json", ("jittor",), (25, 50)).values()
-        ),
+        summaries=list(_runs(root, "eval/summary.json", ("jittor",), (25, 50)).values()),
         output=output,
         html_output=tmp_path / "final_psnr.html",
     )
     _assert_drawn(output)
     page = (tmp_path / "final_psnr.html").read_text()
     assert page.count('src="data:image/png;base64,') == 1 and "Krull" in page
+
+
+def test_final_psnr_has_a_panel_per_recipe(tmp_path: Path) -> None:
+    recipes = {"paper": "heldout_train", "port": "bsd68_split"}
+    root = _tree(tmp_path, ("torch", "jittor"), (25,), recipes=recipes, seeds=(1, 2))
+    widths = {}
+    for names in (["port"], ["paper", "port"]):
+        summaries = [
+            path
+            for recipe in names
+            for path in _runs(
+                root, "eval/summary.json", ("torch", "jittor"), (25,), (1, 2), recipe
+            ).values()
+        ]
+        output = tmp_path / f"final_{len(names)}.png"
+        make_final_psnr_figure(
+            summaries=summaries,
+            output=output,
+            html_output=tmp_path / "final.html",
+            recipe_order=names,
+        )
+        widths[len(names)] = _assert_drawn(output).shape[1]
+    assert widths[2] > 1.5 * widths[1]
 
 
 @pytest.mark.parametrize("frameworks", [("torch", "jittor"), ("torch",)])
@@ -96,12 +123,16 @@ def test_qualitative_grid_rows_and_columns(tmp_path: Path, frameworks: tuple[str
             clean_pngs=sorted((root / "resources/gray/bsd68").glob("*.png")),
             noisy_npz=root / "resources/noisy/sigma25/bsd68.npz",
             split_csv=root / "resources/bsd68_split.csv",
-            denoised_dirs={f: root / f"results/eval/{f}/sigma25/denoised" for f in frameworks},
+            denoised_dirs={
+                f: run_dir(root, "port", f, 25, 1) / "eval/denoised" for f in frameworks
+            },
             per_image_csvs={
-                f: root / f"results/eval/{f}/sigma25/per_image.csv" for f in frameworks
+                f: run_dir(root, "port", f, 25, 1) / "eval/per_image.csv" for f in frameworks
             },
             n_images=n_images,
             output=output,
+            recipe="port",
+            seed=1,
         )
         pictures[n_images] = _assert_drawn(output)
     assert pictures[3].shape[0] > 2.3 * pictures[1].shape[0]

@@ -142,7 +142,7 @@ def test_eval_summary_names_its_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'sigma'"):
         formats.write_eval_summary(tmp_path / "x.json", {k: 1 for k in summary if k != "sigma"})
     (tmp_path / "old.json").write_text(json.dumps({"test_sets": {}}))
-    with pytest.raises(FormatError, match=r"old\.json: lacks the keys \['framework'"):
+    with pytest.raises(FormatError, match=r"old\.json: lacks the keys \['recipe', 'framework'"):
         formats.read_eval_summary(tmp_path / "old.json")
 
 

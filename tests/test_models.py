@@ -13,15 +13,18 @@ from n2v_repro.models.initialisation import make_init_weights
 torch = pytest.importorskip("torch")
 from n2v_repro.models import torch_nets as models_torch  # noqa: E402
 
-ARCHS = ["n2n_unet", "n2v_unet", "rednet10", "rednet20", "rednet30"]
+ARCHS = ["n2n_unet", "n2v_unet", "n2v_unet32", "rednet10", "rednet20", "rednet30"]
 REDNETS = ["rednet10", "rednet20", "rednet30"]
 # n2v_unet: the reference recipe's number. n2n_unet: derived by hand from the port's layers:
 # 480 + 20784 (enc_in) + 20784 (enc_down) + 2*20784 (bottom) + 3*83040 (dec_first)
-# + 124512 + 2*83040 (dec_up) + 55936 + 18464 + 289 (head).
+# + 124512 + 2*83040 (dec_up) + 55936 + 18464 + 289 (head). n2v_unet32 (b = 32), by hand:
+# 3x3 weights 9*(b + 36 b^2) = 332,064, conv biases 17 b = 544, batch-norm gamma and beta
+# 2 * 17 b = 1,088, head b + 1 = 33.
 # REDNet-N, n = N/2: 640 (conv1) + (2n - 2) * 36928 (64->64 convs and deconvs) + 577 (last).
 EXPECTED_TRAINABLE = {
     "n2v_unet": 2_991_841,
     "n2n_unet": 698_017,
+    "n2v_unet32": 333_729,
     "rednet10": 296_641,
     "rednet20": 665_921,
     "rednet30": 1_035_201,
@@ -69,6 +72,7 @@ def test_strides():
     assert arch_spec.ARCH_STRIDE == {
         "n2n_unet": 32,
         "n2v_unet": 4,
+        "n2v_unet32": 4,
         "rednet10": 2,
         "rednet20": 2,
         "rednet30": 2,
@@ -198,3 +202,55 @@ def test_forward_parity_from_same_weights(arch):
         expected = torch_model(torch.from_numpy(x)).numpy()
     got = jittor_model(jt.array(x)).numpy()
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
+
+
+# --- Keras' initialisation (the paper's recipe) --------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_glorot_weights_follow_keras_fans_and_zero_biases(arch):
+    weights = make_init_weights(arch, 3, "glorot_uniform")
+    assert set(weights) == set(arch_spec.parameter_shapes(arch))
+    for layer in arch_spec.layers(arch):
+        if layer.kind == "batch_norm":
+            np.testing.assert_array_equal(weights[f"{layer.name}.weight"], 1)
+            np.testing.assert_array_equal(weights[f"{layer.name}.bias"], 0)
+            continue
+        w = torch.from_numpy(weights[f"{layer.name}.weight"])
+        # PyTorch's xavier_uniform_ computes Keras' glorot_uniform bound from the stored shape;
+        # for a transposed conv it swaps fan_in and fan_out, which leaves their sum alone.
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(w)
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        assert float(w.abs().max()) <= limit
+        assert float(w.abs().max()) > 0.9 * limit
+        if w.numel() > 5000:  # uniform on [-l, l]: std l / sqrt(3)
+            assert float(w.std()) == pytest.approx(limit / math.sqrt(3), rel=0.05)
+        np.testing.assert_array_equal(weights[f"{layer.name}.bias"], 0)
+
+
+def test_initialisation_schemes_differ_and_unknown_is_named():
+    torch_default = make_init_weights("n2v_unet32", 3, "torch_default")
+    glorot = make_init_weights("n2v_unet32", 3, "glorot_uniform")
+    assert np.abs(torch_default["up0.conv1.bias"]).max() > 0
+    assert not np.array_equal(torch_default["up0.conv1.weight"], glorot["up0.conv1.weight"])
+    # The default scheme is PyTorch's: old callers get the same weights as before.
+    np.testing.assert_array_equal(
+        make_init_weights("n2v_unet32", 3)["head.weight"], torch_default["head.weight"]
+    )
+    with pytest.raises(ValueError, match="he_normal"):
+        make_init_weights("n2v_unet32", 3, "he_normal")
+
+
+@pytest.mark.jittor
+@pytest.mark.parametrize("scheme", ["torch_default", "glorot_uniform"])
+def test_both_frameworks_start_from_the_same_weights(scheme):
+    from n2v_repro.backends.registry import make_backend
+
+    weights = make_init_weights("n2v_unet32", 5, scheme)
+    for framework in ("torch", "jittor"):
+        backend = make_backend(framework, "n2v_unet32", device="cpu")
+        backend.load_weights(weights)
+        loaded = backend.get_weights()
+        assert set(loaded) == set(weights)
+        for name, value in weights.items():
+            np.testing.assert_array_equal(loaded[name], value, err_msg=f"{framework} {name}")

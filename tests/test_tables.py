@@ -1,4 +1,4 @@
-"""The PSNR/SSIM and benchmark tables from a fake results tree."""
+"""The PSNR/SSIM, summary and benchmark tables from a fake results tree of two recipes."""
 
 from __future__ import annotations
 
@@ -6,37 +6,75 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from fake_results import write_results_tree
+from fake_results import run_dir, train_benchmark, write_results_tree
+from scipy import stats
 
-from n2v_repro.report.references import PAPER_PSNR
-from n2v_repro.report.tables import make_tables, pair_runs
+from n2v_repro.io.formats import read_per_image
+from n2v_repro.report.references import PAPER_PSNR, REFERENCE_CODE_PSNR, REFERENCE_RECIPE
+from n2v_repro.report.tables import make_tables, pair_runs, paired_test
 
 IDS = [f"im{i}" for i in range(6)]
+N_VALID = 2
 FRAMEWORKS = ("torch", "jittor")
 SIGMAS = (15, 25)
+SEEDS = (1, 2, 3)
+RECIPES = {"paper": "heldout_train", "port": "bsd68_split"}
 
 
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("results")
-    write_results_tree(root, IDS, n_valid=2, frameworks=FRAMEWORKS, sigmas=SIGMAS)
-    runs = [(f, s) for f in FRAMEWORKS for s in SIGMAS]
+def _settings(validation: str, **changes) -> dict:
+    """A recipe_settings entry as common.smk makes it: the reference recipe, plus changes."""
+    settings = {
+        "arch": "n2v_unet",
+        "epochs": 200,
+        "steps_per_epoch": 400,
+        "batch_size": 128,
+        "augment": True,
+        "masking": {"kind": "uniform_withCP", "percentage": 0.198, "radius": 2},
+        "optimizer": {"lr": 4e-4, "betas": [0.9, 0.999], "eps": 1e-7, "semantics": "jittor"},
+        "schedule": {"kind": "plateau", "step_epochs": 50, "factor": 0.5, "patience": 10},
+        "valid_tiles": None,
+        "device": "auto",
+        "train_set": "train400",
+        "validation": {"scheme": validation, "heldout_images": 4},
+        "init": "glorot_uniform",
+        "data": {"train_images": None, "bsd68_images": None, "patch_size": 64},
+    }
+    settings.update(changes)
+    return {"validation": validation, "settings": settings}
+
+
+def _make(root: Path, runs: list, recipe_settings: dict, folder: Path) -> dict[str, Path]:
     out = {
-        "psnr_ssim_csv": root / "tables" / "psnr_ssim.csv",
-        "psnr_ssim_html": root / "tables" / "psnr_ssim.html",
-        "benchmark_csv": root / "tables" / "benchmark.csv",
-        "benchmark_html": root / "tables" / "benchmark.html",
+        "psnr_ssim_csv": folder / "psnr_ssim.csv",
+        "psnr_ssim_html": folder / "psnr_ssim.html",
+        "benchmark_csv": folder / "benchmark.csv",
+        "benchmark_html": folder / "benchmark.html",
+        "summary_html": folder / "summary.html",
     }
     make_tables(
         # Shuffled: the summaries name their own run, so their order must not matter.
-        summaries=[root / f"results/eval/{f}/sigma{s}/summary.json" for f, s in runs[::-1]],
-        histories={(f, s): root / f"results/models/{f}/sigma{s}/history.csv" for f, s in runs},
-        monitors={(f, s): root / f"results/models/{f}/sigma{s}/monitor.csv" for f, s in runs},
-        train_benchmarks={(f, s): root / f"benchmarks/train/{f}/sigma{s}.tsv" for f, s in runs},
+        summaries=[run_dir(root, *run) / "eval" / "summary.json" for run in runs[::-1]],
+        per_image={run: run_dir(root, *run) / "eval" / "per_image.csv" for run in runs},
+        histories={run: run_dir(root, *run) / "model" / "history.csv" for run in runs},
+        monitors={run: run_dir(root, *run) / "model" / "monitor.csv" for run in runs},
+        train_benchmarks={run: train_benchmark(root, *run) for run in runs},
+        recipe_settings=recipe_settings,
         **out,
     )
-    return {"root": root, **out}
+    return out
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("results")
+    runs = write_results_tree(root, IDS, N_VALID, FRAMEWORKS, SIGMAS, recipes=RECIPES, seeds=SEEDS)
+    recipe_settings = {
+        "paper": _settings("heldout_train", epochs=2),
+        "port": _settings("bsd68_split", arch="n2n_unet"),
+    }
+    return {"root": root, "runs": runs, **_make(root, runs, recipe_settings, root / "tables")}
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -44,84 +82,163 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _summary(root: Path, framework: str, sigma: int) -> dict:
-    return json.loads((root / f"results/eval/{framework}/sigma{sigma}/summary.json").read_text())
+def _summary(root: Path, run: tuple) -> dict:
+    return json.loads((run_dir(root, *run) / "eval" / "summary.json").read_text())
 
 
 def test_pair_runs_keys_files_by_position_and_checks_the_runs() -> None:
     # The paths say nothing about the run: the pairing comes from the list alone.
-    assert pair_runs([["jittor", "50"], ("torch", 10)], ["a.csv", "b.csv"]) == {
-        ("jittor", 50): Path("a.csv"),
-        ("torch", 10): Path("b.csv"),
+    assert pair_runs([["port", "jittor", "50", "2"], ("paper", "torch", 10, 1)], ["a", "b"]) == {
+        ("port", "jittor", 50, 2): Path("a"),
+        ("paper", "torch", 10, 1): Path("b"),
     }
     with pytest.raises(ValueError, match="2 runs"):
-        pair_runs([("torch", 10), ("jittor", 10)], ["a.csv"])
+        pair_runs([("p", "torch", 10, 1), ("p", "jittor", 10, 1)], ["a.csv"])
     with pytest.raises(ValueError, match="unknown frameworks \\['tensorflow'\\]"):
-        pair_runs([("tensorflow", 10)], ["a.csv"])
+        pair_runs([("p", "tensorflow", 10, 1)], ["a.csv"])
     with pytest.raises(ValueError, match="twice"):
-        pair_runs([("torch", 10), ("torch", 10)], ["a.csv", "b.csv"])
+        pair_runs([("p", "torch", 10, 1), ("p", "torch", 10, 1)], ["a.csv", "b.csv"])
+    with pytest.raises(ValueError, match="recipe, framework, sigma, seed"):
+        pair_runs([("torch", 10)], ["a.csv"])
 
 
 def test_two_summaries_of_one_run_are_refused(tables, tmp_path: Path) -> None:
-    summary = tables["root"] / "results/eval/torch/sigma15/summary.json"
+    summary = run_dir(tables["root"], "port", "torch", 15, 1) / "eval" / "summary.json"
     copy = tmp_path / "elsewhere.json"
     copy.write_text(summary.read_text())
-    with pytest.raises(ValueError, match="both evaluate torch at sigma 15"):
+    with pytest.raises(ValueError, match="both evaluate recipe port, torch at sigma 15, seed 1"):
         make_tables(
             summaries=[summary, copy],
+            per_image={},
             histories={},
             monitors={},
             train_benchmarks={},
-            **{k: tmp_path / Path(v).name for k, v in tables.items() if k != "root"},
+            recipe_settings={},
+            psnr_ssim_csv=tmp_path / "a.csv",
+            psnr_ssim_html=tmp_path / "a.html",
+            benchmark_csv=tmp_path / "b.csv",
         )
 
 
-def test_psnr_ssim_has_a_row_per_framework_sigma_test_set_and_weights(tables) -> None:
+def test_rows_average_over_seeds_and_never_score_weights_on_images_that_chose_them(tables):
     rows = _rows(tables["psnr_ssim_csv"])
-    keys = {(r["framework"], r["sigma"], r["test_set"], r["weights"]) for r in rows}
-    assert len(rows) == len(keys) == 2 * 2 * 2 * 2
-    assert rows[0]["test_set"] == "bsd68"  # the paper's protocol first
+    keys = [(r["recipe"], r["test_set"], r["sigma"], r["weights"], r["framework"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    # paper (held-out validation): both weights on both test sets; port (BSD68 split): its
+    # best weights were chosen on the valid half, so all-68 rows show last weights only.
+    expected = {
+        (recipe, test_set, str(sigma), weights, framework)
+        for recipe in RECIPES
+        for test_set in ("bsd68", "test34")
+        for sigma in SIGMAS
+        for weights in ("last", "best")
+        for framework in FRAMEWORKS
+        if not (recipe == "port" and test_set == "bsd68" and weights == "best")
+    }
+    assert set(keys) == expected
+    assert [r["recipe"] for r in rows] == sorted(
+        (r["recipe"] for r in rows), key=list(RECIPES).index
+    )
     for row in rows:
-        stats = _summary(tables["root"], row["framework"], int(row["sigma"]))["test_sets"]
-        expected = stats[row["test_set"]][row["weights"]]
-        assert float(row["psnr_mean"]) == pytest.approx(expected["psnr_mean"])
-        assert float(row["ssim_std"]) == pytest.approx(expected["ssim_std"])
-        assert int(row["n"]) == (6 if row["test_set"] == "bsd68" else 4)
-        assert float(row["noisy_psnr"]) == pytest.approx(
-            stats[row["test_set"]]["noisy"]["psnr_mean"]
-        )
+        per_seed = [
+            _summary(tables["root"], (row["recipe"], row["framework"], int(row["sigma"]), seed))
+            for seed in SEEDS
+        ]
+        values = [s["test_sets"][row["test_set"]][row["weights"]]["psnr_mean"] for s in per_seed]
+        assert float(row["psnr_mean"]) == pytest.approx(np.mean(values))
+        assert float(row["psnr_sd_seeds"]) == pytest.approx(np.std(values, ddof=1))
+        assert float(row["psnr_sd_seeds"]) > 0  # the fake seeds differ
+        assert int(row["seeds"]) == len(SEEDS)
+        assert int(row["n"]) == (len(IDS) if row["test_set"] == "bsd68" else len(IDS) - N_VALID)
+        in_test = N_VALID if (row["recipe"], row["test_set"]) == ("port", "bsd68") else 0
+        assert int(row["valid_in_test"]) == in_test
+        assert row["validation"] == RECIPES[row["recipe"]]
 
 
-def test_jittor_minus_torch_difference_is_on_jittor_rows(tables) -> None:
+def test_framework_difference_and_paired_test_on_jittor_rows(tables) -> None:
     rows = _rows(tables["psnr_ssim_csv"])
-    cell = {(r["framework"], r["sigma"], r["test_set"], r["weights"]): r for r in rows}
-    for (framework, sigma, test_set, weights), row in cell.items():
+    cell = {(r["recipe"], r["test_set"], r["sigma"], r["weights"], r["framework"]): r for r in rows}
+    for (recipe, test_set, sigma, weights, framework), row in cell.items():
         if framework == "torch":
-            assert row["jittor_minus_torch_psnr"] == ""
+            assert row["jittor_minus_torch_psnr"] == row["p_value"] == row["significant"] == ""
             continue
-        torch_row = cell[("torch", sigma, test_set, weights)]
+        torch_row = cell[(recipe, test_set, sigma, weights, "torch")]
         difference = float(row["psnr_mean"]) - float(torch_row["psnr_mean"])
         assert float(row["jittor_minus_torch_psnr"]) == pytest.approx(difference)
-        assert difference != 0.0  # the fake frameworks differ: the column is not constant
+        # The test, recomputed from the per-image files: pairs are (seed, image).
+        subsets = {"bsd68": ("valid", "test"), "test34": ("test",)}[test_set]
+        diffs = []
+        for seed in SEEDS:
+            scores = {}
+            for fw in FRAMEWORKS:
+                path = run_dir(tables["root"], recipe, fw, int(sigma), seed) / "eval"
+                scores[fw] = {
+                    r["id"]: r["psnr"]
+                    for r in read_per_image(path / "per_image.csv")
+                    if r["weights"] == weights and r["subset"] in subsets
+                }
+            diffs += [scores["jittor"][i] - scores["torch"][i] for i in sorted(scores["torch"])]
+        assert int(row["pairs"]) == len(diffs) == len(SEEDS) * int(row["n"])
+        assert float(row["p_value"]) == pytest.approx(stats.wilcoxon(diffs).pvalue)
+        assert row["significant"] == ("yes" if float(row["p_value"]) < 0.05 else "no")
+    # The fake jittor is consistently better on every image: the test must say so.
+    assert cell[("paper", "bsd68", "25", "last", "jittor")]["significant"] == "yes"
 
 
-def test_paper_reference_only_where_the_paper_reports_one(tables) -> None:
+def test_paired_test_edge_cases() -> None:
+    assert paired_test([]) == (0, None)
+    assert paired_test([0.3]) == (1, None)
+    assert paired_test([0.0] * 8) == (8, 1.0)  # identical frameworks: nothing to detect
+    rng = np.random.default_rng(0)
+    pairs, p = paired_test(list(0.5 + 0.1 * rng.standard_normal(12)))
+    assert pairs == 12 and p < 0.01
+    pairs, p = paired_test(list(rng.standard_normal(12)))
+    assert p > 0.05
+
+
+def test_paper_numbers_only_on_the_paper_recipe(tables) -> None:
     rows = _rows(tables["psnr_ssim_csv"])
-    with_reference = [r for r in rows if r["paper_psnr"]]
-    assert {(r["test_set"], r["sigma"]) for r in with_reference} == {("bsd68", "25")}
-    assert all(float(r["paper_psnr"]) == PAPER_PSNR[("bsd68", 25)] for r in with_reference)
+    with_paper = {(r["recipe"], r["test_set"], r["sigma"]) for r in rows if r["paper_psnr"]}
+    assert with_paper == {("paper", "bsd68", "25")}  # never on port's bsd68 sigma-25 rows
+    for row in rows:
+        if row["paper_psnr"]:
+            assert float(row["paper_psnr"]) == PAPER_PSNR[("bsd68", 25)]
+            expected = REFERENCE_CODE_PSNR[("bsd68", 25, row["weights"])]
+            assert float(row["reference_code_psnr"]) == expected
+        else:
+            assert row["reference_code_psnr"] == ""
     page = tables["psnr_ssim_html"].read_text()
-    assert "27.71" in page and "—" in page and "<table" in page and "<style>" in page
+    assert "27.71" in page and "27.81" in page and "27.77" in page
+    assert "BSD68_reproducibility" in page and "Krull" in page  # sources in the caption
     assert page.count("<tr>") == 1 + len(rows)
+    # The run's paper recipe has 2 epochs: the caption says so, beside the reference's 200.
+    assert "epochs 2 (reference 200)" in page
+    assert "arch" not in page.split("differs from the reference code")[1].split(".")[0]
 
 
-def test_benchmark_row_per_framework_and_sigma(tables) -> None:
+def test_no_deviation_note_when_the_paper_recipe_is_the_reference(tables, tmp_path: Path):
+    runs = [run for run in tables["runs"] if run[0] == "paper"]
+    out = _make(tables["root"], runs, {"paper": _settings("heldout_train")}, tmp_path)
+    assert "differs from the reference" not in out["psnr_ssim_html"].read_text()
+    assert set(REFERENCE_RECIPE) >= {"epochs", "validation.scheme", "init", "train_set"}
+
+
+def test_summary_page_is_compact_and_shows_each_recipes_clean_test_set(tables) -> None:
+    page = tables["summary_html"].read_text()
+    assert "n2v-compact" in page
+    rows = page.split("<tbody>")[1].split("</tbody>")[0].count("<tr>")
+    assert rows == len(RECIPES) * len(SIGMAS) * 2  # recipe x sigma x weights
+    # paper validated on held-out training images: all images; port: the test half only.
+    assert f"all ({len(IDS)})" in page and f"test half ({len(IDS) - N_VALID})" in page
+    assert "PyTorch" in page and "Jittor" in page and " ± " in page
+    header = page.split("<thead>")[1].split("</thead>")[0]
+    assert header.count("<th>") == 7
+
+
+def test_benchmark_row_per_run(tables) -> None:
     rows = _rows(tables["benchmark_csv"])
-    assert [(r["framework"], r["sigma"]) for r in rows] == [
-        ("torch", "15"),
-        ("torch", "25"),
-        ("jittor", "15"),
-        ("jittor", "25"),
+    assert [(r["recipe"], r["framework"], r["sigma"], r["seed"]) for r in rows] == [
+        (recipe, fw, str(sigma), str(seed)) for recipe, fw, sigma, seed in tables["runs"]
     ]
     torch_row = rows[0]
     # fake history: epochs of 30, 12, 13, 14 s; the first is kept apart from the mean/std

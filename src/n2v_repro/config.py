@@ -42,8 +42,20 @@ def _fill_defaults(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
     for key, sub in schema.get("properties", {}).items():
         if key not in config and "default" in sub:
             config[key] = copy.deepcopy(sub["default"])
+        elif _is_named_map(sub) and isinstance(config.get(key), dict):
+            # A map of named entries (recipe_book) keeps its default entries; given entries
+            # merge over the default entry of the same name, as a --configfile would.
+            config[key] = merge_into(copy.deepcopy(sub["default"]), config[key])
         if isinstance(config.get(key), dict) and sub.get("type") == "object":
             _fill_defaults(config[key], sub)
+
+
+def _is_named_map(schema: Mapping[str, Any]) -> bool:
+    return (
+        schema.get("type") == "object"
+        and "properties" not in schema
+        and isinstance(schema.get("default"), dict)
+    )
 
 
 def _types(schema: Mapping[str, Any]) -> list[str]:
@@ -96,8 +108,36 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
     if errors:
         lines = [f"config key '{_key_path(e.absolute_path)}': {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    if filled["seeds"] is None:
+        filled["seeds"] = [filled["seed"]]
+    _check_recipes(filled)
     _check_consistency(filled)
     return filled
+
+
+def recipe_mapping(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Return recipe `name` of a validated config: its train section, the book entry merged over."""
+    return merge_into(copy.deepcopy(dict(config["train"])), config["recipe_book"][name])
+
+
+def _check_recipes(config: Mapping[str, Any]) -> None:
+    """Every listed recipe is defined; a recipe may not choose the run's device."""
+    problems: list[str] = []
+    book = config["recipe_book"]
+    for index, name in enumerate(config["recipes"]):
+        if name not in book:
+            problems.append(
+                f"config key 'recipes[{index}]': no recipe {name!r} in recipe_book; "
+                f"defined: {', '.join(sorted(book)) or 'none'}"
+            )
+    for name, entry in book.items():
+        if "device" in entry:
+            problems.append(
+                f"config key 'recipe_book.{name}.device': the device is chosen for the whole "
+                f"run in train.device, not per recipe"
+            )
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 # Every BSDS500 image is 321 x 481 pixels (portrait or landscape); BSD68 has 68 of them and
@@ -105,11 +145,27 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
 BSDS500_IMAGE_SIDES = (321, 481)
 BSD68_SIZE = 68
 BSD400_SIZE = 400
+# DnCNN's Train400: one 180 x 180 crop of each BSD400 image (config/data/train400_crops.txt).
+TRAIN400_SIDE = 180
+
+
+def _recipe_key(config: Mapping[str, Any], recipe: str, *keys: str) -> str:
+    """Name the key a recipe's setting comes from: its book entry if set there, else train."""
+    entry: Any = config["recipe_book"][recipe]
+    for key in keys:
+        if not isinstance(entry, Mapping) or key not in entry:
+            return "train." + ".".join(keys)
+        entry = entry[key]
+    return f"recipe_book.{recipe}." + ".".join(keys)
+
+
+def _tiles_per_image(sides: tuple[int, int], size: int) -> int:
+    return (sides[0] // size) * (sides[1] // size)
 
 
 def _check_consistency(config: Mapping[str, Any]) -> None:
     """Rules that JSON schema cannot express across keys."""
-    data, train = config["data"], config["train"]
+    data = config["data"]
     problems: list[str] = []
     n_bsd68 = data["bsd68_images"] if data["bsd68_images"] is not None else BSD68_SIZE
     if data["bsd68_images"] is not None and data["bsd68_images"] > BSD68_SIZE:
@@ -134,22 +190,61 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
             f"{BSDS500_IMAGE_SIDES[0]}x{BSDS500_IMAGE_SIDES[1]} image; allowed multiples of 32 "
             f"up to {min(BSDS500_IMAGE_SIDES) // 32 * 32}"
         )
-    elif train["valid_tiles"] is not None:
-        per_image = (BSDS500_IMAGE_SIDES[0] // size) * (BSDS500_IMAGE_SIDES[1] // size)
-        available = min(data["n_valid"], n_bsd68) * per_image
-        if train["valid_tiles"] > available:
+    else:
+        n_train = data["train_images"] if data["train_images"] is not None else BSD400_SIZE
+        for name in config["recipes"]:
+            problems += _recipe_problems(config, name, recipe_mapping(config, name), n_train)
+    for name in config["recipes"]:
+        if recipe_mapping(config, name)["precision"] == "bf16" and "jittor" in config["frameworks"]:
             problems.append(
-                f"config key 'train.valid_tiles': {train['valid_tiles']} is more than the "
-                f"{available} tiles of {size}x{size} in the {data['n_valid']} validation images; "
-                f"allowed 1-{available} or null (all)"
+                f"config key '{_recipe_key(config, name, 'precision')}': bf16 is PyTorch-only "
+                "(Jittor 1.3.11 has no bfloat16 autocast) and frameworks includes jittor; "
+                "allowed with jittor: fp32, tf32"
             )
-    if train["precision"] == "bf16" and "jittor" in config["frameworks"]:
-        problems.append(
-            "config key 'train.precision': bf16 is PyTorch-only (Jittor 1.3.11 has no bfloat16 "
-            "autocast) and frameworks includes jittor; allowed with jittor: fp32, tf32"
-        )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _recipe_problems(
+    config: Mapping[str, Any], name: str, recipe: Mapping[str, Any], n_train: int
+) -> list[str]:
+    """Bounds of one recipe that depend on the data: held-out images, crops, tiles."""
+    data, size = config["data"], config["data"]["patch_size"]
+    problems = []
+    crops = recipe["train_set"] == "train400"
+    sides = (TRAIN400_SIDE, TRAIN400_SIDE) if crops else BSDS500_IMAGE_SIDES
+    if crops and size > TRAIN400_SIDE:
+        problems.append(
+            f"config key 'data.patch_size': {size} does not fit in the {TRAIN400_SIDE}x"
+            f"{TRAIN400_SIDE} Train400 crops of recipe {name!r} "
+            f"({_recipe_key(config, name, 'train_set')}); allowed up to {TRAIN400_SIDE // 32 * 32}"
+        )
+        return problems
+    scheme = recipe["validation"]["scheme"]
+    if scheme == "heldout_train":
+        held_out = recipe["validation"]["heldout_images"]
+        if held_out >= n_train:
+            key = _recipe_key(config, name, "validation", "heldout_images")
+            problems.append(
+                f"config key '{key}': holding out {held_out} of the {n_train} training images "
+                f"(data.train_images) leaves none to train recipe {name!r} on; "
+                f"allowed 1-{n_train - 1}"
+            )
+            return problems
+        available, images = held_out * _tiles_per_image(sides, size), f"{held_out} held-out"
+    else:
+        n_bsd68 = data["bsd68_images"] if data["bsd68_images"] is not None else BSD68_SIZE
+        n_valid = min(data["n_valid"], n_bsd68)
+        available = n_valid * _tiles_per_image(BSDS500_IMAGE_SIDES, size)
+        images = f"{n_valid} BSD68 validation"
+    tiles = recipe["valid_tiles"]
+    if tiles is not None and tiles > available:
+        problems.append(
+            f"config key '{_recipe_key(config, name, 'valid_tiles')}': {tiles} is more than the "
+            f"{available} tiles of {size}x{size} in the {images} images of recipe {name!r}; "
+            f"allowed 1-{available} or null (all)"
+        )
+    return problems
 
 
 def load_config(*paths: str | Path) -> dict[str, Any]:
@@ -204,7 +299,22 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class ValidationConfig:
+    scheme: str
+    heldout_images: int
+
+    @property
+    def tag(self) -> str:
+        """Name of the validation data set this scheme uses (a path component of its patches)."""
+        if self.scheme == "heldout_train":
+            return f"heldout{self.heldout_images}"
+        return self.scheme
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    """One recipe's training settings (the train section, or a recipe_book entry merged over it)."""
+
     arch: str
     epochs: int
     steps_per_epoch: int
@@ -216,6 +326,14 @@ class TrainConfig:
     valid_tiles: int | None
     device: str
     precision: str
+    train_set: str
+    validation: ValidationConfig
+    init: str
+
+    @property
+    def data_tag(self) -> str:
+        """Name of the training + validation data this recipe reads (its patch folder)."""
+        return f"{self.train_set}_{self.validation.tag}"
 
 
 @dataclass(frozen=True)
@@ -224,6 +342,14 @@ class DownloadConfig:
     read_timeout_s: float
     connections: int
     mirror_failures: int
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """A named recipe: what one row group of the results table was trained with."""
+
+    name: str
+    train: TrainConfig
 
 
 @dataclass(frozen=True)
@@ -237,6 +363,7 @@ class DataConfig:
     train_images: int | None
     bsd68_images: int | None
     patch_size: int
+    train400_crops: str
 
 
 @dataclass(frozen=True)
@@ -256,8 +383,11 @@ class ParityConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     seed: int
+    seeds: tuple[int, ...]
     frameworks: tuple[str, ...]
     sigmas: tuple[int, ...]
+    recipes: tuple[str, ...]
+    recipe_book: dict[str, Any]
     data: DataConfig
     train: TrainConfig
     eval: EvalConfig
@@ -267,6 +397,20 @@ class PipelineConfig:
     def from_mapping(cls, config: Mapping[str, Any]) -> PipelineConfig:
         """Validate `config` (schema and cross-key checks) and build the typed view."""
         return from_plain(cls, validate_config(config))
+
+    def recipe(self, name: str) -> RecipeConfig:
+        """Return the recipe `name` of recipe_book, merged over the train section."""
+        if name not in self.recipe_book:
+            defined = ", ".join(sorted(self.recipe_book))
+            raise KeyError(f"no recipe {name!r} in recipe_book; defined: {defined}")
+        sections = {"train": plain(self.train), "recipe_book": self.recipe_book}
+        mapping = recipe_mapping(sections, name)
+        return RecipeConfig(name, from_plain(TrainConfig, mapping))
+
+    @property
+    def run_recipes(self) -> tuple[RecipeConfig, ...]:
+        """The recipes this run trains, in the order of `recipes`."""
+        return tuple(self.recipe(name) for name in self.recipes)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the plain mapping (lists for tuples), e.g. for Snakemake's `config`."""

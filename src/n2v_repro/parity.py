@@ -102,9 +102,15 @@ def make_batch(batch_size: int, seed: int, masking: MaskingConfig) -> dict[str, 
 
 
 def write_parity_inputs(
-    path: str | Path, arch: str, seed: int, batch_size: int, masking: MaskingConfig
+    path: str | Path,
+    arch: str,
+    seed: int,
+    batch_size: int,
+    masking: MaskingConfig,
+    init: str = "torch_default",
 ) -> None:
-    weights = make_init_weights(arch, seed)
+    """Write the initial weights (`init` scheme, as the recipe trains them) and one batch."""
+    weights = make_init_weights(arch, seed, init)
     arrays = {f"weights/{k}": v for k, v in weights.items()}
     arrays |= make_batch(batch_size, seed, masking)
     save_npz(path, arrays)

@@ -7,6 +7,7 @@ from n2v_repro.backends.jittor_env import cuda_driver_available
 from n2v_repro.backends.registry import FRAMEWORKS as KNOWN_FRAMEWORKS
 from n2v_repro.config import ConfigError, PipelineConfig, plain
 from n2v_repro.data import manifest as _manifest
+from n2v_repro.models.initialisation import INIT_SCHEMES
 from n2v_repro.models.spec import ARCHS
 
 min_version("9.0")
@@ -31,9 +32,22 @@ except (OSError, _manifest.ManifestError) as error:
 
 SIGMAS = list(CONFIG.sigmas)
 FRAMEWORKS = list(CONFIG.frameworks)
-# Every (framework, sigma) training run, in the one order that every per-run list follows.
-RUNS = [(fw, s) for fw in FRAMEWORKS for s in SIGMAS]
-ARCH = CONFIG.train.arch
+SEEDS = list(CONFIG.seeds)
+# The recipes this run trains, by name, in the report's order (recipes x recipe_book).
+RECIPES = {recipe.name: recipe.train for recipe in CONFIG.run_recipes}
+# Every (recipe, framework, sigma, seed) training run, in the one order that every per-run
+# list follows.
+RUNS = [
+    (recipe, fw, s, seed)
+    for recipe in RECIPES
+    for fw in FRAMEWORKS
+    for s in SIGMAS
+    for seed in SEEDS
+]
+# Training + validation data sets in use, by name (a recipe's `data_tag`): several recipes
+# with the same training set and validation scheme share one set of patches.
+DATA_TAGS = {train.data_tag: train for train in RECIPES.values()}
+# The data seed: noise realisations and the BSD68 split.
 SEED = CONFIG.seed
 
 
@@ -43,17 +57,26 @@ wildcard_constraints:
     image_id=r"[^/]+",
     arch="|".join(ARCHS),
     seed=r"\d+",
+    recipe="|".join(CONFIG.recipe_book),
+    data_tag=r"(bsd400|train400)_(bsd68_split|heldout\d+)",
+    init="|".join(INIT_SCHEMES),
+    dataset="bsd400|bsd68",
 
 
 # --- path patterns (each defined once; rules and target lists format them) ------------------
 
 NOISY_NPZ = "resources/noisy/sigma{sigma}/{dataset}.npz"
-PATCH_DIR = "resources/patches/sigma{sigma}"
-INIT_WEIGHTS = "results/init/{arch}_seed{seed}.npz"
-MODEL_DIR = "results/models/{framework}/sigma{sigma}"
-CHECKPOINT = "results/checkpoints/{framework}/sigma{sigma}/checkpoint.npz"
-EVAL_DIR = "results/eval/{framework}/sigma{sigma}"
-TRAIN_BENCHMARK = "benchmarks/train/{framework}/sigma{sigma}.tsv"
+PATCH_DIR = "resources/patches/{data_tag}/sigma{sigma}"
+INIT_WEIGHTS = "results/init/{arch}_{init}_seed{seed}.npz"
+# One training run: recipe x framework x sigma x seed. Its model, evaluation and resume state.
+RUN = "{recipe}/{framework}/sigma{sigma}/seed{seed}"
+MODEL_DIR = f"results/{RUN}/model"
+EVAL_DIR = f"results/{RUN}/eval"
+CHECKPOINT = f"results/{RUN}/checkpoint/checkpoint.npz"
+TRAIN_BENCHMARK = f"benchmarks/train/{RUN}.tsv"
+EVAL_BENCHMARK = f"benchmarks/evaluate/{RUN}.tsv"
+RECIPE_TABLES = "results/tables/{recipe}"
+RECIPE_FIGURES = "results/figures/{recipe}"
 PARITY_DIR = "results/parity"
 PARITY_INPUTS = f"{PARITY_DIR}/inputs/{{arch}}.npz"
 PARITY_RESULT = f"{PARITY_DIR}/{{framework}}/{{arch}}.npz"
@@ -74,12 +97,21 @@ def downloaded_jpgs():
     ]
 
 
+def dataset_jpgs(dataset):
+    ids = TRAIN_IDS if dataset == "bsd400" else BSD68_IDS
+    return [f"resources/bsds500/{MANIFEST[i].split}/{i}.jpg" for i in ids]
+
+
 def gray_train_pngs():
     return [f"resources/gray/bsd400/{i}.png" for i in TRAIN_IDS]
 
 
 def gray_bsd68_pngs():
     return [f"resources/gray/bsd68/{i}.png" for i in BSD68_IDS]
+
+
+def gray_pngs(wildcards):
+    return gray_train_pngs() if wildcards.dataset == "bsd400" else gray_bsd68_pngs()
 
 
 def data_mem_mb(wildcards):
@@ -89,8 +121,8 @@ def data_mem_mb(wildcards):
     return 3 * n_bytes // 2**20 + 500
 
 
-def patch_files(sigma):
-    folder = PATCH_DIR.format(sigma=sigma)
+def patch_files(data_tag, sigma):
+    folder = PATCH_DIR.format(data_tag=data_tag, sigma=sigma)
     return {
         "train": f"{folder}/train.npy",
         "index": f"{folder}/train_index.csv",
@@ -99,10 +131,31 @@ def patch_files(sigma):
     }
 
 
+def patchify_inputs(wildcards):
+    """What one data set reads. A heldout_train set reads nothing of BSD68; a bsd68_split
+    set reads the noisy and clean BSD68 validation images; Train400 reads the crop table and
+    the clean training images (pixel check), as do held-out validation tiles (their clean
+    references)."""
+    train = DATA_TAGS[wildcards.data_tag]
+    inputs = {"bsd400": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd400")}
+    if train.train_set == "train400" or train.validation.scheme == "heldout_train":
+        inputs["clean_bsd400"] = gray_train_pngs()
+    if train.train_set == "train400":
+        inputs["crops"] = CONFIG.data.train400_crops
+    if train.validation.scheme == "bsd68_split":
+        inputs["bsd68"] = NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd68")
+        inputs["split"] = "resources/bsd68_split.csv"
+        inputs["clean_bsd68"] = gray_bsd68_pngs()
+    return inputs
+
+
 def training_inputs(wildcards):
+    train = RECIPES[wildcards.recipe]
     return {
-        **patch_files(wildcards.sigma),
-        "init": INIT_WEIGHTS.format(arch=ARCH, seed=SEED),
+        **patch_files(train.data_tag, wildcards.sigma),
+        "init": INIT_WEIGHTS.format(
+            arch=train.arch, init=train.init, seed=wildcards.seed
+        ),
     }
 
 
@@ -140,52 +193,145 @@ def framework_threads():
     return cores if not uses_gpu() else min(4, cores)
 
 
-def model_dir(framework, sigma):
-    return MODEL_DIR.format(framework=framework, sigma=sigma)
+def run_path(pattern, recipe, framework, sigma, seed):
+    return pattern.format(recipe=recipe, framework=framework, sigma=sigma, seed=seed)
 
 
-def eval_dir(framework, sigma):
-    return EVAL_DIR.format(framework=framework, sigma=sigma)
+def recipe_train(wildcards):
+    """The recipe's training settings, as the plain mapping a script rebuilds."""
+    return plain(RECIPES[wildcards.recipe])
+
+
+def recipe_arch(wildcards):
+    return RECIPES[wildcards.recipe].arch
+
+
+def recipe_precision(wildcards):
+    return RECIPES[wildcards.recipe].precision
+
+
+def recipe_validation_scheme(wildcards):
+    return RECIPES[wildcards.recipe].validation.scheme
+
+
+def run_checkpoint(wildcards):
+    """The run's resume state: not an output, so a failed job keeps it."""
+    return run_path(
+        CHECKPOINT,
+        wildcards.recipe,
+        wildcards.framework,
+        wildcards.sigma,
+        wildcards.seed,
+    )
+
+
+def data_tag_train_set(wildcards):
+    return DATA_TAGS[wildcards.data_tag].train_set
+
+
+def data_tag_validation(wildcards):
+    return plain(DATA_TAGS[wildcards.data_tag].validation)
+
+
+def parity_init(wildcards):
+    """The initialisation the arch's first recipe trains from."""
+    return PARITY_SETTINGS[wildcards.arch].init
+
+
+def one_recipe_settings(wildcards):
+    return {wildcards.recipe: recipe_settings()[wildcards.recipe]}
 
 
 def evaluation_inputs(wildcards):
     """The test images, the training statistics and the weights named in eval.weights."""
-    folder = model_dir(wildcards.framework, wildcards.sigma)
+    train = RECIPES[wildcards.recipe]
+    folder = run_path(
+        MODEL_DIR,
+        wildcards.recipe,
+        wildcards.framework,
+        wildcards.sigma,
+        wildcards.seed,
+    )
     return {
         "clean": gray_bsd68_pngs(),
         "noisy": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd68"),
         "split": "resources/bsd68_split.csv",
-        "stats": patch_files(wildcards.sigma)["stats"],
+        "stats": patch_files(train.data_tag, wildcards.sigma)["stats"],
         **{name: f"{folder}/{name}.npz" for name in CONFIG.eval.weights},
     }
 
 
-def sigma_denoised_dirs(wildcards):
-    return [f"{eval_dir(fw, wildcards.sigma)}/denoised" for fw in FRAMEWORKS]
-
-
-def sigma_per_image_csvs(wildcards):
-    return [f"{eval_dir(fw, wildcards.sigma)}/per_image.csv" for fw in FRAMEWORKS]
-
-
-def all_eval_summaries():
-    return [f"{eval_dir(fw, s)}/summary.json" for fw, s in RUNS]
-
-
-def all_histories():
-    return [f"{model_dir(fw, s)}/history.csv" for fw, s in RUNS]
-
-
-def all_monitors():
-    return [f"{model_dir(fw, s)}/monitor.csv" for fw, s in RUNS]
-
-
-def all_train_benchmarks():
+def runs_of(recipe=None, sigma=None, seed=None):
+    """The runs (RUNS order) of one recipe / sigma / seed, or all."""
     return [
-        TRAIN_BENCHMARK.format(framework=fw, sigma=s)
-        for fw in FRAMEWORKS
-        for s in SIGMAS
+        run
+        for run in RUNS
+        if (recipe is None or run[0] == recipe)
+        and (sigma is None or run[2] == int(sigma))
+        and (seed is None or run[3] == int(seed))
     ]
+
+
+def run_files(pattern, name, recipe=None, sigma=None, seed=None):
+    """`name` under `pattern` for each run of runs_of(recipe, sigma, seed)."""
+    return [
+        f"{run_path(pattern, *run)}/{name}" if name else run_path(pattern, *run)
+        for run in runs_of(recipe, sigma, seed)
+    ]
+
+
+def recipe_run_files(pattern, name):
+    """Input function: `name` of every run of the wildcard's recipe."""
+    return lambda wildcards: run_files(pattern, name, recipe=wildcards.recipe)
+
+
+def recipe_runs(wildcards):
+    """The (recipe, framework, sigma, seed) of each file of recipe_run_files, in order."""
+    return runs_of(recipe=wildcards.recipe)
+
+
+def first_seed_files(pattern, name):
+    """Input function: `name` of each framework's first-seed run at the wildcards' recipe
+    and sigma (the qualitative figure shows one seed)."""
+    return lambda wildcards: run_files(
+        pattern, name, recipe=wildcards.recipe, sigma=wildcards.sigma, seed=SEEDS[0]
+    )
+
+
+def recipe_settings():
+    """Per recipe the settings the report needs: validation scheme, arch, training set."""
+    return {
+        name: {
+            "arch": train.arch,
+            "validation": train.validation.scheme,
+            "heldout_images": train.validation.heldout_images,
+            "train_set": train.train_set,
+            "init": train.init,
+            # The recipe and the data limits, as the report compares them with the paper's.
+            "settings": {
+                **plain(train),
+                "data": {
+                    "train_images": CONFIG.data.train_images,
+                    "bsd68_images": CONFIG.data.bsd68_images,
+                    "patch_size": CONFIG.data.patch_size,
+                },
+            },
+        }
+        for name, train in RECIPES.items()
+    }
+
+
+def report_category(section):
+    """Report menu categories, in order: summary, one per recipe, parity."""
+    if section == "summary":
+        return "1. Summary"
+    if section == "parity":
+        return f"{len(RECIPES) + 2}. Framework parity"
+    return f"{list(RECIPES).index(section) + 2}. Recipe {section}"
+
+
+def recipe_category(wildcards):
+    return report_category(wildcards.recipe)
 
 
 def parity_outputs():
@@ -201,15 +347,31 @@ def parity_outputs():
     return []
 
 
+def recipe_figure_files(recipe):
+    folder = RECIPE_FIGURES.format(recipe=recipe)
+    return [
+        f"{folder}/loss_curves.png",
+        f"{folder}/valid_psnr_ssim.png",
+        f"{folder}/epoch_time.png",
+        f"{folder}/memory_utilisation.png",
+        *[f"{folder}/qualitative_sigma{s}.png" for s in SIGMAS],
+    ]
+
+
+def recipe_table_files(recipe):
+    folder = RECIPE_TABLES.format(recipe=recipe)
+    return [
+        f"{folder}/{name}.{ext}"
+        for name in ("psnr_ssim", "benchmark")
+        for ext in ("csv", "html")
+    ]
+
+
 def figure_files():
     """Every figure of the report; parity.png only when there is a parity check."""
     return [
-        "results/figures/loss_curves.png",
-        "results/figures/valid_psnr_ssim.png",
-        "results/figures/epoch_time.png",
-        "results/figures/memory_utilisation.png",
         "results/figures/final_psnr.png",
-        *[f"results/figures/qualitative_sigma{s}.png" for s in SIGMAS],
+        *[f for recipe in RECIPES for f in recipe_figure_files(recipe)],
         *(["results/figures/parity.png"] if parity_outputs() else []),
     ]
 
@@ -218,8 +380,9 @@ def final_outputs():
     return [
         "results/tables/psnr_ssim.csv",
         "results/tables/psnr_ssim.html",
+        "results/tables/summary.html",
         "results/tables/benchmark.csv",
-        "results/tables/benchmark.html",
+        *[f for recipe in RECIPES for f in recipe_table_files(recipe)],
         *figure_files(),
         *parity_outputs(),
     ]
@@ -227,7 +390,20 @@ def final_outputs():
 
 # --- parity ---------------------------------------------------------------------------------
 
-PARITY_ARCHS = list(ARCHS)
+# The networks this run trains, each checked once; the settings of its first recipe.
+PARITY_ARCHS = list(dict.fromkeys(train.arch for train in RECIPES.values()))
+PARITY_SETTINGS = {
+    arch: next(train for train in RECIPES.values() if train.arch == arch)
+    for arch in PARITY_ARCHS
+}
+
+
+def parity_masking(wildcards):
+    return plain(PARITY_SETTINGS[wildcards.arch].masking)
+
+
+def parity_optimizer(wildcards):
+    return plain(PARITY_SETTINGS[wildcards.arch].optimizer)
 
 
 def parity_threads():

@@ -1,5 +1,6 @@
 # Data stage: download the BSDS500 jpgs, convert them to gray, split BSD68, add one fixed
-# noise realisation per sigma, and cut the training source and validation tiles.
+# noise realisation per sigma, and cut the training source and validation tiles of each data
+# set in use (a recipe's training set x validation scheme).
 # Logic lives in src/n2v_repro/data/; the scripts only pass the snakemake values on.
 
 
@@ -28,23 +29,46 @@ rule download_bsds500:
         "../scripts/download_bsds500.py"
 
 
-rule to_gray:
+# One job per image set, so that the training data of a heldout_train recipe depends on no
+# job that reads a BSD68 image (the download fetches both sets but decodes none).
+rule to_gray_bsd400:
     input:
-        downloaded_jpgs(),
+        dataset_jpgs("bsd400"),
     output:
-        bsd400=gray_train_pngs(),
-        bsd68=gray_bsd68_pngs(),
+        gray_train_pngs(),
     log:
-        "logs/to_gray/to_gray.log",
+        "logs/to_gray/bsd400.log",
     benchmark:
-        "benchmarks/to_gray/to_gray.tsv"
+        "benchmarks/to_gray/bsd400.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 2
     params:
-        pixel_hashes=CONFIG.data.bsd68_pixels,
+        dataset="bsd400",
+        pixel_hashes=None,
     script:
         "../scripts/to_gray.py"
+
+
+use rule to_gray_bsd400 as to_gray_bsd68 with:
+    input:
+        dataset_jpgs("bsd68"),
+    output:
+        gray_bsd68_pngs(),
+    log:
+        "logs/to_gray/bsd68.log",
+    benchmark:
+        "benchmarks/to_gray/bsd68.tsv"
+    params:
+        dataset="bsd68",
+        pixel_hashes=CONFIG.data.bsd68_pixels,
+
+
+# `snakemake to_gray` converts both sets.
+rule to_gray:
+    input:
+        gray_train_pngs(),
+        gray_bsd68_pngs(),
 
 
 rule split_bsd68:
@@ -69,15 +93,13 @@ rule split_bsd68:
 
 rule add_noise:
     input:
-        bsd400=gray_train_pngs(),
-        bsd68=gray_bsd68_pngs(),
+        gray_pngs,
     output:
-        bsd400=NOISY_NPZ.replace("{dataset}", "bsd400"),
-        bsd68=NOISY_NPZ.replace("{dataset}", "bsd68"),
+        NOISY_NPZ,
     log:
-        "logs/add_noise/sigma{sigma}.log",
+        "logs/add_noise/sigma{sigma}/{dataset}.log",
     benchmark:
-        "benchmarks/add_noise/sigma{sigma}.tsv"
+        "benchmarks/add_noise/sigma{sigma}/{dataset}.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -91,16 +113,13 @@ rule add_noise:
 
 rule patchify:
     input:
-        bsd400=NOISY_NPZ.replace("{dataset}", "bsd400"),
-        bsd68=NOISY_NPZ.replace("{dataset}", "bsd68"),
-        split="resources/bsd68_split.csv",
-        clean_bsd68=gray_bsd68_pngs(),
+        unpack(patchify_inputs),
     output:
-        **patch_files("{sigma}"),
+        **patch_files("{data_tag}", "{sigma}"),
     log:
-        "logs/patchify/sigma{sigma}.log",
+        "logs/patchify/{data_tag}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/patchify/sigma{sigma}.tsv"
+        "benchmarks/patchify/{data_tag}/sigma{sigma}.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -108,5 +127,7 @@ rule patchify:
         mem_mb=data_mem_mb,
     params:
         patch_size=CONFIG.data.patch_size,
+        train_set=data_tag_train_set,
+        validation=data_tag_validation,
     script:
         "../scripts/patchify.py"

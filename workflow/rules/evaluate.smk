@@ -1,7 +1,8 @@
-# Evaluation: one job per framework x sigma. Whole BSD68 images, normalised with the training
-# statistics, predicted unclipped; per-image PSNR/SSIM (data range 255) for each saved
-# weights and for the noisy input (src/n2v_repro/evaluation/predict.py). Like training, each framework
-# has its own rule so that each gets its own conda environment.
+# Evaluation: one job per recipe x framework x sigma x seed. Whole BSD68 images, normalised
+# with the training statistics, predicted unclipped; per-image PSNR/SSIM (data range 255) for
+# each saved weights and for the noisy input (src/n2v_repro/evaluation/predict.py). This is
+# the first job of a heldout_train recipe that reads a BSD68 image. Like training, each
+# framework has its own rule so that each gets its own conda environment.
 
 
 rule evaluate_torch:
@@ -12,9 +13,9 @@ rule evaluate_torch:
         summary=f"{EVAL_DIR}/summary.json",
         denoised=directory(f"{EVAL_DIR}/denoised"),
     log:
-        "logs/evaluate/{framework}/sigma{sigma}.log",
+        f"logs/evaluate/{RUN}.log",
     benchmark:
-        "benchmarks/evaluate/{framework}/sigma{sigma}.tsv"
+        EVAL_BENCHMARK
     wildcard_constraints:
         framework="torch",
     conda:
@@ -23,9 +24,10 @@ rule evaluate_torch:
     resources:
         gpu=gpu_jobs_resource(),
     params:
-        arch=ARCH,
+        arch=recipe_arch,
+        validation=recipe_validation_scheme,
         device=CONFIG.train.device,
-        precision=CONFIG.train.precision,
+        precision=recipe_precision,
         weights=list(CONFIG.eval.weights),
         tta=CONFIG.eval.tta,
     script:

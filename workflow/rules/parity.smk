@@ -11,7 +11,7 @@ rule make_init_weights:
     output:
         INIT_WEIGHTS,
     log:
-        "logs/make_init_weights/{arch}_seed{seed}.log",
+        "logs/make_init_weights/{arch}_{init}_seed{seed}.log",
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -30,7 +30,9 @@ rule parity_inputs:
     params:
         seed=SEED,
         batch_size=CONFIG.parity.batch_size,
-        masking=plain(CONFIG.train.masking),
+        masking=parity_masking,
+        # The initialisation the arch's (first) recipe trains from.
+        init=parity_init,
     script:
         "../scripts/parity_inputs.py"
 
@@ -51,7 +53,7 @@ rule parity_torch:
         gpu=gpu_jobs_resource(),
     params:
         steps=CONFIG.parity.steps,
-        optimizer=plain(CONFIG.train.optimizer),
+        optimizer=parity_optimizer,
         device=CONFIG.train.device,
     script:
         "../scripts/parity_framework.py"

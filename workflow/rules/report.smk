@@ -1,110 +1,162 @@
-# Aggregation for the report: the PSNR/SSIM and cost tables, and the figures. Everything here
-# reads the evaluation and training outputs only (src/n2v_repro/report/tables.py, figures.py,
-# figures_eval.py); each output is marked for the Snakemake report with its caption.
+# Aggregation for the report: tables and figures per recipe, the summary over all recipes,
+# and the parity figure. Everything here reads the evaluation and training outputs only
+# (src/n2v_repro/report/tables.py, figures.py, figures_eval.py); each output is marked for the
+# Snakemake report with its caption, in one menu category per recipe (report_category).
 
 
-rule aggregate_tables:
+rule summary_tables:
     input:
-        summaries=all_eval_summaries(),
-        histories=all_histories(),
-        monitors=all_monitors(),
-        train_benchmarks=all_train_benchmarks(),
+        summaries=run_files(EVAL_DIR, "summary.json"),
+        per_image=run_files(EVAL_DIR, "per_image.csv"),
+        histories=run_files(MODEL_DIR, "history.csv"),
+        monitors=run_files(MODEL_DIR, "monitor.csv"),
+        train_benchmarks=run_files(TRAIN_BENCHMARK, ""),
     output:
         psnr_ssim_csv=report(
             "results/tables/psnr_ssim.csv",
             caption="../report/psnr_ssim.rst",
-            category="1. Accuracy",
-            labels={"table": "PSNR / SSIM", "format": "csv"},
+            category=report_category("summary"),
+            labels={"table": "PSNR / SSIM, every recipe", "format": "csv"},
         ),
         psnr_ssim_html=report(
             "results/tables/psnr_ssim.html",
             caption="../report/psnr_ssim.rst",
-            category="1. Accuracy",
-            labels={"table": "PSNR / SSIM", "format": "html"},
+            category=report_category("summary"),
+            labels={"table": "PSNR / SSIM, every recipe", "format": "html"},
         ),
         benchmark_csv=report(
             "results/tables/benchmark.csv",
             caption="../report/benchmark.rst",
-            category="3. Cost",
-            labels={"table": "time, memory, throughput", "format": "csv"},
+            category=report_category("summary"),
+            labels={"table": "time, memory, throughput, every run", "format": "csv"},
         ),
-        benchmark_html=report(
-            "results/tables/benchmark.html",
-            caption="../report/benchmark.rst",
-            category="3. Cost",
-            labels={"table": "time, memory, throughput", "format": "html"},
-        ),
+        # The landing page's compact table (workflow.rst), not a report item of its own.
+        summary_html="results/tables/summary.html",
     log:
-        "logs/aggregate_tables/aggregate_tables.log",
+        "logs/summary_tables/summary_tables.log",
     conda:
         "../../envs/analysis.yaml"
     threads: 1
     params:
-        # The (framework, sigma) of each training file above, in the order the all_*()
-        # input functions list them: the script pairs them, never reading a path.
+        # The (recipe, framework, sigma, seed) of each file above, in the order the input
+        # lists give them: the script pairs them, never reading a path.
         runs=RUNS,
+        recipes=recipe_settings(),
+    script:
+        "../scripts/aggregate_tables.py"
+
+
+rule recipe_tables:
+    input:
+        summaries=recipe_run_files(EVAL_DIR, "summary.json"),
+        per_image=recipe_run_files(EVAL_DIR, "per_image.csv"),
+        histories=recipe_run_files(MODEL_DIR, "history.csv"),
+        monitors=recipe_run_files(MODEL_DIR, "monitor.csv"),
+        train_benchmarks=recipe_run_files(TRAIN_BENCHMARK, ""),
+    output:
+        psnr_ssim_csv=report(
+            f"{RECIPE_TABLES}/psnr_ssim.csv",
+            caption="../report/psnr_ssim.rst",
+            category=recipe_category,
+            subcategory="1. Accuracy",
+            labels={"table": "PSNR / SSIM", "format": "csv"},
+        ),
+        psnr_ssim_html=report(
+            f"{RECIPE_TABLES}/psnr_ssim.html",
+            caption="../report/psnr_ssim.rst",
+            category=recipe_category,
+            subcategory="1. Accuracy",
+            labels={"table": "PSNR / SSIM", "format": "html"},
+        ),
+        benchmark_csv=report(
+            f"{RECIPE_TABLES}/benchmark.csv",
+            caption="../report/benchmark.rst",
+            category=recipe_category,
+            subcategory="3. Cost",
+            labels={"table": "time, memory, throughput", "format": "csv"},
+        ),
+        benchmark_html=report(
+            f"{RECIPE_TABLES}/benchmark.html",
+            caption="../report/benchmark.rst",
+            category=recipe_category,
+            subcategory="3. Cost",
+            labels={"table": "time, memory, throughput", "format": "html"},
+        ),
+    log:
+        "logs/recipe_tables/{recipe}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        runs=recipe_runs,
+        recipes=one_recipe_settings,
     script:
         "../scripts/aggregate_tables.py"
 
 
 rule plot_training:
     input:
-        histories=all_histories(),
-        monitors=all_monitors(),
+        histories=recipe_run_files(MODEL_DIR, "history.csv"),
+        monitors=recipe_run_files(MODEL_DIR, "monitor.csv"),
     output:
         loss_curves=report(
-            "results/figures/loss_curves.png",
+            f"{RECIPE_FIGURES}/loss_curves.png",
             caption="../report/loss_curves.rst",
-            category="2. Training",
+            category=recipe_category,
+            subcategory="2. Training",
             labels={"figure": "loss curves"},
         ),
         valid_metrics=report(
-            "results/figures/valid_psnr_ssim.png",
+            f"{RECIPE_FIGURES}/valid_psnr_ssim.png",
             caption="../report/valid_psnr_ssim.rst",
-            category="2. Training",
+            category=recipe_category,
+            subcategory="2. Training",
             labels={"figure": "validation PSNR / SSIM"},
         ),
         epoch_time=report(
-            "results/figures/epoch_time.png",
+            f"{RECIPE_FIGURES}/epoch_time.png",
             caption="../report/epoch_time.rst",
-            category="3. Cost",
+            category=recipe_category,
+            subcategory="3. Cost",
             labels={"figure": "time per epoch"},
         ),
         memory_utilisation=report(
-            "results/figures/memory_utilisation.png",
+            f"{RECIPE_FIGURES}/memory_utilisation.png",
             caption="../report/memory_utilisation.rst",
-            category="3. Cost",
+            category=recipe_category,
+            subcategory="3. Cost",
             labels={"figure": "memory and utilisation"},
         ),
     log:
-        "logs/plot_training/plot_training.log",
+        "logs/plot_training/{recipe}.log",
     conda:
         "../../envs/analysis.yaml"
     threads: 1
     params:
-        # As in aggregate_tables: the run of each input file, in the input lists' order.
-        runs=RUNS,
+        # As in recipe_tables: the run of each input file, in the input lists' order.
+        runs=recipe_runs,
+        validation=recipe_validation_scheme,
     script:
         "../scripts/plot_training.py"
 
 
 rule plot_final_psnr:
     input:
-        summaries=all_eval_summaries(),
+        summaries=run_files(EVAL_DIR, "summary.json"),
     output:
         png=report(
             "results/figures/final_psnr.png",
             caption="../report/final_psnr.rst",
-            category="1. Accuracy",
-            labels={"figure": "test PSNR vs paper"},
+            category=report_category("summary"),
+            labels={"figure": "test PSNR by recipe, vs paper"},
         ),
-        # The same figure inlined in HTML, for the landing page (workflow.rst).
-        html="results/figures/final_psnr.html",
     log:
         "logs/plot_final_psnr/plot_final_psnr.log",
     conda:
         "../../envs/analysis.yaml"
     threads: 1
+    params:
+        recipes=list(RECIPES),
     script:
         "../scripts/plot_final_psnr.py"
 
@@ -112,19 +164,20 @@ rule plot_final_psnr:
 rule plot_qualitative:
     input:
         clean=gray_bsd68_pngs(),
-        noisy="resources/noisy/sigma{sigma}/bsd68.npz",
+        noisy=NOISY_NPZ.replace("{dataset}", "bsd68"),
         split="resources/bsd68_split.csv",
-        denoised=sigma_denoised_dirs,
-        per_image=sigma_per_image_csvs,
+        denoised=first_seed_files(EVAL_DIR, "denoised"),
+        per_image=first_seed_files(EVAL_DIR, "per_image.csv"),
     output:
         report(
-            "results/figures/qualitative_sigma{sigma}.png",
+            f"{RECIPE_FIGURES}/qualitative_sigma{{sigma}}.png",
             caption="../report/qualitative.rst",
-            category="1. Accuracy",
+            category=recipe_category,
+            subcategory="1. Accuracy",
             labels={"figure": "denoised examples, sigma {sigma}"},
         ),
     log:
-        "logs/plot_qualitative/sigma{sigma}.log",
+        "logs/plot_qualitative/{recipe}/sigma{sigma}.log",
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -132,6 +185,7 @@ rule plot_qualitative:
         n_images=CONFIG.eval.figure_images,
         # The framework of each denoised folder and per_image.csv, in the inputs' order.
         frameworks=FRAMEWORKS,
+        seed=SEEDS[0],
     script:
         "../scripts/plot_qualitative.py"
 
@@ -144,7 +198,7 @@ rule plot_parity:
         report(
             "results/figures/parity.png",
             caption="../report/parity.rst",
-            category="4. Framework parity",
+            category=report_category("parity"),
             labels={"figure": "relative errors"},
         ),
     log:

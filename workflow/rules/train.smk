@@ -1,8 +1,9 @@
-# Training: one job per framework x sigma, the same loop (src/n2v_repro/training/loop.py) for both.
-# Each framework has its own rule so that each gets its own conda environment; the jittor
-# rule is the torch rule with the environment and the framework constraint swapped.
-# Resume state lives in results/checkpoints/{framework}/sigma{sigma}/ (not an output, so a
-# failed or killed job keeps it and the rerun continues from the last complete epoch).
+# Training: one job per recipe x framework x sigma x seed, the same loop
+# (src/n2v_repro/training/loop.py) for both frameworks. Each framework has its own rule so that
+# each gets its own conda environment; the jittor rule is the torch rule with the environment
+# and the framework constraint swapped. Resume state lives in
+# results/{recipe}/{framework}/sigma{sigma}/seed{seed}/checkpoint/ (not an output, so a failed
+# or killed job keeps it and the rerun continues from the last complete epoch).
 
 
 rule train_torch:
@@ -16,7 +17,7 @@ rule train_torch:
         summary=f"{MODEL_DIR}/train_summary.json",
         model=f"{MODEL_DIR}/model.json",
     log:
-        "logs/train/{framework}/sigma{sigma}.log",
+        f"logs/train/{RUN}.log",
     benchmark:
         TRAIN_BENCHMARK
     wildcard_constraints:
@@ -27,10 +28,9 @@ rule train_torch:
     resources:
         gpu=gpu_jobs_resource(),
     params:
-        train=plain(CONFIG.train),
+        train=recipe_train,
         patch_size=CONFIG.data.patch_size,
-        seed=SEED,
-        checkpoint=CHECKPOINT,
+        checkpoint=run_checkpoint,
     script:
         "../scripts/train.py"
 

@@ -1,4 +1,4 @@
-"""Add one fixed Gaussian noise realisation per image for one sigma."""
+"""Add one fixed Gaussian noise realisation per image of one set, for one sigma."""
 
 import sys
 from pathlib import Path
@@ -10,10 +10,7 @@ with script_log(snakemake.log[0]):
     from n2v_repro.data.noise import write_noisy_sets
 
     write_noisy_sets(
-        datasets={
-            "bsd400": (list(snakemake.input.bsd400), snakemake.output.bsd400),
-            "bsd68": (list(snakemake.input.bsd68), snakemake.output.bsd68),
-        },
+        datasets={snakemake.wildcards.dataset: (list(snakemake.input), snakemake.output[0])},
         sigma=int(snakemake.wildcards.sigma),
         seed=snakemake.params.seed,
     )

@@ -7,14 +7,19 @@ from n2v_repro.logs import script_log  # noqa: E402
 with script_log(snakemake.log[0]):
     from n2v_repro.report.tables import make_tables, pair_runs
 
+    # Both table rules run this script: the summary over every recipe, and one recipe's tables.
     runs = snakemake.params.runs
+    output = snakemake.output
     make_tables(
         summaries=snakemake.input.summaries,
+        per_image=pair_runs(runs, snakemake.input.per_image),
         histories=pair_runs(runs, snakemake.input.histories),
         monitors=pair_runs(runs, snakemake.input.monitors),
         train_benchmarks=pair_runs(runs, snakemake.input.train_benchmarks),
-        psnr_ssim_csv=snakemake.output.psnr_ssim_csv,
-        psnr_ssim_html=snakemake.output.psnr_ssim_html,
-        benchmark_csv=snakemake.output.benchmark_csv,
-        benchmark_html=snakemake.output.benchmark_html,
+        recipe_settings=snakemake.params.recipes,
+        psnr_ssim_csv=output.psnr_ssim_csv,
+        psnr_ssim_html=output.psnr_ssim_html,
+        benchmark_csv=output.benchmark_csv,
+        benchmark_html=output.get("benchmark_html"),
+        summary_html=output.get("summary_html"),
     )

@@ -14,4 +14,5 @@ with script_log(snakemake.log[0]):
         seed=snakemake.params.seed,
         batch_size=snakemake.params.batch_size,
         masking=from_plain(MaskingConfig, snakemake.params.masking),
+        init=snakemake.params.init,
     )

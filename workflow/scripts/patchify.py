@@ -7,15 +7,21 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
 from n2v_repro.logs import script_log  # noqa: E402
 
 with script_log(snakemake.log[0]):
+    from n2v_repro.config import ValidationConfig, from_plain
     from n2v_repro.data.patches import patchify
 
+    inputs = snakemake.input
     patchify(
-        train_npz=snakemake.input.bsd400,
-        bsd68_npz=snakemake.input.bsd68,
-        split_csv=snakemake.input.split,
-        clean_bsd68_pngs=list(snakemake.input.clean_bsd68),
+        train_npz=inputs.bsd400,
         patch_size=snakemake.params.patch_size,
         outputs={
             key: getattr(snakemake.output, key) for key in ("train", "index", "stats", "valid")
         },
+        validation=from_plain(ValidationConfig, snakemake.params.validation),
+        train_set=snakemake.params.train_set,
+        crops_file=inputs.get("crops"),
+        clean_train_pngs=list(inputs.get("clean_bsd400", [])),
+        bsd68_npz=inputs.get("bsd68"),
+        split_csv=inputs.get("split"),
+        clean_bsd68_pngs=list(inputs.get("clean_bsd68", [])),
     )

@@ -10,5 +10,5 @@ with script_log(snakemake.log[0]):
     make_final_psnr_figure(
         summaries=snakemake.input.summaries,
         output=snakemake.output.png,
-        html_output=snakemake.output.html,
+        recipe_order=snakemake.params.recipes,
     )

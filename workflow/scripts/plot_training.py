@@ -16,4 +16,5 @@ with script_log(snakemake.log[0]):
         valid_metrics=snakemake.output.valid_metrics,
         epoch_time=snakemake.output.epoch_time,
         memory_utilisation=snakemake.output.memory_utilisation,
+        validation=snakemake.params.validation,
     )

@@ -1,4 +1,4 @@
-"""Convert the jpgs to 8-bit gray PNGs (MATLAB rgb2gray) and check BSD68 pixel hashes."""
+"""Convert one image set's jpgs to 8-bit gray PNGs (MATLAB rgb2gray); check BSD68 pixel hashes."""
 
 import sys
 from pathlib import Path
@@ -9,10 +9,11 @@ from n2v_repro.logs import script_log  # noqa: E402
 with script_log(snakemake.log[0]):
     from n2v_repro.data.gray import convert_images
 
+    bsd68 = snakemake.params.dataset == "bsd68"
     convert_images(
         jpgs=list(snakemake.input),
-        train_pngs=list(snakemake.output.bsd400),
-        bsd68_pngs=list(snakemake.output.bsd68),
+        train_pngs=[] if bsd68 else list(snakemake.output),
+        bsd68_pngs=list(snakemake.output) if bsd68 else [],
         pixel_hashes_file=snakemake.params.pixel_hashes,
         workers=snakemake.threads,
     )

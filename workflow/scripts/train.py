@@ -27,7 +27,7 @@ with script_log(snakemake.log[0]):
             checkpoint=Path(snakemake.params.checkpoint),
             train=train_config,
             patch_size=snakemake.params.patch_size,
-            seed=snakemake.params.seed,
+            seed=int(snakemake.wildcards.seed),
             threads=snakemake.threads,
         )
     )

@@ -1,20 +1,24 @@
 """Training source and validation tiles from the noisy images (the `patchify` rule).
 
-Training reads random patches from the whole noisy training images, so they are stored
-flat in one memory-mappable float32 array with an index, rather than as pre-cut patches.
-Validation uses fixed non-overlapping tiles of the validation subset of BSD68.
+Training reads random patches from the noisy training images (whole BSD400 images, or
+DnCNN's Train400 crops of them), so they are stored flat in one memory-mappable float32 array
+with an index, rather than as pre-cut patches. Validation uses fixed non-overlapping tiles of
+the validation images of the recipe's scheme: held-out noisy training images (the paper), or
+the validation half of BSD68 (the port).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from n2v_repro.config import ValidationConfig
 from n2v_repro.data.manifest import id_sort_key
 from n2v_repro.data.split import ids_in
+from n2v_repro.data.train400 import check_crops, crops_of, read_crops
 from n2v_repro.errors import UserError
 from n2v_repro.io.formats import (
     load_noisy_set,
@@ -112,46 +116,129 @@ def pixel_stats(images: Mapping[str, np.ndarray]) -> dict[str, float]:
     return {"mean": mean, "std": (squares / count) ** 0.5}
 
 
+def _training_images(
+    noisy: Mapping[str, np.ndarray],
+    train_set: str,
+    crops_file: str | Path | None,
+    clean_pngs: Mapping[str, Path],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Return the noisy training images in training-set order, and clean crops (train400).
+
+    bsd400: the whole images in id order. train400: DnCNN's 180 x 180 crops, in the crop
+    table's order, cut from the noisy whole images (the noise is independent per pixel, so a
+    crop of the noisy image is a noisy crop) after the clean crops were checked against the
+    table's pixel hashes.
+    """
+    if train_set == "bsd400":
+        order = sorted(noisy, key=id_sort_key)
+        return {i: noisy[i] for i in order}, {}
+    if train_set != "train400":
+        raise PatchError(f"unknown train_set {train_set!r}; expected bsd400 or train400")
+    if crops_file is None:
+        raise PatchError("train_set train400 needs the crop table (config key data.train400_crops)")
+    crops = crops_of(read_crops(crops_file), noisy)
+    missing = [c.image_id for c in crops if c.image_id not in clean_pngs]
+    if missing:
+        raise PatchError(f"no clean training PNG for the Train400 images {missing[:10]}")
+    whole = {c.image_id: read_gray_png(clean_pngs[c.image_id]) for c in crops}
+    check_crops(crops, whole)
+    clean = {c.image_id: np.ascontiguousarray(c.cut(whole[c.image_id])) for c in crops}
+    return {c.image_id: np.ascontiguousarray(c.cut(noisy[c.image_id])) for c in crops}, clean
+
+
 def patchify(
+    *,
     train_npz: str | Path,
-    bsd68_npz: str | Path,
-    split_csv: str | Path,
-    clean_bsd68_pngs: list[str | Path],
     patch_size: int,
     outputs: Mapping[str, str | Path],
+    validation: ValidationConfig,
+    train_set: str = "bsd400",
+    crops_file: str | Path | None = None,
+    clean_train_pngs: Sequence[str | Path] = (),
+    bsd68_npz: str | Path | None = None,
+    split_csv: str | Path | None = None,
+    clean_bsd68_pngs: Sequence[str | Path] = (),
 ) -> None:
     """Write the four patch files (keys of `outputs`: train, index, stats, valid).
 
     Parameters
     ----------
-    train_npz, bsd68_npz : noisy images by id (from `add_noise`).
-    split_csv : BSD68 `id,subset` split; the 'valid' ids are tiled.
-    clean_bsd68_pngs : clean BSD68 PNGs `<folder>/<id>.png`, the tiles' references.
+    train_npz : noisy training (BSD400) images by id (from `add_noise`).
     patch_size : tile side P in pixels (config data.patch_size).
+    validation : the recipe's validation settings. `heldout_train` holds the last
+        `heldout_images` training images (training-set order) out of training and tiles them,
+        noisy and clean, for validation; nothing of BSD68 is read. `bsd68_split` tiles the
+        'valid' ids of `split_csv` from `bsd68_npz` and `clean_bsd68_pngs`.
+    train_set : bsd400 (whole images) or train400 (DnCNN's crops, `crops_file`).
+    clean_train_pngs : clean training PNGs `<folder>/<id>.png`: the held-out tiles' references
+        and the Train400 pixel check; unused for bsd400 with bsd68_split.
     """
     missing = {"train", "index", "stats", "valid"} - set(outputs)
     if missing:
         raise PatchError(f"outputs lack the keys {sorted(missing)}")
-    train = load_noisy_set(train_npz)
+    clean_train = {Path(p).stem: Path(p) for p in clean_train_pngs}
+    images, clean_crops = _training_images(
+        load_noisy_set(train_npz), train_set, crops_file, clean_train
+    )
+    order = list(images)
+    if validation.scheme == "heldout_train":
+        held_out = validation.heldout_images
+        if not 1 <= held_out < len(order):
+            raise PatchError(
+                f"config key 'validation.heldout_images': {held_out} must leave at least one of "
+                f"the {len(order)} training images for training"
+            )
+        valid_ids, train_ids = order[-held_out:], order[:-held_out]
+        missing_clean = [i for i in valid_ids if i not in clean_crops and i not in clean_train]
+        if missing_clean:
+            raise PatchError(f"no clean PNG for the held-out training images {missing_clean}")
+        clean = {
+            i: clean_crops[i] if i in clean_crops else read_gray_png(clean_train[i])
+            for i in valid_ids
+        }
+        tiles = valid_tiles(images, clean, valid_ids, patch_size)
+        source = "held-out noisy training images"
+    elif validation.scheme == "bsd68_split":
+        if bsd68_npz is None or split_csv is None:
+            raise PatchError(
+                "validation scheme bsd68_split needs the noisy BSD68 set and the split"
+            )
+        train_ids = order
+        valid_ids = ids_in(read_split(split_csv), "valid")
+        noisy68 = load_noisy_set(bsd68_npz)
+        clean_paths = {Path(p).stem: p for p in clean_bsd68_pngs}
+        for image_id in valid_ids:
+            if image_id not in noisy68:
+                raise PatchError(
+                    f"{bsd68_npz}: validation id {image_id} (from {split_csv}) is missing"
+                )
+            if image_id not in clean_paths:
+                raise PatchError(f"no clean PNG for validation id {image_id} (from {split_csv})")
+        clean = {i: read_gray_png(clean_paths[i]) for i in valid_ids}
+        tiles = valid_tiles(noisy68, clean, valid_ids, patch_size)
+        source = "BSD68 validation images"
+    else:
+        raise PatchError(f"unknown validation scheme {validation.scheme!r}")
+
+    train = {i: images[i] for i in train_ids}
     rows = write_train_source(train, outputs["train"], outputs["index"])
     stats = pixel_stats(train)
     n_pixels = sum(height * width for _, _, height, width in rows)
-    write_train_stats(outputs["stats"], {**stats, "n_images": len(rows), "n_pixels": n_pixels})
-    del train
-
-    valid_ids = ids_in(read_split(split_csv), "valid")
-    noisy68 = load_noisy_set(bsd68_npz)
-    clean_paths = {Path(p).stem: p for p in clean_bsd68_pngs}
-    for image_id in valid_ids:
-        if image_id not in noisy68:
-            raise PatchError(f"{bsd68_npz}: validation id {image_id} (from {split_csv}) is missing")
-        if image_id not in clean_paths:
-            raise PatchError(f"no clean PNG for validation id {image_id} (from {split_csv})")
-    clean = {i: read_gray_png(clean_paths[i]) for i in valid_ids}
-    tiles = valid_tiles(noisy68, clean, valid_ids, patch_size)
+    write_train_stats(
+        outputs["stats"],
+        {
+            **stats,
+            "n_images": len(rows),
+            "n_pixels": n_pixels,
+            "train_set": train_set,
+            "validation_scheme": validation.scheme,
+            "validation_ids": list(valid_ids),
+        },
+    )
     save_valid_tiles(outputs["valid"], tiles)
     log.info(
-        "train: %d images, mean %.4f std %.4f; valid: %d tiles of %dx%d from %d images",
+        "train (%s): %d images, mean %.4f std %.4f; valid: %d tiles of %dx%d from %d %s",
+        train_set,
         len(rows),
         stats["mean"],
         stats["std"],
@@ -159,4 +246,5 @@ def patchify(
         patch_size,
         patch_size,
         len(valid_ids),
+        source,
     )

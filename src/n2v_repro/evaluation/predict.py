@@ -40,6 +40,12 @@ NOISY = "noisy"
 # all 68 images. Names are the full-data sizes; `n` in the summary says how many were used.
 TEST_SETS = {"test34": ("test",), "bsd68": ("valid", "test")}
 WARMUP_PASSES = 2
+# Validation schemes (config key validation.scheme) and, for each, the test sets on which
+# the weights chosen by the validation loss ("best") may not be scored: their images chose
+# them. A bsd68_split recipe picked its best weights on the BSD68 valid half, which is part
+# of all 68 images, so its bsd68 rows show the last weights only.
+VALIDATION_SCHEMES = ("bsd68_split", "heldout_train")
+CHOSEN_ON_TEST_IMAGES = {"bsd68_split": {("bsd68", "best")}, "heldout_train": set()}
 
 
 class Predictor(Protocol):
@@ -199,13 +205,24 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(array.mean()), "std": float(array.std())}
 
 
-def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """{test set: {weights: {n, psnr_mean, psnr_std, ssim_mean, ssim_std}}}."""
+def summarise(
+    rows: Sequence[Mapping[str, Any]], validation: str = "heldout_train"
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{test set: {weights: {n, psnr_mean, psnr_std, ssim_mean, ssim_std}}}.
+
+    Weights chosen on images of a test set (`CHOSEN_ON_TEST_IMAGES[validation]`) are left out
+    of that test set.
+    """
+    if validation not in CHOSEN_ON_TEST_IMAGES:
+        raise ValueError(f"unknown validation scheme {validation!r}; expected {VALIDATION_SCHEMES}")
+    excluded = CHOSEN_ON_TEST_IMAGES[validation]
     weights_order = list(dict.fromkeys(row["weights"] for row in rows))
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for test_set, subsets in TEST_SETS.items():
         summary[test_set] = {}
         for weights in weights_order:
+            if (test_set, weights) in excluded:
+                continue
             chosen = [r for r in rows if r["weights"] == weights and r["subset"] in subsets]
             if not chosen:
                 continue
@@ -271,6 +288,9 @@ def run_evaluation(
     framework: str,
     arch: str,
     sigma: int,
+    recipe: str,
+    seed: int,
+    validation: str,
     clean_pngs: Sequence[str | Path],
     noisy_npz: str | Path,
     split_csv: str | Path,
@@ -285,7 +305,14 @@ def run_evaluation(
     precision: str = "fp32",
     backend: Predictor | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one trained model on BSD68 and write per_image.csv, summary.json, denoised/."""
+    """Evaluate one trained model on BSD68 and write per_image.csv, summary.json, denoised/.
+
+    `recipe`, `seed` and `validation` (the recipe's validation scheme) identify the run in the
+    summary; the scheme also decides which test sets may show the best weights (`summarise`).
+    per_image.csv keeps every image and weights, so nothing is lost.
+    """
+    if validation not in VALIDATION_SCHEMES:
+        raise ValueError(f"unknown validation scheme {validation!r}; expected {VALIDATION_SCHEMES}")
     if backend is None:
         # Imports the framework: only when needed.
         from n2v_repro.backends.registry import make_backend
@@ -295,13 +322,22 @@ def run_evaluation(
     mean, std = read_train_stats(stats_json)
     weight_sets = {name: load_weights(path) for name, path in weight_files.items()}
     result = evaluate_model(backend, weight_sets, images, mean, std, tta)
+    valid_in_test = {
+        test_set: sum(img.subset == "valid" for img in images if img.subset in subsets)
+        if validation == "bsd68_split"
+        else 0
+        for test_set, subsets in TEST_SETS.items()
+    }
     summary = {
+        "recipe": recipe,
         "framework": framework,
         "arch": arch,
         "sigma": int(sigma),
+        "seed": int(seed),
+        "validation": {"scheme": validation, "images_in_test_set": valid_in_test},
         "tta": tta,
         "train_stats": {"mean": mean, "std": std},
-        "test_sets": summarise(result.rows),
+        "test_sets": summarise(result.rows, validation),
         "inference": result.inference,
     }
     write_per_image(per_image_csv, result.rows)

@@ -48,7 +48,18 @@ MONITOR_COLUMNS = (
 )
 MONITOR_HEADER = ",".join(MONITOR_COLUMNS)
 PER_IMAGE_COLUMNS = ("id", "subset", "weights", "psnr", "ssim")
-EVAL_SUMMARY_KEYS = ("framework", "arch", "sigma", "tta", "train_stats", "test_sets", "inference")
+EVAL_SUMMARY_KEYS = (
+    "recipe",
+    "framework",
+    "arch",
+    "sigma",
+    "seed",
+    "validation",
+    "tta",
+    "train_stats",
+    "test_sets",
+    "inference",
+)
 PARITY_COLUMNS = (
     "arch",
     "forward_rel_error",
@@ -382,7 +393,7 @@ def write_eval_summary(path: PathLike, summary: Mapping[str, Any]) -> None:
 
 
 def read_eval_summary(path: PathLike) -> dict[str, Any]:
-    """Read an evaluation's summary.json; it names its own framework and sigma."""
+    """Read an evaluation's summary.json; it names its own recipe, framework, sigma and seed."""
     summary = _read_json(path)
     if not isinstance(summary, dict):
         raise FormatError(f"{path}: must be a JSON object")

@@ -17,6 +17,7 @@ from n2v_repro.models.spec import (
     N2N_FEATURES,
     N2N_HEAD,
     N2V_BASE,
+    N2V_WIDTHS,
     REDNET_DEPTH,
     REDNET_FEATURES,
     rednet_skips,
@@ -250,8 +251,8 @@ class REDNet(nn.Module):
 def build_model(arch: str) -> nn.Module:
     if arch == "n2n_unet":
         return N2NUNet()
-    if arch == "n2v_unet":
-        return N2VUNet()
+    if arch in N2V_WIDTHS:
+        return N2VUNet(N2V_WIDTHS[arch])
     if arch in REDNET_DEPTH:
         return REDNet(arch)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

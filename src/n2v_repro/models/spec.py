@@ -9,6 +9,8 @@ both model files must produce (tests check them against it) and that `models.ini
   times, as the port did; their parameters appear once.
 - `n2v_unet`: the reference recipe's CSBDeep U-Net (depth 2, 96 first-level features, batch
   norm, residual); 2,991,841 trainable parameters, two poolings (stride 4).
+- `n2v_unet32`: the same U-Net with 32 first-level features (CAREamics' default width),
+  333,729 trainable parameters: a network that trains in minutes on a CPU.
 - `rednet10`, `rednet20`, `rednet30`: the port's REDNets (Mao et al. 2016, as in the port's
   model.py): N/2 3x3 convs then N/2 3x3 transposed convs, 64 channels, ReLU; the first conv
   and the last transposed conv have stride 2 (so inputs must be even); symmetric skips every
@@ -23,8 +25,8 @@ from dataclasses import dataclass
 # conv layers (= transposed-conv layers) of each REDNet: REDNet-N has N/2 of each.
 REDNET_DEPTH = {"rednet10": 5, "rednet20": 10, "rednet30": 15}
 REDNET_FEATURES = 64
-ARCHS = ("n2n_unet", "n2v_unet", *REDNET_DEPTH)
-ARCH_STRIDE = {"n2n_unet": 32, "n2v_unet": 4} | {arch: 2 for arch in REDNET_DEPTH}
+ARCHS = ("n2n_unet", "n2v_unet", "n2v_unet32", *REDNET_DEPTH)
+ARCH_STRIDE = {"n2n_unet": 32, "n2v_unet": 4, "n2v_unet32": 4} | {arch: 2 for arch in REDNET_DEPTH}
 BN_BUFFERS = ("running_mean", "running_var")
 
 # Channel widths of n2n_unet (Lehtinen et al., Table 2) and n2v_unet (CSBDeep, base 96).
@@ -32,6 +34,8 @@ N2N_FEATURES = 48
 N2N_DECODER = 96
 N2N_HEAD = (64, 32)
 N2V_BASE = 96
+# First-level features of each CSBDeep U-Net arch.
+N2V_WIDTHS = {"n2v_unet": N2V_BASE, "n2v_unet32": 32}
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,7 @@ def _double_conv(name: str, cin: int, mid: int, cout: int) -> list[Layer]:
     ]
 
 
-def _n2v_layers() -> list[Layer]:
-    b = N2V_BASE
+def _n2v_layers(b: int) -> list[Layer]:
     # CSBDeep's unet_block: each level's last conv (and the bottom's) narrows to the width
     # of the level above, so the up path's concatenations are 2*192 and 2*96 channels.
     return [
@@ -139,8 +142,8 @@ def layers(arch: str) -> list[Layer]:
     """Return the parametrised layers of `arch`, in definition order."""
     if arch == "n2n_unet":
         return _n2n_layers()
-    if arch == "n2v_unet":
-        return _n2v_layers()
+    if arch in N2V_WIDTHS:
+        return _n2v_layers(N2V_WIDTHS[arch])
     if arch in REDNET_DEPTH:
         return _rednet_layers(arch)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

@@ -1,12 +1,14 @@
 """Shared figure helpers and the training figures (loss, validation metrics, time, memory).
 
-Every training figure has one column of panels per sigma with both frameworks in each panel,
-so the frameworks compare at a glance and the sigmas side by side. Matplotlib runs headless
-(Agg). Figures go to disk through an atomic rename.
+The training figures are drawn per recipe. Each has one column of panels per sigma with both
+frameworks in each panel (one line per seed, in the framework's colour), so the frameworks
+compare at a glance and the sigmas side by side. Matplotlib runs headless (Agg). Figures go
+to disk through an atomic rename.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -59,13 +61,17 @@ def read_runs(
     return {run: reader(path) for run, path in paths.items()}
 
 
-def sigmas_of(runs: Iterable[tuple[str, int]]) -> list[int]:
-    return sorted({sigma for _, sigma in runs})
+def sigmas_of(runs: Iterable[Run]) -> list[int]:
+    return sorted({run[2] for run in runs})
 
 
-def frameworks_of(runs: Iterable[tuple[str, int]]) -> list[str]:
-    present = {framework for framework, _ in runs}
+def frameworks_of(runs: Iterable[Run]) -> list[str]:
+    present = {run[1] for run in runs}
     return [f for f in FRAMEWORKS if f in present]
+
+
+def seeds_of(runs: Iterable[Run]) -> list[int]:
+    return sorted({run[3] for run in runs})
 
 
 def _has_data(values: np.ndarray | None) -> bool:
@@ -83,21 +89,26 @@ def _plot_by_sigma(
     """Plot `series` (column, label suffix, line style) of each framework, a panel per sigma."""
     for ax, sigma in zip(axes_row, sigmas_of(runs), strict=True):
         for framework in frameworks_of(runs):
-            table = runs.get((framework, sigma))
-            if table is None:
-                continue
-            for column, suffix, style in series:
-                values = table.get(column)
-                if not _has_data(values):
-                    continue
-                ax.plot(
-                    table[x_key],
-                    values,
-                    style,
-                    color=framework_colour(framework),
-                    label=f"{framework} {suffix}".strip(),
-                    marker="." if table[x_key].size < 30 else None,
+            for position, seed in enumerate(seeds_of(runs)):
+                table = next(
+                    (t for run, t in runs.items() if run[1:] == (framework, sigma, seed)), None
                 )
+                if table is None:
+                    continue
+                for column, suffix, style in series:
+                    values = table.get(column)
+                    if not _has_data(values):
+                        continue
+                    ax.plot(
+                        table[x_key],
+                        values,
+                        style,
+                        color=framework_colour(framework),
+                        # One legend entry per framework and series, not per seed.
+                        label=f"{framework} {suffix}".strip() if position == 0 else None,
+                        alpha=1.0 if position == 0 else 0.6,
+                        marker="." if table[x_key].size < 30 else None,
+                    )
         ax.set_title(f"σ = {sigma}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -125,11 +136,21 @@ def plot_loss_curves(histories: RunTable, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def plot_valid_metrics(histories: RunTable, path: str | Path) -> None:
+# What the validation tiles are, by validation scheme: the curve's label says which images.
+VALIDATION_TILES = {
+    "heldout_train": "held-out training images (denoised noisy tiles vs their clean versions)",
+    "bsd68_split": "the BSD68 validation half (denoised noisy tiles vs clean)",
+}
+
+
+def plot_valid_metrics(histories: RunTable, path: str | Path, validation: str = "") -> None:
     fig, axes = panel_grid(2, len(sigmas_of(histories)), sharex=True)
     _plot_by_sigma(histories, axes[0], "epoch", [("valid_psnr", "", "-")], "PSNR (dB)", "epoch")
     _plot_by_sigma(histories, axes[1], "epoch", [("valid_ssim", "", "-")], "SSIM", "epoch")
-    fig.suptitle("Validation tiles: PSNR and SSIM (data range 255) by epoch")
+    tiles = VALIDATION_TILES.get(validation, "the validation tiles")
+    # Wrapped: one panel column must not be widened by its title.
+    title = textwrap.fill(f"Validation PSNR and SSIM (data range 255) by epoch, on {tiles}", 60)
+    fig.suptitle(title, fontsize="medium")
     save_figure(fig, path)
 
 
@@ -174,13 +195,15 @@ def make_training_figures(
     valid_metrics: str | Path,
     epoch_time: str | Path,
     memory_utilisation: str | Path,
+    validation: str = "",
 ) -> None:
     """Write loss_curves.png, valid_psnr_ssim.png, epoch_time.png, memory_utilisation.png.
 
-    `histories` and `monitors` map (framework, sigma) to the run's history.csv / monitor.csv.
+    `histories` and `monitors` map each run (recipe, framework, sigma, seed) of one recipe to
+    its history.csv / monitor.csv; `validation` is the recipe's validation scheme (labels).
     """
     history_runs = read_runs(histories, read_history)
     plot_loss_curves(history_runs, loss_curves)
-    plot_valid_metrics(history_runs, valid_metrics)
+    plot_valid_metrics(history_runs, valid_metrics, validation)
     plot_epoch_time(history_runs, epoch_time)
     plot_memory_utilisation(read_runs(monitors, read_monitor), memory_utilisation)

@@ -19,16 +19,16 @@ from n2v_repro.io.formats import (
     read_per_image,
     read_split,
 )
-from n2v_repro.report.figures import (
-    framework_colour,
-    frameworks_of,
-    panel_grid,
-    save_figure,
-    sigmas_of,
-)
+from n2v_repro.report.figures import framework_colour, frameworks_of, panel_grid, save_figure
 from n2v_repro.report.html_pages import render_figure
-from n2v_repro.report.references import PAPER_CITATION, PAPER_SHORT, paper_psnr
-from n2v_repro.report.tables import TEST_SET_ORDER, read_summaries
+from n2v_repro.report.references import (
+    PAPER_CITATION,
+    PAPER_SHORT,
+    REFERENCE_CODE_CITATION,
+    paper_psnr,
+    reference_code_psnr,
+)
+from n2v_repro.report.tables import REPORTED_TEST_SET, psnr_ssim_rows, read_summaries
 
 # Horizontal offset of each framework's marker at a sigma, so error bars do not overlap.
 FRAMEWORK_OFFSET = {"torch": -0.6, "jittor": 0.6}
@@ -39,43 +39,48 @@ PARITY_ERROR_COLUMNS = tuple(column for column in PARITY_COLUMNS if "rel_error" 
 # --- final PSNR -----------------------------------------------------------------------------
 
 
-def plot_final_psnr(summaries: Mapping[tuple[str, int], Mapping[str, Any]], path: str | Path):
-    """Test PSNR (mean ± std over images) by sigma: one panel per test set."""
-    sigmas = sigmas_of(summaries)
-    fig, axes = panel_grid(1, len(TEST_SET_ORDER))
-    for ax, test_set in zip(axes[0], TEST_SET_ORDER, strict=True):
+def plot_final_psnr(
+    rows: Sequence[Mapping[str, Any]], path: str | Path, recipe_order: Sequence[str] = ()
+) -> None:
+    """Test PSNR by sigma, one panel per recipe on its reported test set (`REPORTED_TEST_SET`).
+
+    `rows` are `tables.psnr_ssim_rows`; error bars are the standard deviation over seeds.
+    """
+    present = {r["recipe"] for r in rows}
+    recipes = [r for r in recipe_order if r in present] + sorted(present - set(recipe_order))
+    fig, axes = panel_grid(1, max(1, len(recipes)))
+    for ax, recipe in zip(axes[0], recipes, strict=False):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        test_set = REPORTED_TEST_SET.get(mine[0]["validation"], "bsd68")
+        mine = [r for r in mine if r["test_set"] == test_set]
+        sigmas = sorted({r["sigma"] for r in mine})
         noisy = {}
-        for framework in frameworks_of(summaries):
+        for framework in frameworks_of((r["recipe"], r["framework"], r["sigma"], 0) for r in mine):
             for weights, filled in (("last", True), ("best", False)):
-                xs, means, stds = [], [], []
-                for sigma in sigmas:
-                    by_weights = summaries.get((framework, sigma), {}).get("test_sets", {})
-                    stats = by_weights.get(test_set, {}).get(weights)
-                    if stats is None:
-                        continue
-                    xs.append(sigma + FRAMEWORK_OFFSET.get(framework, 0.0))
-                    means.append(stats["psnr_mean"])
-                    stds.append(stats["psnr_std"])
-                    noisy_stats = by_weights.get(test_set, {}).get("noisy")
-                    if noisy_stats is not None:
-                        noisy[sigma] = noisy_stats["psnr_mean"]
-                if not xs:
+                series = sorted(
+                    (r for r in mine if r["framework"] == framework and r["weights"] == weights),
+                    key=lambda r: r["sigma"],
+                )
+                if not series:
                     continue
+                for r in series:
+                    noisy[r["sigma"]] = r["noisy_psnr"]
                 colour = framework_colour(framework)
                 ax.errorbar(
-                    xs,
-                    means,
-                    yerr=stds,
+                    [r["sigma"] + FRAMEWORK_OFFSET.get(framework, 0.0) for r in series],
+                    [r["psnr_mean"] for r in series],
+                    yerr=[r["psnr_sd_seeds"] or 0.0 for r in series],
                     fmt="o-" if filled else "s:",
                     color=colour,
                     markerfacecolor=colour if filled else "white",
                     capsize=3,
                     label=f"{framework} ({weights} weights)",
                 )
+        noisy = {s: v for s, v in noisy.items() if v is not None}
         if noisy:
             ax.plot(list(noisy), list(noisy.values()), "x--", color="grey", label="noisy input")
-        references = [(s, paper_psnr(test_set, s)) for s in sigmas]
-        references = [(s, p) for s, p in references if p is not None]
+        references = [(s, paper_psnr(recipe, test_set, s)) for s in sigmas]
+        references = [(s, v) for s, v in references if v is not None]
         if references:
             ax.plot(
                 *zip(*references, strict=True),
@@ -84,29 +89,51 @@ def plot_final_psnr(summaries: Mapping[tuple[str, int], Mapping[str, Any]], path
                 markersize=14,
                 label=f"paper N2V ({PAPER_SHORT})",
             )
-        ax.set_title({"bsd68": "BSD68, all images", "test34": "split's test subset"}[test_set])
+        for weights, marker in (("best", "4"), ("last", "3")):
+            code = [(s, reference_code_psnr(recipe, test_set, s, weights)) for s in sigmas]
+            code = [(s, v) for s, v in code if v is not None]
+            if code:
+                ax.plot(
+                    *zip(*code, strict=True),
+                    marker,
+                    color="black",
+                    markersize=12,
+                    label=f"reference code, {weights}",
+                )
+        where = {"bsd68": "all BSD68", "test34": "BSD68 test half"}[test_set]
+        ax.set_title(f"recipe {recipe}: {where}")
         ax.set_xlabel("noise σ (grey levels)")
         ax.set_ylabel("PSNR (dB)")
         ax.set_xticks(sigmas)
         ax.grid(alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize="small")
-    fig.suptitle("Test PSNR by noise level (mean ± std over images)")
+    fig.suptitle("Test PSNR by recipe and noise level (mean ± sd over seeds)")
     save_figure(fig, path)
 
 
 FINAL_PSNR_CAPTION = (
-    "Test PSNR (mean ± std over images) by noise level: filled markers last-epoch weights, "
-    "hollow markers best-validation weights, grey crosses the noisy input, the black star "
-    f"the published Noise2Void result ({PAPER_CITATION})."
+    "Test PSNR by recipe and noise level, each recipe on the test images that did not choose "
+    "its weights (all of BSD68 after validation on held-out training images; the test half "
+    "after validation on the BSD68 valid half). Mean over seeds of the mean over images, error "
+    "bars the standard deviation over seeds. Filled markers: last-epoch weights; hollow: "
+    "best-validation weights; grey crosses: the noisy input. Only the paper recipe's panel "
+    f"shows the published result (star, {PAPER_CITATION}) and the reference code's "
+    f"(tri-markers, {REFERENCE_CODE_CITATION})."
 )
 
 
 def make_final_psnr_figure(
-    *, summaries: Sequence[str | Path], output: str | Path, html_output: str | Path
+    *,
+    summaries: Sequence[str | Path],
+    output: str | Path,
+    html_output: str | Path | None = None,
+    recipe_order: Sequence[str] = (),
 ) -> None:
-    """final_psnr.png, and the same figure inlined in a standalone HTML page (landing page)."""
-    plot_final_psnr(read_summaries(summaries), output)
+    """final_psnr.png, and optionally the same figure inlined in a standalone HTML page."""
+    plot_final_psnr(psnr_ssim_rows(read_summaries(summaries)), output, recipe_order)
+    if html_output is None:
+        return
     page = render_figure("Test PSNR by noise level", output, FINAL_PSNR_CAPTION)
     with atomic_open(html_output, encoding="utf-8") as handle:
         handle.write(page)
@@ -130,6 +157,8 @@ def make_qualitative_figure(
     per_image_csvs: Mapping[str, str | Path],
     n_images: int,
     output: str | Path,
+    recipe: str = "",
+    seed: int | None = None,
 ) -> None:
     """Grid: a row per test image, columns clean / noisy / each framework's last weights.
 
@@ -142,7 +171,7 @@ def make_qualitative_figure(
     clean_by_id = {Path(p).stem: Path(p) for p in clean_pngs}
     dirs = {framework: Path(d) for framework, d in denoised_dirs.items()}
     scores = {framework: read_last_psnr(p) for framework, p in per_image_csvs.items()}
-    frameworks = frameworks_of((f, sigma) for f in dirs)
+    frameworks = frameworks_of((recipe, f, sigma, seed) for f in dirs)
     columns = ["clean", "noisy", *frameworks]
     fig, axes = panel_grid(len(ids), len(columns))
     noisy_set = load_noisy_set(noisy_npz)
@@ -161,7 +190,9 @@ def make_qualitative_figure(
             ax.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             ax.set_title(title, fontsize="medium")
             ax.set_axis_off()
-    fig.suptitle(f"BSD68 test images, σ = {sigma}: last weights, PSNR of each image")
+    run = f"recipe {recipe}, " if recipe else ""
+    run += f"seed {seed}, " if seed is not None else ""
+    fig.suptitle(f"BSD68 test images, {run}σ = {sigma}: last weights, PSNR of each image")
     save_figure(fig, output, dpi=100)
 
 

@@ -27,6 +27,10 @@ table.n2v-table td.num { text-align: right; font-variant-numeric: tabular-nums; 
 table.n2v-table tbody tr:nth-child(even) { background: #f8f8f8; }
 table.n2v-table tr.n2v-failed td { color: #b00020; font-weight: 600; background: #fde8ea; }
 .n2v-table-wrap p.note { color: #555; font-size: 12px; max-width: 60em; }
+/* The landing page's summary: narrow enough for the description column beside Snakemake's
+   rule graph, and never wider than it (it scrolls instead of spilling onto the graph). */
+.n2v-table-wrap.n2v-compact { font-size: 12px; max-width: 100%; overflow-x: auto; }
+.n2v-compact table.n2v-table th, .n2v-compact table.n2v-table td { padding: 2px 5px; }
 figure.n2v-figure { margin: 1em 0; }
 figure.n2v-figure img { max-width: 100%; height: auto; }
 figure.n2v-figure figcaption { color: #555; font-size: 12px; max-width: 60em; }
@@ -64,10 +68,12 @@ def render_table(
     rows: Sequence[Mapping[str, Any]],
     notes: Sequence[str] = (),
     row_class: Callable[[Mapping[str, Any]], str | None] | None = None,
+    compact: bool = False,
 ) -> str:
     """Render a complete HTML document holding one table, its title and notes.
 
     `row_class` gives a row's CSS class (e.g. "n2v-failed": red), or None for none.
+    `compact`: small type and a width capped at the container's (the landing page).
     """
     head = "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
     body = []
@@ -84,7 +90,8 @@ def render_table(
     note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     return _document(
         title,
-        f'<div class="n2v-table-wrap"><table class="n2v-table">'
+        f'<div class="n2v-table-wrap{" n2v-compact" if compact else ""}">'
+        '<table class="n2v-table">'
         f"<caption>{html.escape(title)}</caption>\n"
         f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody></table>\n"
         f"{note_html}</div>",

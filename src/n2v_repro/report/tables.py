@@ -1,54 +1,114 @@
-"""The two result tables: accuracy (PSNR/SSIM) and cost (time, memory, throughput).
+"""The result tables: accuracy (PSNR/SSIM) over seeds with the framework test, and cost.
 
-An evaluation summary names its own framework and sigma; the training files do not, so they
-come in as explicit (framework, sigma) -> path mappings (`pair_runs`).
+Rows are grouped by recipe. Each evaluation summary names its own run (recipe, framework,
+sigma, seed); the training files and per-image scores do not, so they come in as explicit
+run -> path mappings (`pair_runs`). Over the seeds of a recipe x framework x sigma the table
+gives the mean and the (sample) standard deviation of the per-seed mean PSNR; the jittor rows
+carry the framework difference and a Wilcoxon signed-rank test of the per-image PSNR
+differences, paired by image and seed.
+
+A row never scores weights on images that chose them: evaluation leaves the best weights of
+a `bsd68_split` recipe out of the all-68 test set (`evaluation.predict.CHOSEN_ON_TEST_IMAGES`)
+and the `valid_in_test` column counts the test images that were validation images. The
+paper's numbers appear only on the `paper` recipe's rows (`references`).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.evaluation.predict import TEST_SETS
 from n2v_repro.io.atomic import atomic_open
-from n2v_repro.io.formats import read_benchmark, read_eval_summary, read_history, read_monitor
+from n2v_repro.io.formats import (
+    read_benchmark,
+    read_eval_summary,
+    read_history,
+    read_monitor,
+    read_per_image,
+)
 from n2v_repro.report.html_pages import Column, fixed, render_table
-from n2v_repro.report.references import PAPER_CITATION, paper_psnr
+from n2v_repro.report.references import (
+    PAPER_CITATION,
+    PAPER_RECIPE,
+    REFERENCE_CODE_CITATION,
+    deviations,
+    paper_psnr,
+    reference_code_psnr,
+)
 
 TEST_SET_ORDER = ("bsd68", "test34")
 WEIGHTS_ORDER = ("last", "best")
+SIGNIFICANCE = 0.05
+# The test set a recipe's headline numbers come from: never one that chose its weights.
+REPORTED_TEST_SET = {"heldout_train": "bsd68", "bsd68_split": "test34"}
 
-Run = tuple[str, int]
+Run = tuple[str, str, int, int]  # recipe, framework, sigma, seed
 
 TEST_SET_NOTE = (
     "bsd68 = all BSD68 images in use (the paper's protocol); test34 = the split's test "
     "subset (the original port's protocol). PSNR/SSIM use data range 255 on the unclipped "
-    "prediction; mean and (population) std over images."
+    "prediction; each seed's score is the mean over images, and the table gives the mean and "
+    "the sample standard deviation of those over seeds (— with one seed)."
+)
+SELECTION_NOTE = (
+    "best = the weights of the lowest validation loss; last = the final epoch's. A bsd68_split "
+    "recipe chose its best weights (and, with a plateau schedule, its learning-rate cuts) on "
+    "the BSD68 validation half: its bsd68 rows show last weights only, and 'validation images "
+    "in test set' counts the test images that were validation images. A heldout_train recipe "
+    "validated on held-out training images and read no BSD68 image before the test."
+)
+FRAMEWORK_NOTE = (
+    "jittor − torch: difference of the mean PSNR over seeds. The test: Wilcoxon signed-rank, "
+    "two-sided, on the per-image PSNR differences jittor − torch paired by image and seed "
+    f"(both frameworks start from the same weights and see the same batches per seed); "
+    f"'significant' at {SIGNIFICANCE}. Pairs of one image under different seeds are not "
+    "independent, so read p as a guide, not an exact error rate."
 )
 
 PSNR_SSIM_COLUMNS = [
+    Column("recipe", "recipe"),
+    Column("validation", "validation"),
     Column("test_set", "test set"),
     Column("sigma", "σ"),
     Column("weights", "weights"),
     Column("framework", "framework"),
+    Column("seeds", "seeds", numeric=True),
     Column("n", "images", numeric=True),
+    Column("valid_in_test", "validation images in test set", numeric=True),
     Column("psnr_mean", "PSNR mean (dB)", fixed(2), True),
-    Column("psnr_std", "PSNR std (dB)", fixed(2), True),
+    Column("psnr_sd_seeds", "PSNR sd over seeds (dB)", fixed(3), True),
     Column("ssim_mean", "SSIM mean", fixed(4), True),
-    Column("ssim_std", "SSIM std", fixed(4), True),
+    Column("ssim_sd_seeds", "SSIM sd over seeds", fixed(4), True),
     Column("noisy_psnr", "noisy PSNR (dB)", fixed(2), True),
-    Column("noisy_ssim", "noisy SSIM", fixed(4), True),
     Column("jittor_minus_torch_psnr", "jittor − torch PSNR (dB)", fixed(3, signed=True), True),
+    Column("pairs", "test pairs", numeric=True),
+    Column("p_value", "p (Wilcoxon)", fixed(3), True),
+    Column("significant", "significant at 0.05"),
     Column("paper_psnr", "paper N2V PSNR (dB)", fixed(2), True),
+    Column("reference_code_psnr", "reference code PSNR (dB)", fixed(2), True),
 ]
 
+SUMMARY_NOTE = (
+    "PSNR (dB) on the BSD68 images that did not choose the weights: all = every image (the "
+    "recipe validated on held-out training images), test half = the split's test images (it "
+    "validated on the other half). Mean ± sd over seeds. paper: Noise2Void's published 27.71 dB, "
+    "on the paper recipe only. Recipes, the framework test and the sources: results menu, "
+    "1. Summary."
+)
+
 BENCHMARK_COLUMNS = [
+    Column("recipe", "recipe"),
     Column("framework", "framework"),
     Column("sigma", "σ"),
+    Column("seed", "seed", numeric=True),
     Column("device", "device"),
     Column("precision", "precision"),
     Column("epochs", "epochs", numeric=True),
@@ -68,26 +128,33 @@ BENCHMARK_COLUMNS = [
 ]
 
 BENCHMARK_NOTE = (
-    "Epoch mean/std and training throughput exclude the first epoch when there are more "
-    "(it holds one-off costs such as Jittor's kernel compilation); training total is the "
-    "sum of all epoch times. Peak RSS and CPU utilisation come from the training monitor "
-    "(CPU % is per core, so 200% = two cores busy); GPU columns are empty on CPU. "
-    "Inference: whole BSD68 images, batch 1, after a warm-up. Precision is the arithmetic in "
-    "effect (train.precision on a CUDA GPU; the CPU always computes float32)."
+    "One row per training run. Epoch mean/std and training throughput exclude the first epoch "
+    "when there are more (it holds one-off costs such as Jittor's kernel compilation); "
+    "training total is the sum of all epoch times. Peak RSS and CPU utilisation come from the "
+    "training monitor (CPU % is per core, so 200% = two cores busy); GPU columns are empty on "
+    "CPU. Inference: whole BSD68 images, batch 1, after a warm-up. Precision is the arithmetic "
+    "in effect (train.precision on a CUDA GPU; the CPU always computes float32)."
 )
 
 
 def pair_runs(runs: Iterable[Sequence[Any]], paths: Sequence[str | Path]) -> dict[Run, Path]:
-    """Pair the i-th (framework, sigma) of `runs` with the i-th path."""
-    keys = [(str(framework), int(sigma)) for framework, sigma in runs]
+    """Pair the i-th (recipe, framework, sigma, seed) of `runs` with the i-th path."""
+    keys = [_run_key(run) for run in runs]
     if len(keys) != len(paths):
         raise ValueError(f"{len(keys)} runs {keys} for {len(paths)} files {list(paths)}")
-    unknown = sorted({framework for framework, _ in keys} - set(FRAMEWORKS))
+    unknown = sorted({key[1] for key in keys} - set(FRAMEWORKS))
     if unknown:
         raise ValueError(f"unknown frameworks {unknown}; expected some of {FRAMEWORKS}")
     if len(set(keys)) != len(keys):
-        raise ValueError(f"a (framework, sigma) is listed twice in {keys}")
+        raise ValueError(f"a (recipe, framework, sigma, seed) is listed twice in {keys}")
     return {key: Path(path) for key, path in zip(keys, paths, strict=True)}
+
+
+def _run_key(run: Sequence[Any]) -> Run:
+    if len(run) != 4:
+        raise ValueError(f"a run is (recipe, framework, sigma, seed), got {run!r}")
+    recipe, framework, sigma, seed = run
+    return (str(recipe), str(framework), int(sigma), int(seed))
 
 
 def _order(value: str, order: Sequence[str]) -> int:
@@ -100,39 +167,130 @@ def _nanstat(values: np.ndarray | None, how: str) -> float | None:
     return float({"mean": np.nanmean, "max": np.nanmax, "std": np.nanstd}[how](values))
 
 
+def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), (float(array.std(ddof=1)) if array.size > 1 else None)
+
+
+# --- the framework test ---------------------------------------------------------------------
+
+
+def paired_test(differences: Sequence[float]) -> tuple[int, float | None]:
+    """(pairs, two-sided Wilcoxon signed-rank p) of paired differences; p None below 2 pairs.
+
+    All-zero differences (identical predictions) give p = 1: there is nothing to detect.
+    """
+    diffs = np.asarray(differences, dtype=np.float64)
+    if diffs.size < 2:
+        return int(diffs.size), None
+    if not np.any(diffs):
+        return int(diffs.size), 1.0
+    return int(diffs.size), float(scipy_stats.wilcoxon(diffs).pvalue)
+
+
+def per_image_differences(
+    per_image: Mapping[Run, Sequence[Mapping[str, Any]]],
+    recipe: str,
+    sigma: int,
+    subsets: Sequence[str],
+    weights: str,
+    first: str = "torch",
+    second: str = "jittor",
+) -> list[float]:
+    """PSNR(second) − PSNR(first) per (seed, image) of the given subsets, both present."""
+    differences = []
+    seeds = sorted({key[3] for key in per_image if key[0] == recipe and key[2] == sigma})
+    for seed in seeds:
+        rows = {
+            framework: {
+                r["id"]: r["psnr"]
+                for r in per_image.get((recipe, framework, sigma, seed), [])
+                if r["weights"] == weights and r["subset"] in subsets
+            }
+            for framework in (first, second)
+        }
+        for image_id in sorted(set(rows[first]) & set(rows[second])):
+            differences.append(rows[second][image_id] - rows[first][image_id])
+    return differences
+
+
 # --- PSNR/SSIM ------------------------------------------------------------------------------
 
 
-def psnr_ssim_rows(summaries: Mapping[tuple[str, int], Mapping[str, Any]]) -> list[dict]:
-    """One row per framework x sigma x test set x trained weights, ordered for reading."""
-    rows = []
-    for (framework, sigma), summary in summaries.items():
+def psnr_ssim_rows(
+    summaries: Mapping[Run, Mapping[str, Any]],
+    per_image: Mapping[Run, Sequence[Mapping[str, Any]]] | None = None,
+    recipe_order: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """One row per recipe x test set x sigma x weights x framework, over its seeds."""
+    cells: dict[tuple[str, str, int, str, str], list[Mapping[str, Any]]] = {}
+    noisy: dict[tuple[str, str, int, str], list[float]] = {}
+    info: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    for (recipe, framework, sigma, _seed), summary in summaries.items():
+        validation = summary["validation"]
         for test_set, by_weights in summary["test_sets"].items():
-            noisy = by_weights.get("noisy", {})
-            for weights, stats in by_weights.items():
-                if weights == "noisy":
-                    continue
-                rows.append(
-                    {
-                        "framework": framework,
-                        "sigma": sigma,
-                        "test_set": test_set,
-                        "weights": weights,
-                        **{k: stats[k] for k in ("n", "psnr_mean", "psnr_std")},
-                        **{k: stats[k] for k in ("ssim_mean", "ssim_std")},
-                        "noisy_psnr": noisy.get("psnr_mean"),
-                        "noisy_ssim": noisy.get("ssim_mean"),
-                        "jittor_minus_torch_psnr": None,
-                        "paper_psnr": paper_psnr(test_set, sigma),
-                    }
+            info[(recipe, framework, sigma, test_set)] = {
+                "validation": validation["scheme"],
+                "valid_in_test": validation["images_in_test_set"].get(test_set),
+            }
+            if "noisy" in by_weights:
+                noisy.setdefault((recipe, framework, sigma, test_set), []).append(
+                    by_weights["noisy"]["psnr_mean"]
                 )
-    by_cell = {(r["framework"], r["sigma"], r["test_set"], r["weights"]): r for r in rows}
+            for weights, stats in by_weights.items():
+                if weights != "noisy":
+                    key = (recipe, test_set, sigma, weights, framework)
+                    cells.setdefault(key, []).append(stats)
+    rows = []
+    for (recipe, test_set, sigma, weights, framework), per_seed in cells.items():
+        psnr_mean, psnr_sd = _mean_sd([s["psnr_mean"] for s in per_seed])
+        ssim_mean, ssim_sd = _mean_sd([s["ssim_mean"] for s in per_seed])
+        noisy_values = noisy.get((recipe, framework, sigma, test_set))
+        rows.append(
+            {
+                "recipe": recipe,
+                "test_set": test_set,
+                "sigma": sigma,
+                "weights": weights,
+                "framework": framework,
+                **info[(recipe, framework, sigma, test_set)],
+                "seeds": len(per_seed),
+                "n": per_seed[0]["n"],
+                "psnr_mean": psnr_mean,
+                "psnr_sd_seeds": psnr_sd,
+                "ssim_mean": ssim_mean,
+                "ssim_sd_seeds": ssim_sd,
+                "noisy_psnr": float(np.mean(noisy_values)) if noisy_values else None,
+                "jittor_minus_torch_psnr": None,
+                "pairs": None,
+                "p_value": None,
+                "significant": None,
+                "paper_psnr": paper_psnr(recipe, test_set, sigma),
+                "reference_code_psnr": reference_code_psnr(recipe, test_set, sigma, weights),
+            }
+        )
+    by_cell = {
+        (r["recipe"], r["test_set"], r["sigma"], r["weights"], r["framework"]): r for r in rows
+    }
     for row in rows:
-        torch_row = by_cell.get(("torch", row["sigma"], row["test_set"], row["weights"]))
-        if row["framework"] == "jittor" and torch_row is not None:
-            row["jittor_minus_torch_psnr"] = row["psnr_mean"] - torch_row["psnr_mean"]
+        torch_row = by_cell.get(
+            (row["recipe"], row["test_set"], row["sigma"], row["weights"], "torch")
+        )
+        if row["framework"] != "jittor" or torch_row is None:
+            continue
+        row["jittor_minus_torch_psnr"] = row["psnr_mean"] - torch_row["psnr_mean"]
+        if per_image is not None:
+            differences = per_image_differences(
+                per_image, row["recipe"], row["sigma"], TEST_SETS[row["test_set"]], row["weights"]
+            )
+            row["pairs"], row["p_value"] = paired_test(differences)
+            if row["p_value"] is not None:
+                row["significant"] = "yes" if row["p_value"] < SIGNIFICANCE else "no"
+    recipes = list(recipe_order) + sorted({r["recipe"] for r in rows} - set(recipe_order))
     rows.sort(
         key=lambda r: (
+            recipes.index(r["recipe"]),
             _order(r["test_set"], TEST_SET_ORDER),
             r["sigma"],
             _order(r["weights"], WEIGHTS_ORDER),
@@ -140,6 +298,44 @@ def psnr_ssim_rows(summaries: Mapping[tuple[str, int], Mapping[str, Any]]) -> li
         )
     )
     return rows
+
+
+def summary_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Build the landing page's compact table: per recipe x sigma x weights, each framework's PSNR.
+
+    Only each recipe's reported test set (`REPORTED_TEST_SET`): all of BSD68 for a recipe that
+    validated on held-out training images, the test half for one that validated on BSD68.
+    """
+    compact: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for row in rows:
+        if row["test_set"] != REPORTED_TEST_SET.get(row["validation"]):
+            continue
+        key = (row["recipe"], row["sigma"], row["weights"])
+        entry = compact.setdefault(
+            key,
+            {
+                "recipe": row["recipe"],
+                "test": ("all" if row["test_set"] == "bsd68" else "test half") + f" ({row['n']})",
+                "sigma": row["sigma"],
+                "weights": row["weights"],
+                "paper": row["paper_psnr"],
+            },
+        )
+        sd = row["psnr_sd_seeds"]
+        entry[row["framework"]] = f"{row['psnr_mean']:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+    return list(compact.values())
+
+
+def summary_columns(frameworks: Sequence[str]) -> list[Column]:
+    names = {"torch": "PyTorch", "jittor": "Jittor"}
+    return [
+        Column("recipe", "recipe"),
+        Column("test", "test images"),
+        Column("sigma", "σ"),
+        Column("weights", "weights"),
+        *[Column(f, names.get(f, f), numeric=True) for f in frameworks],
+        Column("paper", "paper", fixed(2), True),
+    ]
 
 
 # --- benchmark ------------------------------------------------------------------------------
@@ -176,11 +372,16 @@ def benchmark_rows(
     train_benchmarks: Mapping[Run, str | Path],
     summaries: Mapping[Run, Mapping[str, Any]],
 ) -> list[dict]:
-    """One row per framework x sigma, from its training files and evaluation summary."""
+    """One row per run, from its training files and evaluation summary, in the given order."""
     rows = []
-    for key in sorted(histories, key=lambda k: (_order(k[0], FRAMEWORKS), k[1])):
-        framework, sigma = key
-        row: dict[str, Any] = {"framework": framework, "sigma": sigma}
+    for key in histories:
+        recipe, framework, sigma, seed = key
+        row: dict[str, Any] = {
+            "recipe": recipe,
+            "framework": framework,
+            "sigma": sigma,
+            "seed": seed,
+        }
         row.update(_history_stats(read_history(histories[key])))
         if key in monitors:
             row.update(_monitor_stats(read_monitor(monitors[key])))
@@ -195,7 +396,7 @@ def benchmark_rows(
     return rows
 
 
-# --- writing --------------------------------------------------------------------------------
+# --- reading and writing --------------------------------------------------------------------
 
 
 def write_csv(path: str | Path, columns: Sequence[Column], rows: Sequence[Mapping]) -> None:
@@ -204,7 +405,11 @@ def write_csv(path: str | Path, columns: Sequence[Column], rows: Sequence[Mappin
         writer = csv.writer(handle)
         writer.writerow([c.key for c in columns])
         for row in rows:
-            writer.writerow(["" if row.get(c.key) is None else row[c.key] for c in columns])
+            writer.writerow(["" if _empty(row.get(c.key)) else row[c.key] for c in columns])
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def write_html(path: str | Path, html_text: str) -> None:
@@ -213,48 +418,109 @@ def write_html(path: str | Path, html_text: str) -> None:
 
 
 def read_summaries(paths: Iterable[str | Path]) -> dict[Run, dict[str, Any]]:
-    """Read evaluation summaries, keyed by the (framework, sigma) each names."""
+    """Read evaluation summaries, keyed by the (recipe, framework, sigma, seed) each names."""
     summaries: dict[Run, dict[str, Any]] = {}
     origin: dict[Run, Path] = {}
     for path in paths:
         summary = read_eval_summary(path)
-        key = (summary["framework"], int(summary["sigma"]))
+        key = _run_key((summary["recipe"], summary["framework"], summary["sigma"], summary["seed"]))
         if key in summaries:
-            raise ValueError(f"{path} and {origin[key]} both evaluate {key[0]} at sigma {key[1]}")
+            raise ValueError(
+                f"{path} and {origin[key]} both evaluate recipe {key[0]}, {key[1]} at sigma "
+                f"{key[2]}, seed {key[3]}"
+            )
         summaries[key], origin[key] = summary, Path(path)
     return summaries
+
+
+def read_per_images(paths: Mapping[Run, str | Path]) -> dict[Run, list[dict[str, Any]]]:
+    """Read each run's per_image.csv."""
+    return {run: read_per_image(path) for run, path in paths.items()}
+
+
+def reference_notes(recipe_settings: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Caption lines on the paper's numbers: their sources, and where this run departs."""
+    notes = [
+        f"paper N2V PSNR: {PAPER_CITATION}. reference code PSNR: {REFERENCE_CODE_CITATION}. "
+        f"Both appear only on the rows of the '{PAPER_RECIPE}' recipe (all of BSD68, σ 25); "
+        "— elsewhere."
+    ]
+    if PAPER_RECIPE in recipe_settings:
+        differs = deviations(recipe_settings[PAPER_RECIPE]["settings"])
+        if differs:
+            notes.append(
+                f"In this run the '{PAPER_RECIPE}' recipe differs from the reference code's "
+                f"recipe in: {'; '.join(differs)}. Compare its numbers with the references "
+                "accordingly."
+            )
+    return notes
+
+
+def describe_recipe(name: str, settings: Mapping[str, Any]) -> str:
+    """One line naming a recipe's network, schedule, data, validation and initialisation."""
+    validation = settings["validation"]
+    held_out = (
+        f" ({validation['heldout_images']} held-out training images)"
+        if validation["scheme"] == "heldout_train"
+        else ""
+    )
+    return (
+        f"{name}: {settings['arch']}, {settings['epochs']} epochs × {settings['steps_per_epoch']} "
+        f"steps × batch {settings['batch_size']}, Adam lr {settings['optimizer']['lr']:g} "
+        f"({settings['schedule']['kind']} schedule), training set {settings['train_set']}, "
+        f"validation {validation['scheme']}{held_out}, init {settings['init']}."
+    )
 
 
 def make_tables(
     *,
     summaries: Sequence[str | Path],
+    per_image: Mapping[Run, str | Path],
     histories: Mapping[Run, str | Path],
     monitors: Mapping[Run, str | Path],
     train_benchmarks: Mapping[Run, str | Path],
+    recipe_settings: Mapping[str, Mapping[str, Any]],
     psnr_ssim_csv: str | Path,
     psnr_ssim_html: str | Path,
     benchmark_csv: str | Path,
-    benchmark_html: str | Path,
-) -> None:
-    """Write results/tables/{psnr_ssim,benchmark}.{csv,html}.
+    benchmark_html: str | Path | None = None,
+    summary_html: str | Path | None = None,
+    title: str = "Denoising accuracy on BSD68 (PSNR/SSIM)",
+) -> list[dict[str, Any]]:
+    """Write the PSNR/SSIM and benchmark tables (.csv, .html) and optionally the summary page.
 
-    `histories`, `monitors` and `train_benchmarks` map (framework, sigma) to the file.
+    `per_image`, `histories`, `monitors` and `train_benchmarks` map each run to its file;
+    `recipe_settings` gives per recipe at least "settings" (its train mapping with the run's
+    `data` under "data"), in report order. Returns the PSNR/SSIM rows.
     """
     loaded = read_summaries(summaries)
-    accuracy = psnr_ssim_rows(loaded)
+    accuracy = psnr_ssim_rows(loaded, read_per_images(per_image), list(recipe_settings))
     write_csv(psnr_ssim_csv, PSNR_SSIM_COLUMNS, accuracy)
-    write_html(
-        psnr_ssim_html,
-        render_table(
-            "Denoising accuracy on BSD68 (PSNR/SSIM)",
-            PSNR_SSIM_COLUMNS,
-            accuracy,
-            [TEST_SET_NOTE, f"Paper reference: {PAPER_CITATION}; — where it reports none."],
-        ),
-    )
+    notes = [
+        *(describe_recipe(name, r["settings"]) for name, r in recipe_settings.items()),
+        TEST_SET_NOTE,
+        SELECTION_NOTE,
+        FRAMEWORK_NOTE,
+        *reference_notes(recipe_settings),
+    ]
+    write_html(psnr_ssim_html, render_table(title, PSNR_SSIM_COLUMNS, accuracy, notes))
     cost = benchmark_rows(histories, monitors, train_benchmarks, loaded)
     write_csv(benchmark_csv, BENCHMARK_COLUMNS, cost)
-    write_html(
-        benchmark_html,
-        render_table("Training and inference cost", BENCHMARK_COLUMNS, cost, [BENCHMARK_NOTE]),
-    )
+    if benchmark_html is not None:
+        write_html(
+            benchmark_html,
+            render_table("Training and inference cost", BENCHMARK_COLUMNS, cost, [BENCHMARK_NOTE]),
+        )
+    if summary_html is not None:
+        frameworks = [f for f in FRAMEWORKS if any(r["framework"] == f for r in accuracy)]
+        write_html(
+            summary_html,
+            render_table(
+                "Test PSNR by recipe",
+                summary_columns(frameworks),
+                summary_rows(accuracy),
+                [SUMMARY_NOTE],
+                compact=True,
+            ),
+        )
+    return accuracy

@@ -109,7 +109,8 @@ class TrainJob:
     checkpoint : resume state, written after every epoch, deleted after success.
     train : the `train` settings.
     patch_size : config["data"]["patch_size"].
-    seed : config["seed"]; batches and the validation mask derive from it.
+    seed : the training seed (one of config["seeds"]); batches and the validation mask derive
+        from it.
     threads : CPU threads for the framework; None leaves the framework's default.
     """
 
@@ -350,6 +351,10 @@ def write_outputs(
             "framework": job.framework,
             "framework_version": _framework_version(job.framework),
             "arch": job.train.arch,
+            "seed": job.seed,
+            "train_set": job.train.train_set,
+            "validation": job.train.validation.scheme,
+            "init": job.train.init,
             "device": backend.device,
             "precision": backend.precision,
             "threads": job.threads,
