@@ -15,6 +15,7 @@ import pytest
 import yaml
 from fake_bsds import FakeBsds, make_fake_bsds
 
+from n2v_repro.config import PipelineConfig, load_config
 from n2v_repro.data.download import DownloadError
 from n2v_repro.gpu_check import check, pack
 from n2v_repro.gpu_check.__main__ import main as gpu_check_main
@@ -152,16 +153,27 @@ def test_the_markdown_shows_each_figure_and_a_failing_arch():
 def test_the_check_makes_exactly_the_pipelines_data(fake, tmp_path):
     """The data stage run by the check equals the one the Snakemake rules run (same seed,
     sigma, split size, patch size): byte-identical arrays."""
+    # The check's recipe as its smoke mode trains it on generated images: the paper's, on
+    # whole images (generated images have no Train400 crops) with one held out.
     config = {
         "seed": 7,
         "sigmas": [25],
+        "recipes": ["paper"],
+        "recipe_book": {"paper": {"train_set": "bsd400", "validation": {"heldout_images": 1}}},
         "data": fake.data_config([str(fake.images)], n_valid=2, patch_size=32),
     }
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
+    recipe = (
+        PipelineConfig.from_mapping(load_config(REPO_ROOT / "config" / "config.yaml", config_file))
+        .recipe("paper")
+        .train
+    )
     workdir = tmp_path / "pipeline"
-    targets = [f"resources/patches/sigma25/{name}" for name in
+    folder = f"resources/patches/{recipe.data_tag}/sigma25"
+    targets = [f"{folder}/{name}" for name in
                ("train.npy", "train_index.csv", "train_stats.json", "valid_tiles.npz")]  # fmt: skip
+    targets += ["resources/bsd68_split.csv", "resources/noisy/sigma25/bsd68.npz"]
     command = [
         str(SNAKEMAKE), "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir),
         "--workflow-profile", "none", "--cores", "2", *targets, "--configfile", str(config_file),
@@ -170,8 +182,11 @@ def test_the_check_makes_exactly_the_pipelines_data(fake, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     prepare(fake, tmp_path / "pack")
-    data = pack.make_data(tmp_path / "pack", tmp_path / "check", 25, 7, 2, 32, workers=2)
-    ours, theirs = data.patch_dir, workdir / "resources" / "patches" / "sigma25"
+    data = pack.make_data(
+        tmp_path / "pack", tmp_path / "check", 25, 7, 2, 32, workers=2, recipe=recipe,
+        crops_file=REPO_ROOT / "config" / "data" / "train400_crops.txt",
+    )  # fmt: skip
+    ours, theirs = data.patch_dir, workdir / folder
     assert data.split_csv.read_text() == (workdir / "resources" / "bsd68_split.csv").read_text()
     for name in ("train_index.csv", "train_stats.json"):
         assert (ours / name).read_text() == (theirs / name).read_text(), name

@@ -186,9 +186,13 @@ def test_a_parity_failure_fails_only_the_gate_in_the_workflow(tmp_path):
         save_npz(tmp_path / f"results/parity/torch/{arch}.npz", fake_parity_result(arch))
         jittor = fake_parity_result(arch, scale=noise, seed=1)
         save_npz(tmp_path / f"results/parity/jittor/{arch}.npz", jittor)
-    config = write_config(
-        tmp_path / "config.yaml", merged(repo_data_config(), {"frameworks": ["torch", "jittor"]})
-    )
+    # Two archs in use (parity covers the networks the run's recipes train): rednet20 fails.
+    change = {
+        "frameworks": ["torch", "jittor"],
+        "train": {"arch": "n2n_unet"},
+        "recipe_book": {"paper": {"arch": "rednet20"}},
+    }
+    config = write_config(tmp_path / "config.yaml", merged(repo_data_config(), change))
     targets = ["results/parity/passed.txt", "results/figures/parity.png"]
     # Only these rules may run: the fake per-framework results stand for the parity jobs.
     allowed = ["--allowed-rules", "framework_parity", "parity_gate", "plot_parity", "-p"]

@@ -139,7 +139,8 @@ def test_slurm_profile_dry_run(
     assert "profiles/default" not in result.stdout, "the one-machine profile leaked in"
     jobs = job_resources(result.stdout)
     trained = sorted(rule for rule, _ in jobs if rule.startswith("train_"))
-    assert trained == ["train_jittor", "train_torch"], trained
+    # config/test.yaml: 2 recipes x 2 seeds x 1 sigma per framework.
+    assert trained == ["train_jittor"] * 4 + ["train_torch"] * 4, trained
     gpu_profile = profile == SLURM_PROFILE
     for rule, resources in jobs:
         if rule == "all":

@@ -40,6 +40,8 @@ from n2v_repro.models.spec import ARCHS
 log = logging.getLogger(__name__)
 
 FRAMEWORKS = ("torch", "jittor")
+# The recipe the check trains: the paper's (config/config.yaml's recipe_book).
+PAPER_RECIPE = "paper"
 DEFAULT_CONFIGS = (REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "paper.yaml")
 SIGMA = 25
 SKIPPED = bench.SKIPPED_BUDGET
@@ -114,14 +116,15 @@ def make_plan(
 
     The recipe trains at its own precision unless `train_precision` is given.
     """
+    paper = config.recipe(PAPER_RECIPE).train
     if train_precision is not None:
-        config = dataclasses.replace(
-            config, train=dataclasses.replace(config.train, precision=train_precision)
-        )
+        paper = dataclasses.replace(paper, precision=train_precision)
     if smoke:
         train = dataclasses.replace(
-            config.train, arch="n2n_unet", batch_size=4, steps_per_epoch=3, valid_tiles=4,
-            device="cpu", epochs=1000,
+            # Generated images, not BSDS500: whole images (no Train400 crops), one held out.
+            paper, arch="n2n_unet", init="torch_default", train_set="bsd400",
+            validation=dataclasses.replace(paper.validation, heldout_images=1),
+            batch_size=4, steps_per_epoch=3, valid_tiles=4, device="cpu", epochs=1000,
         )  # fmt: skip
         return Plan(
             device="cpu",
@@ -162,7 +165,7 @@ def make_plan(
         parity_batch=config.parity.batch_size,
         parity_steps=config.parity.steps,
         tolerance=config.parity.tolerance,
-        train=dataclasses.replace(config.train, device="cuda"),
+        train=dataclasses.replace(paper, device="cuda"),
         train_frameworks=train_frameworks,
         seed=config.seed,
         patch_size=config.data.patch_size,
@@ -328,6 +331,8 @@ class Check:
                 self.plan.n_valid,
                 self.plan.patch_size,
                 workers=max(1, min(8, os.cpu_count() or 1)),
+                recipe=self.plan.train,
+                crops_file=REPO_ROOT / config.data.train400_crops,
             )
         except Exception as error:  # the parity and bench phases do not need it
             log.exception("data preparation failed")

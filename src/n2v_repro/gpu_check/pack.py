@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from n2v_repro.config import REPO_ROOT
+from n2v_repro.config import REPO_ROOT, TrainConfig
 from n2v_repro.data.download import download_images, is_valid
 from n2v_repro.data.manifest import bsd68_ids, read_manifest, train_ids
 
@@ -143,11 +143,21 @@ def verify_pack(pack: Path) -> tuple[list[str], list[str], dict[str, Any]]:
 
 
 def make_data(
-    pack: Path, work: Path, sigma: int, seed: int, n_valid: int, patch_size: int, workers: int
+    pack: Path,
+    work: Path,
+    sigma: int,
+    seed: int,
+    n_valid: int,
+    patch_size: int,
+    workers: int,
+    recipe: TrainConfig,
+    crops_file: Path,
 ) -> CheckData:
     """Verify the pack and run the pipeline's data stage into `work` for one sigma.
 
     `n_valid` is data.n_valid; with fewer BSD68 images packed than that allows, half of them.
+    The training set and validation scheme are the recipe's (`recipe`); `crops_file` is
+    data.train400_crops, read for a train400 recipe.
     """
     from n2v_repro.data.gray import convert_images
     from n2v_repro.data.noise import write_noisy_sets
@@ -184,6 +194,10 @@ def make_data(
         bsd68_npz=noisy / "bsd68.npz",
         split_csv=split_csv,
         clean_bsd68_pngs=list(bsd68_pngs),
+        clean_train_pngs=list(train_pngs),
+        validation=recipe.validation,
+        train_set=recipe.train_set,
+        crops_file=crops_file if recipe.train_set == "train400" else None,
         patch_size=patch_size,
         outputs={
             "train": patch_dir / "train.npy",

@@ -153,7 +153,7 @@ def train_for(
         patch_dir / "valid_tiles.npz", data.mean, data.std, cfg.masking, seed, cfg.valid_tiles
     )
     backend = make_backend(framework, cfg.arch, cfg.device, task.get("threads"), cfg.precision)
-    backend.load_weights(make_init_weights(cfg.arch, seed))
+    backend.load_weights(make_init_weights(cfg.arch, seed, cfg.init))
     opt = cfg.optimizer
     backend.configure_optimizer(opt.lr, opt.betas, opt.eps, opt.semantics)
     schedule = make_schedule(cfg.schedule, opt.lr)
