@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import env_stages
 import pytest
 import yaml
 
@@ -250,7 +251,7 @@ def envs(tmp_path_factory: pytest.TempPathFactory) -> EnvBuilder:
 @pytest.mark.slow
 def test_analysis_env_runs_data_stage(envs: EnvBuilder) -> None:
     envs.stage("analysis", "data")
-    patches = envs.workdir / "resources/patches/sigma25"
+    patches = envs.workdir / f"resources/patches/{env_stages.DATA_TAG}/sigma25"
     for name in ("train.npy", "train_index.csv", "train_stats.json", "valid_tiles.npz"):
         assert (patches / name).is_file(), name
     assert (envs.workdir / "results/init/n2n_unet_seed123.npz").is_file()
