@@ -254,7 +254,7 @@ def test_analysis_env_runs_data_stage(envs: EnvBuilder) -> None:
     patches = envs.workdir / f"resources/patches/{env_stages.DATA_TAG}/sigma25"
     for name in ("train.npy", "train_index.csv", "train_stats.json", "valid_tiles.npz"):
         assert (patches / name).is_file(), name
-    assert (envs.workdir / "results/init/n2n_unet_seed123.npz").is_file()
+    assert (envs.workdir / env_stages.INIT).is_file()
 
 
 @pytest.mark.slow
@@ -274,10 +274,11 @@ def test_framework_env_trains_and_evaluates_alone(envs: EnvBuilder, framework: s
     )
     assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, probe.stderr
     envs.stage(framework, framework)
-    models = envs.workdir / f"results/models/{framework}/sigma25"
+    run = envs.workdir / env_stages.run_path(framework)
+    models = run / "model"
     for name in ("last.npz", "best.npz", "history.csv", "monitor.csv"):
         assert (models / name).is_file(), name
-    evaluation = envs.workdir / f"results/eval/{framework}/sigma25"
+    evaluation = run / "eval"
     assert (evaluation / "per_image.csv").is_file()
     assert (evaluation / "summary.json").is_file()
     assert any((evaluation / "denoised").glob("*.png"))
