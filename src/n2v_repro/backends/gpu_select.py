@@ -33,13 +33,15 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
+from n2v_repro.errors import UserError
+
 POOL_ENV = "N2V_GPUS"
 LOCK_DIR_ENV = "N2V_GPU_LOCK_DIR"
 DEFAULT_LOCK_DIR = Path(".snakemake") / "gpu_locks"
 _NO_DEVICE = {"", "-1", "none", "nodevfiles"}
 
 
-class GpuSelectionError(RuntimeError):
+class GpuSelectionError(UserError, RuntimeError):
     """No GPU can be given to this job."""
 
 

@@ -39,6 +39,7 @@ from PIL import Image, UnidentifiedImageError
 from n2v_repro.data.gray import rgb_to_gray
 from n2v_repro.data.noise import add_gaussian_noise
 from n2v_repro.data.transforms import check_stats, denormalise, normalise
+from n2v_repro.errors import UserError
 from n2v_repro.evaluation.metrics import psnr, ssim
 from n2v_repro.evaluation.predict import Predictor, predict_image, read_train_stats, reflect_pad
 from n2v_repro.models.card import ModelCardError, card_path, read_model_card
@@ -52,7 +53,7 @@ METRICS_CSV = "metrics.csv"
 METRIC_COLUMNS = ("image", "noisy_psnr", "noisy_ssim", "psnr", "ssim")
 
 
-class DenoiseError(RuntimeError):
+class DenoiseError(UserError, RuntimeError):
     """A user's mistake: the message names the file or option."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from n2v_repro.config import REPO_ROOT, TrainConfig
 from n2v_repro.data.download import download_images, is_valid
 from n2v_repro.data.manifest import bsd68_ids, read_manifest, train_ids
+from n2v_repro.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ DEFAULT_PIXELS = REPO_ROOT / "config" / "data" / "bsd68_pixels.sha256"
 CARRY_MIB = 64
 
 
-class PackError(RuntimeError):
+class PackError(UserError, RuntimeError):
     """The packed data is missing, incomplete or does not match its manifest."""
 
 

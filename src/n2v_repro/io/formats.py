@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_open, atomic_path, save_npz, write_json
 
 PathLike = str | Path
@@ -78,7 +79,7 @@ PARITY_COLUMNS = (
 )
 
 
-class FormatError(ValueError):
+class FormatError(UserError, ValueError):
     """A file does not have the format its reader expects."""
 
 

@@ -14,13 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from n2v_repro.errors import UserError
 from n2v_repro.models.spec import ARCHS
 
 MODEL_JSON = "model.json"
 CARD_FORMAT = 1
 
 
-class ModelCardError(ValueError):
+class ModelCardError(UserError, ValueError):
     """model.json is missing, unreadable or inconsistent; the message names the file."""
 
 
