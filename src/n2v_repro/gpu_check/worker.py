@@ -135,7 +135,7 @@ def train_for(
     from n2v_repro.backends.registry import make_backend
     from n2v_repro.config import TrainConfig, from_plain
     from n2v_repro.models.initialisation import make_init_weights
-    from n2v_repro.training.loop import LOSS_READ_STEPS, TrainingDivergedError, validate
+    from n2v_repro.training.loop import LOSS_READ_STEPS, check_finite_losses, validate
     from n2v_repro.training.monitor import ResourceMonitor
     from n2v_repro.training.sampler import (
         PatchSampler,
@@ -181,8 +181,7 @@ def train_for(
                 step += 1
                 if done % LOSS_READ_STEPS == 0 or done == steps:
                     read = backend.read_losses()
-                    if not np.all(np.isfinite(read)):
-                        raise TrainingDivergedError(f"loss {read} at epoch {epoch + 1}")
+                    check_finite_losses(read, epoch, done - len(read), steps, lr)
                     losses.extend(read.tolist())
                     if time.monotonic() >= deadline:
                         break

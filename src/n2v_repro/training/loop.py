@@ -395,18 +395,32 @@ def _start_or_resume(
     return TrainState(0, backend.get_weights(), backend.optimizer_state(), schedule.state(), init)
 
 
-def _check_finite(
-    losses: np.ndarray, epoch: int, first_step: int, steps: int, lr: float, checkpoint: Path
+def check_finite_losses(
+    losses: np.ndarray,
+    epoch: int,
+    first_step: int,
+    steps: int,
+    lr: float,
+    checkpoint: Path | None = None,
 ) -> None:
-    """Raise TrainingDivergedError naming the first non-finite loss of a read."""
+    """Raise TrainingDivergedError naming the first non-finite loss of a read.
+
+    `first_step` is the step within `epoch` (0-based) of `losses[0]`; `checkpoint`, when the
+    run keeps one, is named as the resume point.
+    """
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         step_in_epoch = first_step + int(bad[0])
-        raise TrainingDivergedError(
+        message = (
             f"training loss {losses[bad[0]]} at epoch {epoch + 1}, step {step_in_epoch + 1} "
-            f"(global step {epoch * steps + step_in_epoch}); lr {lr:g}. Nothing of this epoch "
-            f"is saved; the checkpoint {checkpoint} holds the last good epoch"
+            f"(global step {epoch * steps + step_in_epoch}); lr {lr:g}"
         )
+        if checkpoint is not None:
+            message += (
+                f". Nothing of this epoch is saved; the checkpoint {checkpoint} holds the last "
+                "good epoch"
+            )
+        raise TrainingDivergedError(message)
 
 
 def train(job: TrainJob) -> TrainState:
@@ -479,7 +493,7 @@ def train(job: TrainJob) -> TrainState:
                     # LOSS_READ_STEPS steps, named by its own step.
                     read = backend.read_losses()
                     first = step_in_epoch + 1 - len(read)
-                    _check_finite(read, epoch, first, steps, lr, job.checkpoint)
+                    check_finite_losses(read, epoch, first, steps, lr, job.checkpoint)
                     losses.extend(read.tolist())
                 if due:
                     progress_time = now
@@ -491,9 +505,8 @@ def train(job: TrainJob) -> TrainState:
                         losses[-1],
                         (now - epoch_start) / (step_in_epoch + 1),
                     )
-            loss_sum = 0.0
-            for loss in losses:
-                loss_sum += loss
+            # Left to right, as the losses came: the same float sum as adding them step by step.
+            loss_sum = sum(losses)
             backend.synchronize()
             train_time = time.perf_counter() - epoch_start
 
