@@ -336,6 +336,22 @@ def test_validation_limit_keeps_first_tiles_and_their_masks(tmp_path: Path) -> N
     assert load_validation(path, 100.0, 30.0, MASKING, seed=123, limit=50).mask.shape[0] == 10
 
 
+def test_epoch_subset_spreads_over_every_image_with_the_same_masks(tmp_path: Path) -> None:
+    path = write_valid_tiles(tmp_path / "valid_tiles.npz", count=12)  # 4 images x 3 tiles
+    full = load_validation(path, 100.0, 30.0, MASKING, seed=123)
+    subset = full.spread(4)
+    assert len(subset) == 4
+    # one tile of each image, not the first four tiles (which cover two images)
+    assert sorted(set(subset.ids.tolist())) == ["v0", "v1", "v2", "v3"]
+    rows = [int(np.flatnonzero((full.noisy == tile).all(axis=(1, 2)))[0]) for tile in subset.noisy]
+    assert rows == [0, 4, 7, 11]
+    for name in ("inputs", "targets", "mask", "noisy", "clean", "ids"):
+        np.testing.assert_array_equal(getattr(subset, name), getattr(full, name)[rows])
+    assert full.spread(None) is full and full.spread(12) is full and full.spread(50) is full
+    with pytest.raises(ValueError, match="count"):
+        full.spread(0)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

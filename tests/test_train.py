@@ -73,6 +73,7 @@ def small_train_cfg(**overrides) -> TrainConfig:
         "steps_per_epoch": 2,
         "batch_size": 2,
         "valid_tiles": 3,
+        "valid_epoch_tiles": 2,
         "device": "cpu",
         "schedule": {"kind": "step", "step_epochs": 1, "factor": 0.5},
         **overrides,
@@ -183,7 +184,12 @@ def test_train_writes_history_weights_monitor_and_summary(tmp_path: Path) -> Non
         assert values["train_loss"] > 0 and values["valid_loss"] > 0
         assert 5 < values["valid_psnr"] < 60 and -1 < values["valid_ssim"] <= 1
         assert values["patches_per_s"] == pytest.approx(4 / values["epoch_time_s"], rel=1e-9)
+        assert values["valid_time_s"] > 0 and values["checkpoint_time_s"] > 0
     assert float(rows[1]["wall_time_s"]) > float(rows[0]["wall_time_s"]) > 0
+    # the wall time holds every part of the epoch
+    first = {key: float(value) for key, value in rows[0].items()}
+    parts = first["epoch_time_s"] + first["valid_time_s"] + first["checkpoint_time_s"]
+    assert parts <= first["wall_time_s"] < parts + 1.0
 
     init = load_weights(job.init_weights)
     last, best = load_weights(out / "last.npz"), load_weights(out / "best.npz")
@@ -204,6 +210,17 @@ def test_train_writes_history_weights_monitor_and_summary(tmp_path: Path) -> Non
 
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["device"] == "cpu" and summary["epochs"] == 2
+    # 2 of the 3 validation tiles after each epoch, all 3 once at the end
+    assert summary["valid_tiles_per_epoch"] == 2
+    final = summary["final_validation"]
+    assert final["tiles"] == 3 and final["weights"] == "last"
+    assert 5 < final["psnr"] < 60 and final["loss"] > 0
+    # throughput = total patches / total training time, not a mean of per-epoch rates
+    epoch_times = [float(row["epoch_time_s"]) for row in rows]
+    assert summary["patches"] == 2 * 2 * 2
+    assert summary["train_patches_per_s"] == pytest.approx(8 / sum(epoch_times))
+    assert summary["steady_patches_per_s"] == pytest.approx(4 / epoch_times[1])
+    assert summary["valid_time_s"] == pytest.approx(sum(float(r["valid_time_s"]) for r in rows))
     card = read_model_card(out / "model.json")
     stats = json.loads((job.patch_dir / "train_stats.json").read_text())
     assert (card.arch, card.framework, card.patch_size, card.seed) == (ARCH, "torch", PATCH, 123)

@@ -324,6 +324,7 @@ class TrainConfig:
     optimizer: OptimizerConfig
     schedule: ScheduleConfig
     valid_tiles: int | None
+    valid_epoch_tiles: int | None
     device: str
     precision: str
     train_set: str

@@ -37,6 +37,8 @@ HISTORY_COLUMNS = (
     "valid_ssim",
     "epoch_time_s",
     "patches_per_s",
+    "valid_time_s",
+    "checkpoint_time_s",
     "wall_time_s",
 )
 MONITOR_COLUMNS = (

@@ -68,6 +68,7 @@ from n2v_repro.io.formats import (
 )
 from n2v_repro.models.card import MODEL_JSON, ModelCard, write_model_card
 from n2v_repro.training.monitor import ResourceMonitor
+from n2v_repro.training.progress import JobProgress, format_duration
 from n2v_repro.training.sampler import (
     PatchSampler,
     PrefetchingSampler,
@@ -292,6 +293,39 @@ def validate(
     return squared_error_sum / masked_count, float(np.mean(psnrs)), float(np.mean(ssims))
 
 
+def validate_all(
+    backend: Any, valid: ValidationSet, data: TrainingData, batch_size: int
+) -> dict[str, float]:
+    """Validate the final weights on every validation tile (train_summary.json)."""
+    start = time.perf_counter()
+    loss, psnr_db, ssim_value = validate(backend, valid, data.mean, data.std, batch_size)
+    return {
+        "weights": "last",
+        "tiles": len(valid),
+        "loss": loss,
+        "psnr": psnr_db,
+        "ssim": ssim_value,
+        "time_s": time.perf_counter() - start,
+    }
+
+
+def throughput(history: list[dict[str, float]], batch_size: int, steps: int) -> dict[str, Any]:
+    """Total patches / total training time, and the same from the second epoch on.
+
+    Ratios of sums, not means of per-epoch rates (which overstate the throughput when the
+    load changes). The first epoch holds one-off costs (Jittor compiles its kernels), hence
+    the steady-state rate; it is None for a one-epoch run.
+    """
+    times = [row["epoch_time_s"] for row in history]
+    patches = steps * batch_size
+    steady = times[1:]
+    return {
+        "patches": patches * len(times),
+        "train_patches_per_s": patches * len(times) / sum(times) if times else None,
+        "steady_patches_per_s": patches * len(steady) / sum(steady) if steady else None,
+    }
+
+
 # --- outputs --------------------------------------------------------------------------------
 
 
@@ -326,7 +360,13 @@ def _framework_version(framework: str) -> str | None:
 
 
 def write_outputs(
-    job: TrainJob, backend: Any, state: TrainState, resumed_from: int, data: TrainingData
+    job: TrainJob,
+    backend: Any,
+    state: TrainState,
+    resumed_from: int,
+    data: TrainingData,
+    final_validation: dict[str, float],
+    epoch_tiles: int,
 ) -> None:
     out = job.out_dir
     # Beside the weights, so that they can be used without the pipeline's other files.
@@ -363,10 +403,14 @@ def write_outputs(
             "batch_size": job.train.batch_size,
             "total_time_s": state.wall_time_s,
             "train_time_s": float(sum(epoch_times)),
+            "valid_time_s": float(sum(row["valid_time_s"] for row in state.history)),
+            "checkpoint_time_s": float(sum(row["checkpoint_time_s"] for row in state.history)),
             "mean_epoch_time_s": float(np.mean(epoch_times)),
-            "mean_patches_per_s": float(np.mean([r["patches_per_s"] for r in state.history])),
+            **throughput(state.history, job.train.batch_size, job.train.steps_per_epoch),
+            "valid_tiles_per_epoch": epoch_tiles,
             "best_valid_loss": state.best_loss,
             "final_valid_psnr": state.history[-1]["valid_psnr"],
+            "final_validation": final_validation,
             "resumed_from_epoch": resumed_from,
             "framework_peak_memory_mib": backend.peak_memory_mib(),
             **_monitor_peaks(job.partial_monitor),
@@ -423,6 +467,24 @@ def check_finite_losses(
         raise TrainingDivergedError(message)
 
 
+def _log_estimate(progress: JobProgress, validations_left: int) -> None:
+    """Log, once, how long the whole job will take at the rate measured so far."""
+    eta = progress.eta_s(validations_left)
+    rate = progress.patches_per_s()
+    if eta is None or rate is None:
+        return
+    steps_left = progress.total_steps - progress.done_steps
+    logger.info(
+        "estimated time to the end of this job: %s (%d steps x %d patches left at %.1f "
+        "patches/s, measured over the first %s; validation time from the first epoch on)",
+        format_duration(eta),
+        steps_left,
+        progress.batch_size,
+        rate,
+        format_duration(PROGRESS_INTERVAL_S),
+    )
+
+
 def train(job: TrainJob) -> TrainState:
     """Train, or resume, one model; write its outputs to `job.out_dir`; return the final state."""
     if job.framework not in FRAMEWORKS:
@@ -439,6 +501,8 @@ def train(job: TrainJob) -> TrainState:
         job.seed,
         limit=cfg.valid_tiles,
     )
+    # The same tiles after every epoch keep the curve comparable; the whole set at the end.
+    epoch_valid = valid.spread(cfg.valid_epoch_tiles)
     backend = make_backend(
         job.framework, cfg.arch, device=cfg.device, threads=job.threads, precision=cfg.precision
     )
@@ -450,7 +514,8 @@ def train(job: TrainJob) -> TrainState:
     state = _start_or_resume(job, run_hash, backend, schedule)
     resumed_from = state.epochs_done
     logger.info(
-        "%s %s on %s (%s): %d epochs x %d steps x batch %d, %d validation tiles",
+        "%s %s on %s (%s): %d epochs x %d steps x batch %d = %d patches; %d of %d validation "
+        "tiles after each epoch, all at the end",
         job.framework,
         cfg.arch,
         backend.device,
@@ -458,8 +523,12 @@ def train(job: TrainJob) -> TrainState:
         epochs,
         steps,
         batch_size,
-        len(valid.noisy),
+        epochs * steps * batch_size,
+        len(epoch_valid),
+        len(valid),
     )
+    progress = JobProgress(epochs * steps, state.epochs_done * steps, batch_size)
+    estimated = False
 
     monitor = ResourceMonitor(
         job.partial_monitor,
@@ -479,12 +548,14 @@ def train(job: TrainJob) -> TrainState:
             lr = schedule.lr
             backend.set_lr(lr)
             epoch_start = time.perf_counter()
+            progress.start_epoch()
             progress_time = epoch_start
             losses: list[float] = []
             for step_in_epoch in range(steps):
                 global_step = epoch * steps + step_in_epoch
                 batch = batches.batch(global_step)
                 backend.queue_train_step(batch.inputs, batch.targets, batch.masked)
+                progress.step_done()
                 stop.check(epoch + 1)
                 now = time.perf_counter()
                 due = now - progress_time >= PROGRESS_INTERVAL_S
@@ -498,26 +569,34 @@ def train(job: TrainJob) -> TrainState:
                 if due:
                     progress_time = now
                     logger.info(
-                        "epoch %d step %d/%d loss %.5f, %.3f s/step",
+                        "epoch %d/%d step %d/%d loss %.5f: %s",
                         epoch + 1,
+                        epochs,
                         step_in_epoch + 1,
                         steps,
                         losses[-1],
-                        (now - epoch_start) / (step_in_epoch + 1),
+                        progress.describe(epochs - epoch),
                     )
+                    if not estimated:
+                        estimated = True
+                        _log_estimate(progress, epochs - epoch)
             # Left to right, as the losses came: the same float sum as adding them step by step.
             loss_sum = sum(losses)
             backend.synchronize()
             train_time = time.perf_counter() - epoch_start
+            progress.end_epoch_training(train_time)
 
+            valid_start = time.perf_counter()
             valid_loss, valid_psnr, valid_ssim = validate(
-                backend, valid, data.mean, data.std, batch_size
+                backend, epoch_valid, data.mean, data.std, batch_size
             )
+            valid_time = time.perf_counter() - valid_start
             stop.check(epoch + 1)
             schedule.end_epoch(valid_loss)
             weights = backend.get_weights()
             if valid_loss < state.best_loss:
                 state.best_loss, state.best_weights = valid_loss, weights
+            previous_wall_s = state.wall_time_s
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,
@@ -527,17 +606,26 @@ def train(job: TrainJob) -> TrainState:
                 "valid_ssim": float(valid_ssim),
                 "epoch_time_s": train_time,
                 "patches_per_s": steps * batch_size / train_time,
-                "wall_time_s": state.wall_time_s + time.perf_counter() - epoch_start,
+                "valid_time_s": valid_time,
+                "checkpoint_time_s": 0.0,
+                "wall_time_s": previous_wall_s + time.perf_counter() - epoch_start,
             }
             state.history.append(row)
             state.epochs_done = epoch + 1
             state.weights = weights
             state.optimizer = backend.optimizer_state()
             state.schedule = schedule.state()
+            checkpoint_start = time.perf_counter()
             save_checkpoint(job.checkpoint, state, job, run_hash)
+            now = time.perf_counter()
+            # Known only after the write: this checkpoint holds 0 for its own write, which the
+            # next checkpoint and history.csv (written from memory) hold in full.
+            row["checkpoint_time_s"] = now - checkpoint_start
+            row["wall_time_s"] = previous_wall_s + now - epoch_start
+            progress.end_epoch_extra(now - valid_start)
             logger.info(
-                "epoch %d/%d lr %.3g train_loss %.5f valid_loss %.5f psnr %.2f ssim %.4f "
-                "%.1f s (%.1f patches/s)",
+                "epoch %d/%d lr %.3g train_loss %.5f valid_loss %.5f psnr %.2f ssim %.4f; "
+                "%.1f s training (%.1f patches/s), %.2f s validation, %.2f s checkpoint; %s",
                 epoch + 1,
                 epochs,
                 lr,
@@ -547,9 +635,13 @@ def train(job: TrainJob) -> TrainState:
                 valid_ssim,
                 train_time,
                 row["patches_per_s"],
+                valid_time,
+                row["checkpoint_time_s"],
+                progress.describe(epochs - epoch - 1),
             )
 
-    write_outputs(job, backend, state, resumed_from, data)
+    final_validation = validate_all(backend, valid, data, batch_size)
+    write_outputs(job, backend, state, resumed_from, data, final_validation, len(epoch_valid))
     job.checkpoint.unlink(missing_ok=True)
     job.partial_monitor.unlink(missing_ok=True)
     logger.info("done: %s", job.out_dir)

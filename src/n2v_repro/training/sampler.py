@@ -6,11 +6,10 @@ identical order, and a resumed run continues exactly without saving any RNG stat
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ def _masking_arguments(masking: MaskingConfig) -> dict[str, Any]:
     if masking.radius < 1:
         raise ValueError(f"masking radius must be an integer >= 1, got {masking.radius!r}")
     box_size(masking.percentage)  # raises on an out-of-range percentage
-    return dataclasses.asdict(masking)
+    return asdict(masking)
 
 
 def _check_seed(seed: int) -> int:
@@ -366,6 +365,20 @@ class ValidationSet:
     noisy: np.ndarray
     clean: np.ndarray
     ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.noisy)
+
+    def spread(self, count: int | None) -> ValidationSet:
+        """`count` tiles evenly spaced through the set (so every image has its share), or all."""
+        if count is None or count >= len(self):
+            return self
+        if count < 1:
+            raise ValueError(f"count must be None or >= 1, got {count}")
+        keep = np.unique(np.linspace(0, len(self) - 1, count).round().astype(np.int64))
+        return ValidationSet(
+            *(np.ascontiguousarray(getattr(self, f.name)[keep]) for f in fields(self))
+        )
 
 
 def load_validation(
