@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Set up the environment in .venv/ (first run, or when requirements.txt changed), run the
-# pipeline, then write results/report.html. Extra arguments go to snakemake, e.g.
+# pipeline, then write results/report.html. Without a GPU the run is the CPU reproduction
+# (config/cpu.yaml over config/config.yaml: the `cpu` recipe at sigma 25, both frameworks,
+# about two hours on 2 cores); with a GPU, or with --full, the full reproduction. It says which
+# at the start, with the estimated training time (src/n2v_repro/plan.py). Extra arguments go
+# to snakemake, e.g.
+#   bash run.sh --full                            # the full reproduction, even on a CPU
+#   bash run.sh --configfile my-mirror.yaml       # more settings over the chosen configuration
 #   bash run.sh --configfile config/test.yaml     # the small test configuration
 #   bash run.sh --cores 8                         # override the default profile's cores
 #   bash run.sh --setup-only                      # only build .venv/
@@ -39,11 +45,21 @@ if [ "${1:-}" = "--setup-only" ]; then
     exit 0
 fi
 
+# Which configuration, what it trains and for how long; the Snakemake arguments come back
+# NUL-separated (config/cpu.yaml added for a CPU run, --full taken out).
+plan="$(mktemp)"
+if ! .venv/bin/python -m n2v_repro.plan -- "$@" >"$plan"; then
+    rm -f "$plan"
+    exit 2
+fi
+mapfile -d '' args <"$plan"
+rm -f "$plan"
+
 # Jittor keeps its compiled kernels and oneDNN links here (src/n2v_repro/backends/jittor_env.py).
 export JITTOR_HOME="${JITTOR_HOME:-$PWD/.cache/jittor}"
 status=0
-.venv/bin/snakemake --profile profiles/default "$@" || status=$?
-if .venv/bin/snakemake --profile profiles/default "$@" --report results/report.html; then
+.venv/bin/snakemake --profile profiles/default ${args[@]+"${args[@]}"} || status=$?
+if .venv/bin/snakemake --profile profiles/default ${args[@]+"${args[@]}"} --report results/report.html; then
     echo "run.sh: report written to results/report.html"
 else
     echo "run.sh: the report could not be built (see above)" >&2

@@ -181,12 +181,24 @@ def run_one(
         "peak_memory_mib": backend.peak_memory_mib(),
         "gpu_busy_percent": busy["gpu_busy_percent"],
         "last_loss": float(losses[-1]),
+        "machine": machine_name(),
         "versions": {
             framework: framework_version(framework),
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
     }
+
+
+def machine_name() -> str:
+    """Return the CPU model and the CPUs this process may use, e.g. 'AMD EPYC 7B13 (2 CPUs)'."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model} ({len(os.sched_getaffinity(0))} CPUs)"
 
 
 def unrun(framework: str, arch: str, batch_size: int, precision: str, status: str) -> dict:

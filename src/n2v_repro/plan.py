@@ -1,0 +1,218 @@
+"""What `bash run.sh` is about to run, and how long its training takes: `python -m n2v_repro.plan`.
+
+run.sh calls this before Snakemake. Without a GPU (no CUDA driver) and without `--full`, the
+run is the CPU reproduction: `config/cpu.yaml` is put first among the config files (so that
+files the user names, e.g. a mirror, still apply on top). With a GPU, or with `--full`, it is
+the full reproduction of `config/config.yaml`. The estimate is the number of training patches
+of each job over the training throughput that `python -m n2v_repro.bench` measured for its
+framework and arch on the CPU named in the measurement file (`MEASURED_CPU`); it covers the
+training steps only, and says so.
+
+    python -m n2v_repro.plan --mode auto -- --configfile my-mirror.yaml
+
+prints the plan on stderr and the Snakemake arguments, NUL-separated, on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from n2v_repro.backends.jittor_env import cuda_driver_available
+from n2v_repro.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
+from n2v_repro.errors import UserError
+from n2v_repro.training.progress import format_duration
+
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+CPU_CONFIG = REPO_ROOT / "config" / "cpu.yaml"
+# `python -m n2v_repro.bench --device cpu --json docs/measured/cpu-bench.json` on the CPU
+# that the estimates refer to (its model is recorded in the file).
+MEASURED_CPU = REPO_ROOT / "docs" / "measured" / "cpu-bench.json"
+CONFIGFILE_FLAGS = ("--configfile", "--configfiles")
+FULL_FLAG = "--full"
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training run and its estimated duration (None without a measured rate)."""
+
+    recipe: str
+    framework: str
+    arch: str
+    sigma: int
+    seed: int
+    patches: int
+    seconds: float | None
+
+
+def snakemake_arguments(user_args: Sequence[str], cpu_run: bool) -> list[str]:
+    """Return the user's Snakemake arguments, with config/cpu.yaml first for a CPU run.
+
+    Snakemake merges config files left to right over the Snakefile's config/config.yaml, so
+    config/cpu.yaml goes right after the first --configfile flag (or as a flag of its own at
+    the end when there is none): the user's files still win.
+    """
+    args = [arg for arg in user_args if arg != FULL_FLAG]
+    if not cpu_run:
+        return args
+    cpu = _relative(CPU_CONFIG)
+    for index, arg in enumerate(args):
+        if arg in CONFIGFILE_FLAGS:
+            return [*args[: index + 1], cpu, *args[index + 1 :]]
+        flag, equals, value = arg.partition("=")
+        if equals and flag in CONFIGFILE_FLAGS:
+            return [*args[:index], flag, cpu, value, *args[index + 1 :]]
+    return [*args, "--configfile", cpu]
+
+
+def config_files(args: Sequence[str]) -> list[Path]:
+    """Return the config files Snakemake merges, in order: config/config.yaml, then the user's."""
+    files, taking = [DEFAULT_CONFIG], False
+    for arg in args:
+        flag, equals, value = arg.partition("=")
+        if equals and flag in CONFIGFILE_FLAGS:
+            files.append(Path(value))
+            taking = False
+        elif arg in CONFIGFILE_FLAGS:
+            taking = True
+        elif taking and not arg.startswith("-"):
+            files.append(Path(arg))
+        else:
+            taking = False
+    return files
+
+
+def read_rates(path: Path) -> tuple[dict[tuple[str, str], float], str]:
+    """(framework, arch) -> training patches/s at batch 16 on the CPU, and that CPU's name."""
+    if not path.exists():
+        return {}, "no measurement"
+    records = json.loads(path.read_text())
+    rates = {
+        (r["framework"], r["arch"]): float(r["patches_per_s"])
+        for r in records
+        if r.get("status") == "ok" and r.get("device") == "cpu" and r.get("batch_size") == 16
+    }
+    machine = next((r["machine"] for r in records if r.get("machine")), "an unnamed CPU")
+    return rates, machine
+
+
+def training_jobs(
+    config: PipelineConfig, rates: Mapping[tuple[str, str], float]
+) -> list[TrainingJob]:
+    """Every training run of `config` with its patch count and estimated seconds."""
+    jobs = []
+    for recipe in config.run_recipes:
+        train = recipe.train
+        patches = train.epochs * train.steps_per_epoch * train.batch_size
+        for framework in config.frameworks:
+            rate = rates.get((framework, train.arch))
+            for sigma in config.sigmas:
+                for seed in config.seeds:
+                    seconds = patches / rate if rate else None
+                    jobs.append(
+                        TrainingJob(
+                            recipe.name, framework, train.arch, sigma, seed, patches, seconds
+                        )
+                    )
+    return jobs
+
+
+def describe(
+    config: PipelineConfig,
+    jobs: Sequence[TrainingJob],
+    machine: str,
+    cpu_run: bool,
+    on_gpu: bool,
+    measured: Path = MEASURED_CPU,
+) -> list[str]:
+    """Return the lines run.sh prints before the run starts."""
+    recipes = ", ".join(config.recipes)
+    sigmas = ", ".join(str(s) for s in config.sigmas)
+    frameworks = " and ".join(config.frameworks)
+    what = (
+        f"recipe {recipes}, sigma {sigmas}, {frameworks}, seed(s) "
+        f"{', '.join(str(s) for s in config.seeds)}: {len(jobs)} training job(s)"
+    )
+    if cpu_run:
+        lines = [
+            f"no GPU found: running the CPU reproduction ({_relative(CPU_CONFIG)}: {what}).",
+            f"The full reproduction (all sigmas and recipes of {_relative(DEFAULT_CONFIG)}, for a "
+            f"GPU): bash run.sh {FULL_FLAG}",
+        ]
+    elif on_gpu:
+        lines = [f"GPU found: running {what}."]
+    else:
+        lines = [f"running {what} on the CPU."]
+    if on_gpu:
+        return lines
+    known = [job.seconds for job in jobs if job.seconds is not None]
+    if known and len(known) == len(jobs):
+        groups: dict[tuple[str, str, int], list[TrainingJob]] = {}
+        for job in jobs:
+            groups.setdefault((job.framework, job.arch, job.patches), []).append(job)
+        per_group = "; ".join(
+            f"{framework} {arch}: {len(group)} x {patches:,} patches at "
+            f"{patches / (group[0].seconds or 1):.1f} patches/s = "
+            f"{format_duration(group[0].seconds or 0)} each"
+            for (framework, arch, patches), group in groups.items()
+        )
+        lines.append(
+            f"Estimated training time on a CPU like {machine}: {format_duration(sum(known))}, "
+            f"one job after another ({per_group}); data preparation, evaluation and the "
+            f"report come on top. Rates measured by the benchmark in {_relative(measured)}."
+        )
+    else:
+        lines.append(
+            f"No measured CPU rate for every framework x arch of this run in "
+            f"{_relative(measured)}; the training jobs log their own ETA."
+        )
+    return lines
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--mode",
+        choices=["auto", "cpu", "full"],
+        default="auto",
+        help="auto: the CPU reproduction unless a GPU is found or --full is among the arguments",
+    )
+    parser.add_argument("--measured", type=Path, default=MEASURED_CPU)
+    parser.add_argument("snakemake_args", nargs="*", help="run.sh's arguments, after --")
+    options = parser.parse_args(argv)
+    user_args = options.snakemake_args
+    on_gpu = cuda_driver_available()
+    if options.mode == "auto":
+        cpu_run = FULL_FLAG not in user_args and not on_gpu
+    else:
+        cpu_run = options.mode == "cpu"
+    args = snakemake_arguments(user_args, cpu_run)
+    try:
+        config = PipelineConfig.from_mapping(load_config(*config_files(args)))
+    except (ConfigError, OSError) as error:
+        raise UserError(f"run.sh: {error}") from None
+    rates, machine = read_rates(options.measured)
+    jobs = training_jobs(config, rates)
+    for line in describe(config, jobs, machine, cpu_run, on_gpu, options.measured):
+        print(f"run.sh: {line}", file=sys.stderr)
+    sys.stdout.write("".join(f"{arg}\0" for arg in args))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as error:
+        print(error, file=sys.stderr)
+        sys.exit(2)
