@@ -80,20 +80,31 @@ def test_plateau_cuts_after_more_than_patience_bad_epochs() -> None:
         {"kind": "step", "step_epochs": 2, "factor": 0.5, "patience": 1},
         {"kind": "plateau", "step_epochs": 2, "factor": 0.5, "patience": 1},
         {"kind": "constant", "step_epochs": 2, "factor": 0.5, "patience": 1},
+        {"kind": "cosine", "step_epochs": 2, "factor": 0.5, "patience": 1},
     ],
 )
 def test_state_round_trip_continues_identically(cfg) -> None:
     """A schedule rebuilt from a mid-run state takes the same decisions as the original."""
     cfg = ScheduleConfig(**cfg)
-    uninterrupted = make_schedule(cfg, 1e-3)
+    uninterrupted = make_schedule(cfg, 1e-3, len(LOSSES))
     expected = run(uninterrupted, LOSSES)
-    first = make_schedule(cfg, 1e-3)
+    first = make_schedule(cfg, 1e-3, len(LOSSES))
     head = run(first, LOSSES[:7])
-    resumed = make_schedule(cfg, 1e-3)
+    resumed = make_schedule(cfg, 1e-3, len(LOSSES))
     resumed.load_state(dict(first.state()))
     assert head + run(resumed, LOSSES[7:]) == expected
 
 
 def test_make_schedule_rejects_unknown_kind() -> None:
     with pytest.raises(ValueError, match="cosine"):
-        make_schedule(ScheduleConfig("cosine", 1, 0.5, 1), 1e-3)
+        make_schedule(ScheduleConfig("exponential", 1, 0.5, 1), 1e-3, 10)
+
+
+def test_cosine_falls_from_the_initial_rate_to_zero_over_the_epochs() -> None:
+    schedule = make_schedule(ScheduleConfig("cosine", 1, 0.5, 1), 4e-4, 4)
+    rates = []
+    for _ in range(4):
+        rates.append(schedule.lr)
+        schedule.end_epoch(1.0)  # the validation loss plays no part
+    assert rates == pytest.approx([4e-4, 4e-4 * (1 + 2**-0.5) / 2, 2e-4, 4e-4 * (1 - 2**-0.5) / 2])
+    assert schedule.lr == pytest.approx(0.0, abs=1e-20)

@@ -167,6 +167,14 @@ def test_fingerprint_ignores_epochs_and_device_only(tmp_path: Path) -> None:
     assert all(fingerprint(other, data) != base for other in different)
 
 
+def test_cosine_run_cannot_be_resumed_with_more_epochs(tmp_path: Path) -> None:
+    data = train_module.load_training_data(make_job(tmp_path).patch_dir)
+    cosine = {"kind": "cosine"}
+    base = fingerprint(make_job(tmp_path, schedule=cosine), data)
+    assert fingerprint(make_job(tmp_path, schedule=cosine, epochs=50), data) != base
+    assert fingerprint(make_job(tmp_path, schedule=cosine, device="auto"), data) == base
+
+
 # --- training runs (torch) ----------------------------------------------------------------
 
 

@@ -156,7 +156,7 @@ def train_for(
     backend.load_weights(make_init_weights(cfg.arch, seed, cfg.init))
     opt = cfg.optimizer
     backend.configure_optimizer(opt.lr, opt.betas, opt.eps, opt.semantics)
-    schedule = make_schedule(cfg.schedule, opt.lr)
+    schedule = make_schedule(cfg.schedule, opt.lr, cfg.epochs)
     history: list[dict[str, float]] = []
     windows: list[tuple[float, float]] = []
     best_loss, best = math.inf, None

@@ -153,11 +153,11 @@ class TrainState:
 
 def fingerprint(job: TrainJob, data: TrainingData) -> str:
     """Hash of every setting that decides the training trajectory (module docstring)."""
+    # A cosine schedule is laid out over `epochs`: more epochs would change the rates taken.
+    resumable = RESUMABLE_KEYS if job.train.schedule.kind != "cosine" else ("device",)
     settings = {
         "framework": job.framework,
-        "train": {
-            k: v for k, v in dataclasses.asdict(job.train).items() if k not in RESUMABLE_KEYS
-        },
+        "train": {k: v for k, v in dataclasses.asdict(job.train).items() if k not in resumable},
         "seed": job.seed,
         "patch_size": job.patch_size,
         "data_mean": data.mean,
@@ -508,7 +508,7 @@ def train(job: TrainJob) -> TrainState:
     )
     opt = cfg.optimizer
     backend.configure_optimizer(opt.lr, opt.betas, opt.eps, opt.semantics)
-    schedule = make_schedule(cfg.schedule, opt.lr)
+    schedule = make_schedule(cfg.schedule, opt.lr, cfg.epochs)
 
     run_hash = fingerprint(job, data)
     state = _start_or_resume(job, run_hash, backend, schedule)

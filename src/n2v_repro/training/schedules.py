@@ -6,6 +6,10 @@
   (mode min, relative threshold 1e-4, no cooldown, no minimum rate): the rate is cut when the
   loss has not improved for more than ``patience`` epochs. Keras, which juglab/n2v uses, cuts
   one epoch earlier (``>= patience``); with patience 10 over 200 epochs the difference is small.
+- ``cosine``: half a cosine from the initial rate down to zero over the run's ``epochs``
+  (Loshchilov & Hutter 2017, without restarts), for a fixed training budget: the rate of
+  epoch e (0-based) is ``initial_lr * (1 + cos(pi * e / epochs)) / 2``. It depends on
+  ``epochs``, so a cosine run cannot be resumed with more epochs (training.loop.fingerprint).
 - ``constant``: never changes.
 
 Each schedule keeps its state in a flat dict of floats so that the training checkpoint can
@@ -77,6 +81,32 @@ class StepSchedule:
         self.lr = float(state["lr"])
 
 
+def cosine_lr(initial_lr: float, epoch: int, epochs: int) -> float:
+    """Rate of 0-based `epoch` of `epochs` under the cosine schedule."""
+    if not 0 <= epoch <= epochs or epochs < 1:
+        raise ValueError(f"need 0 <= epoch <= epochs and epochs >= 1, got {epoch}, {epochs}")
+    return initial_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+class CosineSchedule:
+    def __init__(self, initial_lr: float, epochs: int) -> None:
+        self.initial_lr, self.epochs = initial_lr, epochs
+        self.epochs_done = 0
+        self.lr = cosine_lr(initial_lr, 0, epochs)
+
+    def end_epoch(self, valid_loss: float) -> None:
+        del valid_loss
+        self.epochs_done = min(self.epochs_done + 1, self.epochs)
+        self.lr = cosine_lr(self.initial_lr, self.epochs_done, self.epochs)
+
+    def state(self) -> dict[str, float]:
+        return {"lr": self.lr, "epochs_done": float(self.epochs_done)}
+
+    def load_state(self, state: Mapping[str, float]) -> None:
+        self.epochs_done = int(state["epochs_done"])
+        self.lr = float(state["lr"])
+
+
 class PlateauSchedule:
     def __init__(self, initial_lr: float, patience: int, factor: float) -> None:
         self.patience, self.factor = patience, factor
@@ -105,12 +135,16 @@ class PlateauSchedule:
         self.bad_epochs = int(state["bad_epochs"])
 
 
-def make_schedule(schedule: ScheduleConfig, initial_lr: float) -> LRSchedule:
-    """Make the schedule that the `train.schedule` settings name."""
+def make_schedule(schedule: ScheduleConfig, initial_lr: float, epochs: int) -> LRSchedule:
+    """Make the schedule that the `train.schedule` settings name, for a run of `epochs`."""
     if schedule.kind == "constant":
         return ConstantSchedule(initial_lr)
     if schedule.kind == "step":
         return StepSchedule(initial_lr, schedule.step_epochs, schedule.factor)
     if schedule.kind == "plateau":
         return PlateauSchedule(initial_lr, schedule.patience, schedule.factor)
-    raise ValueError(f"unknown schedule kind {schedule.kind!r}; expected step, plateau or constant")
+    if schedule.kind == "cosine":
+        return CosineSchedule(initial_lr, epochs)
+    raise ValueError(
+        f"unknown schedule kind {schedule.kind!r}; expected step, plateau, cosine or constant"
+    )
