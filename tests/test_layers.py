@@ -10,12 +10,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "n2v_repro"
 
 # Bottom to top; a module may import from its own layer or any layer listed before it.
 LAYERS = [
-    {"io", "errors", "config", "logs", "framework_site"},
+    {"io", "errors", "config", "logs", "framework_site", "machine"},
     {"data", "models"},
     {"backends"},
     {"evaluation"},
     {"training"},
-    {"report", "parity", "bench", "gpu_check", "denoise"},
+    {"report", "parity", "bench", "gpu_check", "denoise", "plan"},
 ]
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from n2v_repro.backends.base import PRECISIONS
 from n2v_repro.backends.registry import FRAMEWORKS
 from n2v_repro.framework_site import framework_env
+from n2v_repro.machine import machine_name
 from n2v_repro.models.spec import ARCHS
 
 log = logging.getLogger(__name__)
@@ -188,17 +189,6 @@ def run_one(
             "python": platform.python_version(),
         },
     }
-
-
-def machine_name() -> str:
-    """Return the CPU model and the CPUs this process may use, e.g. 'AMD EPYC 7B13 (2 CPUs)'."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model} ({len(os.sched_getaffinity(0))} CPUs)"
 
 
 def unrun(framework: str, arch: str, batch_size: int, precision: str, status: str) -> dict:

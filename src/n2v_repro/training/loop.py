@@ -66,6 +66,7 @@ from n2v_repro.io.formats import (
     save_weights,
     write_history,
 )
+from n2v_repro.machine import machine_name
 from n2v_repro.models.card import MODEL_JSON, ModelCard, write_model_card
 from n2v_repro.training.monitor import ResourceMonitor
 from n2v_repro.training.progress import JobProgress, format_duration
@@ -396,6 +397,7 @@ def write_outputs(
             "validation": job.train.validation.scheme,
             "init": job.train.init,
             "device": backend.device,
+            "machine": machine_name(),
             "precision": backend.precision,
             "threads": job.threads,
             "epochs": state.epochs_done,
