@@ -113,6 +113,8 @@ def test_main_prints_arguments_and_plan(
     assert plan.main(["--measured", str(measured), "--", "--full", "-n"]) == 0
     out, err = capsys.readouterr()
     assert out.split("\0")[:-1] == ["-n"] and "no GPU found" not in err
+    assert plan.main(["--measured", str(measured), "--", "--config", "sigmas=[50]"]) == 0
+    assert "--config values apply on top" in capsys.readouterr().err
 
 
 def test_bad_config_file_is_named_without_a_traceback(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ CPU_CONFIG = REPO_ROOT / "config" / "cpu.yaml"
 MEASURED_CPU = REPO_ROOT / "docs" / "measured" / "cpu-bench.json"
 CONFIGFILE_FLAGS = ("--configfile", "--configfiles")
 FULL_FLAG = "--full"
+CONFIG_FLAGS = ("--config", "-C")
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"run.sh: {error}") from None
     rates, machine = read_rates(options.measured)
     jobs = training_jobs(config, rates)
-    for line in describe(config, jobs, machine, cpu_run, on_gpu, options.measured):
+    lines = describe(config, jobs, machine, cpu_run, on_gpu, options.measured)
+    if any(arg in CONFIG_FLAGS or arg.startswith("--config=") for arg in args):
+        lines.append("(--config values apply on top of this; the plan above leaves them out)")
+    for line in lines:
         print(f"run.sh: {line}", file=sys.stderr)
     sys.stdout.write("".join(f"{arg}\0" for arg in args))
     return 0
