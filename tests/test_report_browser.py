@@ -44,6 +44,7 @@ FIGURES = [
         for name in (
             "loss_curves.png",
             "valid_psnr_ssim.png",
+            "valid_psnr_time.png",
             "epoch_time.png",
             "memory_utilisation.png",
             "qualitative_sigma25.png",

@@ -378,6 +378,7 @@ def recipe_figure_files(recipe):
         f"{folder}/loss_curves.png",
         f"{folder}/valid_psnr_ssim.png",
         f"{folder}/epoch_time.png",
+        f"{folder}/valid_psnr_time.png",
         f"{folder}/memory_utilisation.png",
         *[f"{folder}/qualitative_sigma{s}.png" for s in SIGMAS],
     ]

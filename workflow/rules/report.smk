@@ -127,6 +127,13 @@ rule plot_training:
             subcategory="2. Training",
             labels={"figure": "validation PSNR / SSIM"},
         ),
+        valid_psnr_time=report(
+            f"{RECIPE_FIGURES}/valid_psnr_time.png",
+            caption="../report/valid_psnr_time.rst",
+            category=recipe_category,
+            subcategory="3. Cost",
+            labels={"figure": "validation PSNR vs training time"},
+        ),
         epoch_time=report(
             f"{RECIPE_FIGURES}/epoch_time.png",
             caption="../report/epoch_time.rst",
