@@ -168,12 +168,16 @@ def plot_valid_psnr_time(histories: RunTable, path: str | Path, validation: str 
         "wall_time_min",
         [("valid_psnr", "", "-")],
         "validation PSNR (dB)",
-        "training time (min; steps + validation + checkpoints)",
+        "training time (min)",
     )
     for ax in axes[0]:
         ax.set_xlim(left=0)
     tiles = VALIDATION_TILES.get(validation, "the validation tiles")
-    title = textwrap.fill(f"Validation PSNR against training time, per-epoch tiles of {tiles}", 60)
+    title = textwrap.fill(
+        "Validation PSNR against training time (epochs: steps + validation + checkpoints), "
+        f"per-epoch tiles of {tiles}",
+        60,
+    )
     fig.suptitle(title, fontsize="medium")
     save_figure(fig, path)
 
