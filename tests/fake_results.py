@@ -103,6 +103,22 @@ def train_benchmark(root: Path, recipe: str, framework: str, sigma: int, seed: i
     return root / "benchmarks" / "train" / recipe / framework / f"sigma{sigma}" / f"seed{seed}.tsv"
 
 
+def eval_benchmark(root: Path, recipe: str, framework: str, sigma: int, seed: int) -> Path:
+    return (
+        root / "benchmarks" / "evaluate" / recipe / framework / f"sigma{sigma}" / f"seed{seed}.tsv"
+    )
+
+
+def write_benchmark(path: Path, seconds: float) -> Path:
+    """A Snakemake benchmark TSV of one job that took `seconds`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+        f"{seconds}\t0:02:03\t900.1\t2000.0\t850.0\t860.0\t1.0\t2.0\t180.0\t220.0\n"
+    )
+    return path
+
+
 def write_training(
     root: Path,
     framework: str,
@@ -149,12 +165,7 @@ def write_training(
     gain = FAKE_GAIN[framework] + 0.01 * seed
     for name, value in (("last", gain), ("best", gain + 0.1)):
         save_weights(folder / f"{name}.npz", weights or {"gain": np.float32(value)})
-    bench = train_benchmark(root, recipe, framework, sigma, seed)
-    bench.parent.mkdir(parents=True, exist_ok=True)
-    bench.write_text(
-        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-        f"{123.4 * slow}\t0:02:03\t900.1\t2000.0\t850.0\t860.0\t1.0\t2.0\t180.0\t220.0\n"
-    )
+    write_benchmark(train_benchmark(root, recipe, framework, sigma, seed), 123.4 * slow)
 
 
 def write_evaluation(
@@ -165,7 +176,9 @@ def write_evaluation(
     seed: int = 1,
     validation: str = "bsd68_split",
 ) -> dict:
-    """per_image.csv, summary.json and denoised/ through the real evaluation code."""
+    """per_image.csv, summary.json and denoised/ through the real evaluation code; the job's
+    benchmark (made-up seconds)."""
+    write_benchmark(eval_benchmark(root, recipe, framework, sigma, seed), 20.0 + sigma / 5)
     resources = root / "resources"
     folder = run_dir(root, recipe, framework, sigma, seed)
     models, out = folder / "model", folder / "eval"

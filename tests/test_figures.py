@@ -10,7 +10,9 @@ import pytest
 from fake_results import run_dir, write_parity, write_results_tree
 from PIL import Image
 
-from n2v_repro.report.figures import make_training_figures
+from n2v_repro.io.formats import read_history
+from n2v_repro.report import figures
+from n2v_repro.report.figures import FRAMEWORK_COLOURS, make_training_figures
 from n2v_repro.report.figures_eval import (
     make_final_psnr_figure,
     make_parity_figure,
@@ -51,6 +53,7 @@ def _training_figures(root: Path, frameworks, sigmas) -> dict[str, Path]:
     out = {
         "loss_curves": root / "fig" / "loss_curves.png",
         "valid_metrics": root / "fig" / "valid_psnr_ssim.png",
+        "valid_psnr_time": root / "fig" / "valid_psnr_time.png",
         "epoch_time": root / "fig" / "epoch_time.png",
         "memory_utilisation": root / "fig" / "memory_utilisation.png",
     }
@@ -74,6 +77,46 @@ def test_training_figures_have_a_panel_column_per_sigma(tmp_path: Path) -> None:
         narrow, wide = _assert_drawn(one[name]), _assert_drawn(three[name])
         assert wide.shape[1] > 2.3 * narrow.shape[1], name
         assert wide.shape[0] == pytest.approx(narrow.shape[0], rel=0.15), name
+
+
+def test_valid_psnr_time_has_a_line_per_framework_and_seed_against_minutes(
+    tmp_path: Path, monkeypatch
+) -> None:
+    frameworks, sigmas, seeds = ("torch", "jittor"), (15, 25), (1, 2)
+    root = _tree(tmp_path, frameworks, sigmas, seeds=seeds)
+    drawn = []
+    save = figures.save_figure
+
+    def keep(fig, path, dpi=120):
+        drawn.append(
+            [
+                [(line.get_color(), line.get_xdata(), line.get_ydata()) for line in ax.lines]
+                for ax in fig.axes
+            ]
+        )
+        save(fig, path, dpi)
+
+    monkeypatch.setattr(figures, "save_figure", keep)
+    histories = _runs(root, "model/history.csv", frameworks, sigmas, seeds)
+    path = tmp_path / "valid_psnr_time.png"
+    figures.plot_valid_psnr_time(figures.read_runs(histories, read_history), path)
+    _assert_drawn(path)
+    [panels] = drawn
+    assert len(panels) == len(sigmas)
+    for panel, sigma in zip(panels, sigmas, strict=True):
+        assert len(panel) == len(frameworks) * len(seeds)
+        for framework in frameworks:
+            lines = [line for line in panel if line[0] == FRAMEWORK_COLOURS[framework]]
+            assert len(lines) == len(seeds), framework
+            for (_, x, y), seed in zip(lines, seeds, strict=True):
+                history = read_history(histories[("port", framework, sigma, seed)])
+                # x: the run's cumulative wall time in minutes; y: its per-epoch PSNR
+                np.testing.assert_allclose(x, history["wall_time_s"] / 60)
+                np.testing.assert_allclose(y, history["valid_psnr"])
+    # jittor's fake epochs are slower: at equal epochs it is further right.
+    jittor_end = max(line[1][-1] for line in panels[0] if line[0] == FRAMEWORK_COLOURS["jittor"])
+    torch_end = max(line[1][-1] for line in panels[0] if line[0] == FRAMEWORK_COLOURS["torch"])
+    assert jittor_end > torch_end
 
 
 def test_final_psnr_with_one_framework(tmp_path: Path) -> None:

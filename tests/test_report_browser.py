@@ -44,6 +44,7 @@ FIGURES = [
         for name in (
             "loss_curves.png",
             "valid_psnr_ssim.png",
+            "valid_psnr_time.png",
             "epoch_time.png",
             "memory_utilisation.png",
             "qualitative_sigma25.png",
@@ -55,6 +56,8 @@ TABLES = [
     "psnr_ssim.html",
     "summary.html",
     "benchmark.csv",
+    "time_breakdown.csv",
+    "time_breakdown.html",
     *[
         f"{recipe}/{name}"
         for recipe in RECIPES
@@ -184,6 +187,23 @@ def test_psnr_table_has_every_recipe_framework_test_set_and_weights(pipeline_run
         assert int(row["n"]) == (4 if row["test_set"] == "bsd68" else 2)
         assert int(row["seeds"]) == len(SEEDS)
         assert bool(row["paper_psnr"]) == (row["recipe"] == "paper" and row["test_set"] == "bsd68")
+
+
+def test_time_breakdown_covers_every_job_of_the_run(pipeline_run: Path) -> None:
+    with open(pipeline_run / "results" / "tables" / "time_breakdown.csv") as handle:
+        rows = {row["stage"]: row for row in csv.DictReader(handle)}
+    runs = len(RECIPES) * 2 * len(SEEDS)  # x torch, jittor at sigma 25
+    # download, gray x 2, split, noise x (bsd400, bsd68), patches x the two recipes' data sets
+    assert int(rows["data preparation"]["jobs"]) == 8
+    assert int(rows["training steps"]["jobs"]) == runs
+    assert int(rows["evaluation"]["jobs"]) == runs
+    benchmarks = sorted((pipeline_run / "benchmarks" / "evaluate").rglob("*.tsv"))
+    assert len(benchmarks) == runs
+    parts = [row for stage, row in rows.items() if stage != "total"]
+    assert all(float(row["seconds"]) >= 0 for row in parts)
+    # a training job does more than its timed epochs: start-up, final validation, outputs
+    assert float(rows["rest of the training jobs"]["seconds"]) > 0
+    assert sum(float(row["share_percent"]) for row in parts) == pytest.approx(100.0)
 
 
 def test_report_is_self_contained(report: Path) -> None:

@@ -8,12 +8,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_results import run_dir, train_benchmark, write_results_tree
+from fake_results import (
+    eval_benchmark,
+    run_dir,
+    train_benchmark,
+    write_benchmark,
+    write_results_tree,
+)
 from scipy import stats
 
-from n2v_repro.io.formats import read_per_image
+from n2v_repro.io.formats import read_history, read_per_image, write_history
 from n2v_repro.report.references import PAPER_PSNR, REFERENCE_CODE_PSNR, REFERENCE_RECIPE
-from n2v_repro.report.tables import make_tables, pair_runs, paired_test
+from n2v_repro.report.tables import (
+    benchmark_rows,
+    make_tables,
+    make_time_breakdown,
+    pair_runs,
+    paired_test,
+    time_breakdown_rows,
+)
 
 IDS = [f"im{i}" for i in range(6)]
 N_VALID = 2
@@ -246,8 +259,14 @@ def test_benchmark_row_per_run(tables) -> None:
     assert float(torch_row["epoch_mean_s"]) == pytest.approx(13.0)
     assert float(torch_row["epoch_std_s"]) == pytest.approx((2 / 3) ** 0.5)
     assert float(torch_row["train_total_s"]) == pytest.approx(69.0)
-    assert float(torch_row["train_patches_per_s"]) == pytest.approx(
-        (256 / 12 + 256 / 13 + 256 / 14) / 3
+    # 256 patches an epoch: all patches over all training time, and apart from the first epoch
+    assert float(torch_row["train_patches_per_s"]) == pytest.approx(4 * 256 / 69.0)
+    assert float(torch_row["steady_patches_per_s"]) == pytest.approx(3 * 256 / 39.0)
+    # fake history: 0.4 s validation and 0.1 s checkpoint every epoch
+    assert float(torch_row["valid_total_s"]) == pytest.approx(1.6)
+    assert float(torch_row["checkpoint_total_s"]) == pytest.approx(0.4)
+    assert float(torch_row["valid_percent_of_train"]) == pytest.approx(
+        100 * np.mean([0.4 / 30, 0.4 / 12, 0.4 / 13, 0.4 / 14])
     )
     assert float(torch_row["peak_rss_mib"]) == pytest.approx(990.0)
     assert float(torch_row["cpu_util_mean_percent"]) == pytest.approx(159.5)
@@ -256,3 +275,121 @@ def test_benchmark_row_per_run(tables) -> None:
     assert torch_row["device"] == "cpu" and float(torch_row["infer_images_per_s"]) > 0
     page = tables["benchmark_html"].read_text()
     assert "peak RSS (MiB)" in page and "—" in page
+    assert "training, all epochs (patches/s)" in page and "ratio of sums" in page
+
+
+def _history(path: Path, epochs: list[tuple[float, float]]) -> Path:
+    """history.csv of epochs given as (patches, training seconds)."""
+    rows, wall = [], 0.0
+    for epoch, (patches, seconds) in enumerate(epochs, start=1):
+        wall += seconds + 0.5 + 0.25
+        rows.append(
+            {
+                "epoch": epoch,
+                "lr": 1e-3,
+                "train_loss": 1.0,
+                "valid_loss": 1.0,
+                "valid_psnr": 25.0,
+                "valid_ssim": 0.7,
+                "epoch_time_s": seconds,
+                "patches_per_s": patches / seconds,
+                "valid_time_s": 0.5,
+                "checkpoint_time_s": 0.25,
+                "wall_time_s": wall,
+            }
+        )
+    write_history(path, rows)
+    return path
+
+
+def test_throughput_is_total_patches_over_total_time_not_a_mean_of_rates(tmp_path: Path):
+    # One fast and one long slow epoch after the first (another job took the machine):
+    # the mean of the rates (550/s) would hide that the run trained 2000 patches in 11 s.
+    run = ("port", "torch", 25, 1)
+    history = _history(tmp_path / "history.csv", [(1000, 10.0), (1000, 1.0), (1000, 10.0)])
+    [row] = benchmark_rows({run: history}, {}, {}, {})
+    assert row["train_patches_per_s"] == pytest.approx(3000 / 21.0)
+    assert row["steady_patches_per_s"] == pytest.approx(2000 / 11.0)
+    assert row["steady_patches_per_s"] != pytest.approx((1000 + 100) / 2)
+    assert row["valid_total_s"] == pytest.approx(1.5)
+    assert row["checkpoint_total_s"] == pytest.approx(0.75)
+    assert row["valid_percent_of_train"] == pytest.approx(100 * (0.05 + 0.5 + 0.05) / 3)
+    # One epoch has no steady state to report.
+    single = _history(tmp_path / "one.csv", [(1000, 10.0)])
+    [row] = benchmark_rows({run: single}, {}, {}, {})
+    assert row["train_patches_per_s"] == pytest.approx(100.0)
+    assert row["steady_patches_per_s"] is None
+
+
+def _data_benchmarks(root: Path, seconds: list[float]) -> list[Path]:
+    return [
+        write_benchmark(root / "benchmarks" / "data" / f"job{i}.tsv", s)
+        for i, s in enumerate(seconds)
+    ]
+
+
+def test_time_breakdown_rows_match_the_files_and_shares_sum_to_100(tables) -> None:
+    root, runs = tables["root"], tables["runs"]
+    histories = {run: run_dir(root, *run) / "model" / "history.csv" for run in runs}
+    data = _data_benchmarks(root, [3.0, 40.5, 12.25])
+    evals = [eval_benchmark(root, *run) for run in runs]
+    out = root / "time"
+    rows = make_time_breakdown(
+        data_benchmarks=data,
+        histories=histories,
+        train_benchmarks={run: train_benchmark(root, *run) for run in runs},
+        eval_benchmarks=evals,
+        csv_path=out / "time_breakdown.csv",
+        html_path=out / "time_breakdown.html",
+    )
+    by_stage = {row["stage"]: row for row in _rows(out / "time_breakdown.csv")}
+    assert list(by_stage) == [
+        "data preparation",
+        "training steps",
+        "per-epoch validation",
+        "checkpoints",
+        "rest of the training jobs",
+        "evaluation",
+        "total",
+    ]
+    assert [r["stage"] for r in rows] == list(by_stage)
+
+    def seconds(stage: str) -> float:
+        return float(by_stage[stage]["seconds"])
+
+    def summed(column: str) -> float:
+        return sum(float(np.sum(read_history(path)[column])) for path in histories.values())
+
+    assert seconds("data preparation") == pytest.approx(3.0 + 40.5 + 12.25)
+    assert by_stage["data preparation"]["jobs"] == "3"
+    assert seconds("training steps") == pytest.approx(summed("epoch_time_s"))
+    assert seconds("per-epoch validation") == pytest.approx(summed("valid_time_s"))
+    assert seconds("checkpoints") == pytest.approx(summed("checkpoint_time_s"))
+    # fake train jobs: 123.4 s (torch) and 1.2 x that (jittor), one per run
+    walls = sum(123.4 * (1.0 if run[1] == "torch" else 1.2) for run in runs)
+    timed = summed("epoch_time_s") + summed("valid_time_s") + summed("checkpoint_time_s")
+    assert seconds("rest of the training jobs") == pytest.approx(walls - timed)
+    assert seconds("evaluation") == pytest.approx(sum(20.0 + run[2] / 5 for run in runs))
+    assert by_stage["evaluation"]["jobs"] == str(len(runs))
+    parts = [row for stage, row in by_stage.items() if stage != "total"]
+    assert seconds("total") == pytest.approx(sum(float(r["seconds"]) for r in parts))
+    assert sum(float(r["share_percent"]) for r in parts) == pytest.approx(100.0)
+    assert float(by_stage["total"]["share_percent"]) == pytest.approx(100.0)
+    assert float(by_stage["evaluation"]["share_percent"]) == pytest.approx(
+        100 * seconds("evaluation") / seconds("total")
+    )
+    page = (out / "time_breakdown.html").read_text()
+    assert "Where the time went" in page and "rest of the training jobs" in page
+
+
+def test_time_breakdown_never_counts_a_negative_rest(tmp_path: Path) -> None:
+    # A resumed run: its history holds epochs of an earlier job the benchmark did not time.
+    run = ("port", "torch", 25, 1)
+    history = _history(tmp_path / "history.csv", [(1000, 10.0), (1000, 10.0)])
+    bench = write_benchmark(tmp_path / "train.tsv", 12.0)
+    rows = time_breakdown_rows([], {run: history}, {run: bench}, [])
+    by_stage = {row["stage"]: row for row in rows}
+    assert by_stage["rest of the training jobs"]["seconds"] == 0.0
+    assert by_stage["total"]["seconds"] == pytest.approx(20.0 + 1.0 + 0.5)
+    with pytest.raises(ValueError, match="no training benchmark"):
+        time_breakdown_rows([], {run: history}, {}, [])

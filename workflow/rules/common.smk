@@ -73,6 +73,12 @@ RUN = "{recipe}/{framework}/sigma{sigma}/seed{seed}"
 MODEL_DIR = f"results/{RUN}/model"
 EVAL_DIR = f"results/{RUN}/eval"
 CHECKPOINT = f"results/{RUN}/checkpoint/checkpoint.npz"
+# The data jobs' benchmarks: their rules write them, the time breakdown sums them.
+DOWNLOAD_BENCHMARK = "benchmarks/download_bsds500/download_bsds500.tsv"
+GRAY_BENCHMARK = "benchmarks/to_gray/{dataset}.tsv"
+SPLIT_BENCHMARK = "benchmarks/split_bsd68/split_bsd68.tsv"
+NOISE_BENCHMARK = "benchmarks/add_noise/sigma{sigma}/{dataset}.tsv"
+PATCH_BENCHMARK = "benchmarks/patchify/{data_tag}/sigma{sigma}.tsv"
 TRAIN_BENCHMARK = f"benchmarks/train/{RUN}.tsv"
 EVAL_BENCHMARK = f"benchmarks/evaluate/{RUN}.tsv"
 RECIPE_TABLES = "results/tables/{recipe}"
@@ -119,6 +125,25 @@ def data_mem_mb(wildcards):
     x3 covers the npz being written and numpy's temporaries, plus the interpreter."""
     n_bytes = 4 * BSDS500_IMAGE_PIXELS * (len(TRAIN_IDS) + len(BSD68_IDS))
     return 3 * n_bytes // 2**20 + 500
+
+
+def data_benchmarks(wildcards):
+    """The benchmark of every data job the run makes: the time breakdown's data row."""
+    return [
+        DOWNLOAD_BENCHMARK,
+        *[GRAY_BENCHMARK.format(dataset=d) for d in ("bsd400", "bsd68")],
+        SPLIT_BENCHMARK,
+        *[
+            NOISE_BENCHMARK.format(sigma=s, dataset=d)
+            for s in SIGMAS
+            for d in ("bsd400", "bsd68")
+        ],
+        *[
+            PATCH_BENCHMARK.format(data_tag=t, sigma=s)
+            for t in DATA_TAGS
+            for s in SIGMAS
+        ],
+    ]
 
 
 def patch_files(data_tag, sigma):
@@ -353,6 +378,7 @@ def recipe_figure_files(recipe):
         f"{folder}/loss_curves.png",
         f"{folder}/valid_psnr_ssim.png",
         f"{folder}/epoch_time.png",
+        f"{folder}/valid_psnr_time.png",
         f"{folder}/memory_utilisation.png",
         *[f"{folder}/qualitative_sigma{s}.png" for s in SIGMAS],
     ]
@@ -382,6 +408,8 @@ def final_outputs():
         "results/tables/psnr_ssim.html",
         "results/tables/summary.html",
         "results/tables/benchmark.csv",
+        "results/tables/time_breakdown.csv",
+        "results/tables/time_breakdown.html",
         *[f for recipe in RECIPES for f in recipe_table_files(recipe)],
         *figure_files(),
         *parity_outputs(),

@@ -17,7 +17,7 @@ rule download_bsds500:
     log:
         "logs/download_bsds500/download_bsds500.log",
     benchmark:
-        "benchmarks/download_bsds500/download_bsds500.tsv"
+        DOWNLOAD_BENCHMARK
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -39,7 +39,7 @@ rule to_gray_bsd400:
     log:
         "logs/to_gray/bsd400.log",
     benchmark:
-        "benchmarks/to_gray/bsd400.tsv"
+        GRAY_BENCHMARK.format(dataset="bsd400")
     conda:
         "../../envs/analysis.yaml"
     threads: 2
@@ -58,7 +58,7 @@ use rule to_gray_bsd400 as to_gray_bsd68 with:
     log:
         "logs/to_gray/bsd68.log",
     benchmark:
-        "benchmarks/to_gray/bsd68.tsv"
+        GRAY_BENCHMARK.format(dataset="bsd68")
     params:
         dataset="bsd68",
         pixel_hashes=CONFIG.data.bsd68_pixels,
@@ -79,7 +79,7 @@ rule split_bsd68:
     log:
         "logs/split_bsd68/split_bsd68.log",
     benchmark:
-        "benchmarks/split_bsd68/split_bsd68.tsv"
+        SPLIT_BENCHMARK
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -99,7 +99,7 @@ rule add_noise:
     log:
         "logs/add_noise/sigma{sigma}/{dataset}.log",
     benchmark:
-        "benchmarks/add_noise/sigma{sigma}/{dataset}.tsv"
+        NOISE_BENCHMARK
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -119,7 +119,7 @@ rule patchify:
     log:
         "logs/patchify/{data_tag}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/patchify/{data_tag}/sigma{sigma}.tsv"
+        PATCH_BENCHMARK
     conda:
         "../../envs/analysis.yaml"
     threads: 1

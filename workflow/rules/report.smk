@@ -11,6 +11,8 @@ rule summary_tables:
         histories=run_files(MODEL_DIR, "history.csv"),
         monitors=run_files(MODEL_DIR, "monitor.csv"),
         train_benchmarks=run_files(TRAIN_BENCHMARK, ""),
+        eval_benchmarks=run_files(EVAL_BENCHMARK, ""),
+        data_benchmarks=data_benchmarks,
     output:
         psnr_ssim_csv=report(
             "results/tables/psnr_ssim.csv",
@@ -29,6 +31,18 @@ rule summary_tables:
             caption="../report/benchmark.rst",
             category=report_category("summary"),
             labels={"table": "time, memory, throughput, every run", "format": "csv"},
+        ),
+        time_breakdown_csv=report(
+            "results/tables/time_breakdown.csv",
+            caption="../report/time_breakdown.rst",
+            category=report_category("summary"),
+            labels={"table": "where the time went", "format": "csv"},
+        ),
+        time_breakdown_html=report(
+            "results/tables/time_breakdown.html",
+            caption="../report/time_breakdown.rst",
+            category=report_category("summary"),
+            labels={"table": "where the time went", "format": "html"},
         ),
         # The landing page's compact table (workflow.rst), not a report item of its own.
         summary_html="results/tables/summary.html",
@@ -112,6 +126,13 @@ rule plot_training:
             category=recipe_category,
             subcategory="2. Training",
             labels={"figure": "validation PSNR / SSIM"},
+        ),
+        valid_psnr_time=report(
+            f"{RECIPE_FIGURES}/valid_psnr_time.png",
+            caption="../report/valid_psnr_time.rst",
+            category=recipe_category,
+            subcategory="3. Cost",
+            labels={"figure": "validation PSNR vs training time"},
         ),
         epoch_time=report(
             f"{RECIPE_FIGURES}/epoch_time.png",

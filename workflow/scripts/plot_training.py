@@ -14,6 +14,7 @@ with script_log(snakemake.log[0]):
         monitors=pair_runs(runs, snakemake.input.monitors),
         loss_curves=snakemake.output.loss_curves,
         valid_metrics=snakemake.output.valid_metrics,
+        valid_psnr_time=snakemake.output.valid_psnr_time,
         epoch_time=snakemake.output.epoch_time,
         memory_utilisation=snakemake.output.memory_utilisation,
         validation=snakemake.params.validation,

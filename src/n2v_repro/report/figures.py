@@ -154,6 +154,34 @@ def plot_valid_metrics(histories: RunTable, path: str | Path, validation: str = 
     save_figure(fig, path)
 
 
+def plot_valid_psnr_time(histories: RunTable, path: str | Path, validation: str = "") -> None:
+    """Plot validation PSNR against cumulative wall_time_s in minutes, a panel per sigma."""
+    # wall_time_s: every epoch's training, validation and checkpoint so far, not the start-up.
+    minutes = {
+        run: {**table, "wall_time_min": table["wall_time_s"] / 60.0}
+        for run, table in histories.items()
+    }
+    fig, axes = panel_grid(1, len(sigmas_of(histories)))
+    _plot_by_sigma(
+        minutes,
+        axes[0],
+        "wall_time_min",
+        [("valid_psnr", "", "-")],
+        "validation PSNR (dB)",
+        "training time (min)",
+    )
+    for ax in axes[0]:
+        ax.set_xlim(left=0)
+    tiles = VALIDATION_TILES.get(validation, "the validation tiles")
+    title = textwrap.fill(
+        "Validation PSNR against training time (epochs: steps + validation + checkpoints), "
+        f"per-epoch tiles of {tiles}",
+        60,
+    )
+    fig.suptitle(title, fontsize="medium")
+    save_figure(fig, path)
+
+
 def plot_epoch_time(histories: RunTable, path: str | Path) -> None:
     fig, axes = panel_grid(1, len(sigmas_of(histories)))
     _plot_by_sigma(
@@ -193,11 +221,12 @@ def make_training_figures(
     monitors: Mapping[Run, str | Path],
     loss_curves: str | Path,
     valid_metrics: str | Path,
+    valid_psnr_time: str | Path,
     epoch_time: str | Path,
     memory_utilisation: str | Path,
     validation: str = "",
 ) -> None:
-    """Write loss_curves.png, valid_psnr_ssim.png, epoch_time.png, memory_utilisation.png.
+    """Write loss_curves, valid_psnr_ssim, valid_psnr_time, epoch_time, memory_utilisation.
 
     `histories` and `monitors` map each run (recipe, framework, sigma, seed) of one recipe to
     its history.csv / monitor.csv; `validation` is the recipe's validation scheme (labels).
@@ -205,5 +234,6 @@ def make_training_figures(
     history_runs = read_runs(histories, read_history)
     plot_loss_curves(history_runs, loss_curves)
     plot_valid_metrics(history_runs, valid_metrics, validation)
+    plot_valid_psnr_time(history_runs, valid_psnr_time, validation)
     plot_epoch_time(history_runs, epoch_time)
     plot_memory_utilisation(read_runs(monitors, read_monitor), memory_utilisation)

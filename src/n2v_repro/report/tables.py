@@ -115,8 +115,12 @@ BENCHMARK_COLUMNS = [
     Column("first_epoch_s", "first epoch (s)", fixed(1), True),
     Column("epoch_mean_s", "epoch mean (s)", fixed(2), True),
     Column("epoch_std_s", "epoch std (s)", fixed(2), True),
-    Column("train_patches_per_s", "training (patches/s)", fixed(1), True),
+    Column("train_patches_per_s", "training, all epochs (patches/s)", fixed(1), True),
+    Column("steady_patches_per_s", "training, epochs 2+ (patches/s)", fixed(1), True),
     Column("train_total_s", "training total (s)", fixed(0), True),
+    Column("valid_total_s", "validation total (s)", fixed(1), True),
+    Column("valid_percent_of_train", "validation / epoch training (%)", fixed(1), True),
+    Column("checkpoint_total_s", "checkpoints total (s)", fixed(1), True),
     Column("job_wall_s", "train job wall (s)", fixed(0), True),
     Column("peak_rss_mib", "peak RSS (MiB)", fixed(0), True),
     Column("peak_gpu_mem_mib", "peak GPU memory (MiB)", fixed(0), True),
@@ -128,12 +132,21 @@ BENCHMARK_COLUMNS = [
 ]
 
 BENCHMARK_NOTE = (
-    "One row per training run. Epoch mean/std and training throughput exclude the first epoch "
-    "when there are more (it holds one-off costs such as Jittor's kernel compilation); "
-    "training total is the sum of all epoch times. Peak RSS and CPU utilisation come from the "
-    "training monitor (CPU % is per core, so 200% = two cores busy); GPU columns are empty on "
-    "CPU. Inference: whole BSD68 images, batch 1, after a warm-up. Precision is the arithmetic "
-    "in effect (train.precision on a CUDA GPU; the CPU always computes float32)."
+    "One row per training run, from its history.csv. Epoch mean/std leave out the first epoch "
+    "when there are more (it holds one-off costs such as Jittor's kernel compilation); first "
+    "epoch shows it. Training, all epochs = every patch trained on / the summed training time "
+    "of all epochs (a ratio of sums, so an epoch slowed by other load weighs by its length); "
+    "training, epochs 2+ = the same over the epochs after the first (— with one epoch). "
+    "Training time is the synchronised optimiser steps only; training total is its sum. "
+    "Validation total = the per-epoch validations (on train.valid_epoch_tiles tiles; the final "
+    "validation of the whole set is not in it); validation / epoch training = each epoch's "
+    "validation time as % of that epoch's training time, mean over epochs; checkpoints total "
+    "= the per-epoch checkpoint writes. Train job wall = the whole job (Snakemake benchmark: "
+    "start-up and compilation, every epoch, final validation, writing outputs). Peak RSS and "
+    "CPU utilisation come from the training monitor (CPU % is per core, so 200% = two cores "
+    "busy); GPU columns are empty on CPU. Inference: whole BSD68 images, batch 1, after a "
+    "warm-up. Precision is the arithmetic in effect (train.precision on a CUDA GPU; the CPU "
+    "always computes float32)."
 )
 
 
@@ -341,18 +354,33 @@ def summary_columns(frameworks: Sequence[str]) -> list[Column]:
 # --- benchmark ------------------------------------------------------------------------------
 
 
+def _patch_rate(patches: np.ndarray, seconds: np.ndarray) -> float | None:
+    """Patches over seconds, both summed over the epochs that have both (a ratio of sums)."""
+    known = ~(np.isnan(patches) | np.isnan(seconds))
+    total_s = float(seconds[known].sum())
+    return float(patches[known].sum()) / total_s if total_s > 0 else None
+
+
 def _history_stats(history: Mapping[str, np.ndarray]) -> dict[str, Any]:
     epoch_times = history["epoch_time_s"]
-    throughput = history["patches_per_s"]
+    # An epoch's patches (steps x batch) are its rate times its training time.
+    patches = history["patches_per_s"] * epoch_times
     # The first epoch carries one-off costs (Jittor compiles its kernels): keep it apart.
     steady = slice(1, None) if epoch_times.size > 1 else slice(None)
+    valid_share = 100.0 * history["valid_time_s"] / epoch_times
     return {
         "epochs": int(epoch_times.size),
         "first_epoch_s": float(epoch_times[0]) if epoch_times.size else None,
         "epoch_mean_s": _nanstat(epoch_times[steady], "mean"),
         "epoch_std_s": _nanstat(epoch_times[steady], "std"),
-        "train_patches_per_s": _nanstat(throughput[steady], "mean"),
+        "train_patches_per_s": _patch_rate(patches, epoch_times),
+        "steady_patches_per_s": (
+            _patch_rate(patches[1:], epoch_times[1:]) if epoch_times.size > 1 else None
+        ),
         "train_total_s": float(np.nansum(epoch_times)),
+        "valid_total_s": float(np.nansum(history["valid_time_s"])),
+        "valid_percent_of_train": _nanstat(valid_share, "mean"),
+        "checkpoint_total_s": float(np.nansum(history["checkpoint_time_s"])),
     }
 
 
@@ -393,6 +421,138 @@ def benchmark_rows(
         row["infer_images_per_s"] = inference.get("images_per_s")
         row["infer_megapixels_per_s"] = inference.get("megapixels_per_s")
         rows.append(row)
+    return rows
+
+
+# --- where the time went --------------------------------------------------------------------
+
+TIME_BREAKDOWN_COLUMNS = [
+    Column("stage", "stage"),
+    Column("source", "measured by"),
+    Column("jobs", "jobs", numeric=True),
+    Column("seconds", "time (s)", fixed(0), True),
+    Column("minutes", "time (min)", fixed(1), True),
+    Column("share_percent", "share (%)", fixed(1), True),
+]
+
+TIME_BREAKDOWN_NOTE = (
+    "Where the pipeline's time went, summed over its jobs, from the files the jobs wrote. Data "
+    "preparation: the wall time of the data jobs (download, gray conversion, BSD68 split, "
+    "noise, patches; Snakemake benchmarks). Training steps, per-epoch validation and "
+    "checkpoints: the sums of epoch_time_s, valid_time_s and checkpoint_time_s in each run's "
+    "history.csv. Rest of the training jobs: each training job's wall time (Snakemake "
+    "benchmark) minus those three sums, i.e. start-up (imports, data loading, building the "
+    "network), Jittor's kernel compilation outside the timed steps, the final validation on "
+    "every tile, writing the outputs and the bookkeeping between the timed parts; a run resumed "
+    "from a checkpoint has epochs from an earlier job that its benchmark does not time, so its "
+    "rest counts 0 rather than a negative time. Evaluation: the wall time of the evaluation "
+    "jobs. Jobs count the benchmark files or runs behind a row. The share is of the total; jobs "
+    "not listed (initial weights, the framework parity check, tables and figures) are not "
+    "counted. Jobs run in parallel add up here: the total is machine time, not elapsed time."
+)
+
+
+def _job_seconds(path: str | Path) -> float:
+    """One job's wall time; the mean when Snakemake repeated the job (benchmark repeats)."""
+    seconds = _nanstat(read_benchmark(path)["s"], "mean")
+    if seconds is None:
+        raise ValueError(f"{path}: the benchmark file holds no wall time (column 's')")
+    return seconds
+
+
+def time_breakdown_rows(
+    data_benchmarks: Sequence[str | Path],
+    histories: Mapping[Run, str | Path],
+    train_benchmarks: Mapping[Run, str | Path],
+    eval_benchmarks: Sequence[str | Path],
+) -> list[dict[str, Any]]:
+    """Rows of the time breakdown (data, training parts, evaluation) and a total row.
+
+    Every run of `histories` needs its training job's benchmark in `train_benchmarks`: the
+    rest of a training job is its wall time minus what its history timed.
+    """
+    missing = [run for run in histories if run not in train_benchmarks]
+    if missing:
+        raise ValueError(f"no training benchmark for the runs {missing}")
+    steps = valid = checkpoints = rest = 0.0
+    for run, path in histories.items():
+        history = read_history(path)
+        timed = [
+            float(np.nansum(history[column]))
+            for column in ("epoch_time_s", "valid_time_s", "checkpoint_time_s")
+        ]
+        steps, valid, checkpoints = steps + timed[0], valid + timed[1], checkpoints + timed[2]
+        rest += max(0.0, _job_seconds(train_benchmarks[run]) - sum(timed))
+    runs = len(histories)
+    rows = [
+        {
+            "stage": "data preparation",
+            "source": "data jobs' Snakemake benchmarks",
+            "jobs": len(data_benchmarks),
+            "seconds": sum(_job_seconds(path) for path in data_benchmarks),
+        },
+        {
+            "stage": "training steps",
+            "source": "history.csv epoch_time_s",
+            "jobs": runs,
+            "seconds": steps,
+        },
+        {
+            "stage": "per-epoch validation",
+            "source": "history.csv valid_time_s",
+            "jobs": runs,
+            "seconds": valid,
+        },
+        {
+            "stage": "checkpoints",
+            "source": "history.csv checkpoint_time_s",
+            "jobs": runs,
+            "seconds": checkpoints,
+        },
+        {
+            "stage": "rest of the training jobs",
+            "source": "training jobs' Snakemake benchmarks minus the three above",
+            "jobs": runs,
+            "seconds": rest,
+        },
+        {
+            "stage": "evaluation",
+            "source": "evaluation jobs' Snakemake benchmarks",
+            "jobs": len(eval_benchmarks),
+            "seconds": sum(_job_seconds(path) for path in eval_benchmarks),
+        },
+    ]
+    total = sum(row["seconds"] for row in rows)
+    rows.append(
+        {
+            "stage": "total",
+            "source": "sum of the rows above",
+            "jobs": len(data_benchmarks) + runs + len(eval_benchmarks),
+            "seconds": total,
+        }
+    )
+    for row in rows:
+        row["minutes"] = row["seconds"] / 60.0
+        row["share_percent"] = 100.0 * row["seconds"] / total if total > 0 else None
+    return rows
+
+
+def make_time_breakdown(
+    *,
+    data_benchmarks: Sequence[str | Path],
+    histories: Mapping[Run, str | Path],
+    train_benchmarks: Mapping[Run, str | Path],
+    eval_benchmarks: Sequence[str | Path],
+    csv_path: str | Path,
+    html_path: str | Path,
+) -> list[dict[str, Any]]:
+    """Write the time breakdown table (.csv, .html); returns its rows."""
+    rows = time_breakdown_rows(data_benchmarks, histories, train_benchmarks, eval_benchmarks)
+    write_csv(csv_path, TIME_BREAKDOWN_COLUMNS, rows)
+    write_html(
+        html_path,
+        render_table("Where the time went", TIME_BREAKDOWN_COLUMNS, rows, [TIME_BREAKDOWN_NOTE]),
+    )
     return rows
 
 
