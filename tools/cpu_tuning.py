@@ -91,7 +91,8 @@ def main() -> None:
             start = time.perf_counter()
             for _ in range(min(options.every, options.steps - step)):
                 if options.sched == "cosine":
-                    backend.set_lr(options.lr * 0.5 * (1 + math.cos(math.pi * step / options.steps)))
+                    fraction = step / options.steps
+                    backend.set_lr(options.lr * 0.5 * (1 + math.cos(math.pi * fraction)))
                 batch = sampler.batch(step)
                 backend.queue_train_step(batch.inputs, batch.targets, batch.masked)
                 step += 1
