@@ -44,139 +44,236 @@ def max_pool2x(x: jt.Var) -> jt.Var:
     return nn.pool(x, 2, "maximum", stride=2)
 
 
-# Batch-norm statistics and gradients in one pass per channel each way, as PyTorch's CPU kernel
-# does: float32 data, float64 accumulators (PyTorch's acc_type of float on the CPU), channels
-# split over the OpenMP threads (Jittor's own element-wise kernels run on one thread). Jittor
-# composing the same from float64 element-wise ops cost a third of an n2v_unet32 step.
-_BN_HEADER = "#include <cmath>"
-# in0 x (B, C, H, W); in1 weight, in2 bias (C,) -> out0 y, out1 batch mean, out2 biased var.
-_BN_FORWARD = r"""
+# The element-wise work around the convolutions, fused into kernels that split channels over
+# the OpenMP threads: Jittor's own element-wise kernels run on one thread, so on a 2-core CPU
+# the bias adds, ReLUs and batch norms (one pass each way, each) were the part of a training
+# step that did not get faster with threads. Values are those of Jittor's composed ops:
+# v = conv + bias in float32, relu(v) = v > 0 ? v : 0, and the ReLU's gradient passes where
+# its output is > 0. Channel sums accumulate in float64.
+_KERNEL_HEADER = "#include <cmath>"
+
+# in0 x (B, C, H, W), in1 bias (C,) -> out0 relu(x + bias).
+_BIAS_RELU_FORWARD = r"""
+const int B = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
+#pragma omp parallel for schedule(static)
+for (int bc = 0; bc < B * C; bc++) {
+    const float bias = in1_p[bc % C];
+    const float* x = in0_p + (size_t)bc * HW;
+    float* y = out0_p + (size_t)bc * HW;
+    for (int i = 0; i < HW; i++) {
+        const float v = x[i] + bias;
+        y[i] = v > 0 ? v : 0;
+    }
+}
+"""
+# in0 y = relu(x + bias), in1 dy -> out0 dx, out1 d bias (C,).
+_BIAS_RELU_BACKWARD = r"""
+const int B = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
+#pragma omp parallel for schedule(static)
+for (int c = 0; c < C; c++) {
+    double sum = 0;
+    for (int b = 0; b < B; b++) {
+        const size_t at = ((size_t)b * C + c) * HW;
+        const float* y = in0_p + at;
+        const float* dy = in1_p + at;
+        float* dx = out0_p + at;
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < HW; i++) {
+            const float g = y[i] > 0 ? dy[i] : 0;
+            dx[i] = g;
+            sum += g;
+        }
+    }
+    out1_p[c] = (float)sum;
+}
+"""
+
+# Batch norm as PyTorch's CPU kernel computes it: float32 data, float64 accumulators (the
+# acc_type of float on the CPU), two passes for the variance (no cancellation when
+# |mean| >> std), and its backward formulas (batch_norm_backward_cpu):
+#   dotp = sum(g * (v - mean)); dv = (g - sum(g)/n - (v - mean) * dotp * invstd^2/n) * invstd * w.
+# Fused with the conv bias before it (v = x + conv bias) and the ReLU after it (g: dy where
+# the output is > 0). n2v_unet32 spent a third of its step in the composed float64 version.
+# `omp simd reduction` lets the compiler vectorise the float64 sums (in another order: at
+# float64 precision that changes nothing a float32 result can show).
+# in0 x (B, C, H, W); in1 conv bias, in2 weight, in3 bias (C,)
+# -> out0 relu(bn(x + conv bias)), out1 batch mean, out2 biased batch variance (float64).
+_BN_RELU_FORWARD = r"""
 const int B = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
 const double count = (double)B * HW;
 #pragma omp parallel for schedule(static)
 for (int c = 0; c < C; c++) {
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const float cb = in1_p[c];
+    double sum = 0;
     for (int b = 0; b < B; b++) {
         const float* x = in0_p + ((size_t)b * C + c) * HW;
-        int i = 0;
-        for (; i + 4 <= HW; i += 4) {
-            s0 += x[i]; s1 += x[i + 1]; s2 += x[i + 2]; s3 += x[i + 3];
-        }
-        for (; i < HW; i++) s0 += x[i];
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < HW; i++) sum += x[i] + cb;
     }
-    const double mean = ((s0 + s1) + (s2 + s3)) / count;
-    // Two passes (mean first): no cancellation when |mean| >> std.
-    s0 = s1 = s2 = s3 = 0;
+    const double mean = sum / count;
+    double squares = 0;
     for (int b = 0; b < B; b++) {
         const float* x = in0_p + ((size_t)b * C + c) * HW;
-        int i = 0;
-        for (; i + 4 <= HW; i += 4) {
-            const double d0 = x[i] - mean, d1 = x[i + 1] - mean;
-            const double d2 = x[i + 2] - mean, d3 = x[i + 3] - mean;
-            s0 += d0 * d0; s1 += d1 * d1; s2 += d2 * d2; s3 += d3 * d3;
+        #pragma omp simd reduction(+:squares)
+        for (int i = 0; i < HW; i++) {
+            const double d = (x[i] + cb) - mean;
+            squares += d * d;
         }
-        for (; i < HW; i++) { const double d = x[i] - mean; s0 += d * d; }
     }
-    const double var = ((s0 + s1) + (s2 + s3)) / count;
+    const double var = squares / count;
     const double invstd = 1.0 / std::sqrt(var + EPS);
-    const float w = in1_p[c], bias = in2_p[c];
+    const float w = in2_p[c], bias = in3_p[c];
     for (int b = 0; b < B; b++) {
         const float* x = in0_p + ((size_t)b * C + c) * HW;
         float* y = out0_p + ((size_t)b * C + c) * HW;
+        #pragma omp simd
         for (int i = 0; i < HW; i++) {
-            const float x_hat = (float)((x[i] - mean) * invstd);
-            y[i] = x_hat * w + bias;
+            const float x_hat = (float)(((x[i] + cb) - mean) * invstd);
+            const float v = x_hat * w + bias;
+            y[i] = v > 0 ? v : 0;
         }
     }
     out1_p[c] = mean;
     out2_p[c] = var;
 }
 """
-# in0 x, in1 dy (B, C, H, W); in2 mean, in3 var (C,) float64; in4 weight
-# -> out0 dx, out1 d weight, out2 d bias. PyTorch's formulas (batch_norm_backward_cpu):
-# dotp = sum(dy * (x - mean)); dx = (dy - sum(dy)/n - (x - mean) * dotp * invstd^2/n) * invstd * w.
-_BN_BACKWARD = r"""
+# in0 x, in1 y (the forward's output), in2 dy (B, C, H, W); in3 conv bias (C,);
+# in4 mean, in5 var (C,) float64; in6 weight (C,)
+# -> out0 dx, out1 d conv bias, out2 d weight, out3 d bias.
+_BN_RELU_BACKWARD = r"""
 const int B = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
 const double count = (double)B * HW;
 #pragma omp parallel for schedule(static)
 for (int c = 0; c < C; c++) {
-    const double mean = in2_p[c], invstd = 1.0 / std::sqrt(in3_p[c] + EPS);
-    double g0 = 0, g1 = 0, g2 = 0, g3 = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+    const float cb = in3_p[c];
+    const double mean = in4_p[c], invstd = 1.0 / std::sqrt(in5_p[c] + EPS);
+    double sum_g = 0, dotp = 0;
     for (int b = 0; b < B; b++) {
         const size_t at = ((size_t)b * C + c) * HW;
         const float* x = in0_p + at;
-        const float* dy = in1_p + at;
-        int i = 0;
-        for (; i + 4 <= HW; i += 4) {
-            g0 += dy[i]; g1 += dy[i + 1]; g2 += dy[i + 2]; g3 += dy[i + 3];
-            p0 += dy[i] * (x[i] - mean);
-            p1 += dy[i + 1] * (x[i + 1] - mean);
-            p2 += dy[i + 2] * (x[i + 2] - mean);
-            p3 += dy[i + 3] * (x[i + 3] - mean);
+        const float* y = in1_p + at;
+        const float* dy = in2_p + at;
+        #pragma omp simd reduction(+:sum_g, dotp)
+        for (int i = 0; i < HW; i++) {
+            const float g = y[i] > 0 ? dy[i] : 0;
+            sum_g += g;
+            dotp += g * ((x[i] + cb) - mean);
         }
-        for (; i < HW; i++) { g0 += dy[i]; p0 += dy[i] * (x[i] - mean); }
     }
-    const double sum_dy = (g0 + g1) + (g2 + g3), dotp = (p0 + p1) + (p2 + p3);
-    out1_p[c] = (float)(dotp * invstd);
-    out2_p[c] = (float)sum_dy;
-    const double k = dotp * invstd * invstd / count, grad_mean = sum_dy / count;
-    const double scale = invstd * in4_p[c];
+    out2_p[c] = (float)(dotp * invstd);
+    out3_p[c] = (float)sum_g;
+    const double k = dotp * invstd * invstd / count, grad_mean = sum_g / count;
+    const double scale = invstd * in6_p[c];
+    double sum_dx = 0;
     for (int b = 0; b < B; b++) {
         const size_t at = ((size_t)b * C + c) * HW;
         const float* x = in0_p + at;
-        const float* dy = in1_p + at;
+        const float* y = in1_p + at;
+        const float* dy = in2_p + at;
         float* dx = out0_p + at;
-        for (int i = 0; i < HW; i++)
-            dx[i] = (float)((dy[i] - grad_mean - (x[i] - mean) * k) * scale);
+        #pragma omp simd reduction(+:sum_dx)
+        for (int i = 0; i < HW; i++) {
+            const float g = y[i] > 0 ? dy[i] : 0;
+            const float d = (float)((g - grad_mean - ((x[i] + cb) - mean) * k) * scale);
+            dx[i] = d;
+            sum_dx += d;
+        }
     }
+    out1_p[c] = (float)sum_dx;
 }
 """
 
 
-class _BatchNormTrain(jt.Function):
-    """Training-mode batch norm: (y, batch mean, biased batch variance); gradient to x, w, b."""
+class _BiasReLU(jt.Function):
+    """relu(x + bias) for a (B, C, H, W) x; gradient to x and the bias."""
+
+    def execute(self, x: jt.Var, bias: jt.Var) -> jt.Var:
+        y = jt.code(x.shape, "float32", [x, bias], cpu_src=_BIAS_RELU_FORWARD)
+        self.y = y
+        return y
+
+    def grad(self, dy: jt.Var) -> tuple[jt.Var, jt.Var]:
+        channels = (self.y.shape[1],)
+        dx, dbias = jt.code(
+            [self.y.shape, channels], ["float32", "float32"], [self.y, dy],
+            cpu_src=_BIAS_RELU_BACKWARD,
+        )  # fmt: skip
+        return dx, dbias
+
+
+class _BatchNormReLU(jt.Function):
+    """relu(batch_norm(x + conv bias)) in training mode, with the batch mean and variance."""
 
     def __init__(self, eps: float):
         # repr() gives the shortest literal that reads back as the same double: eps is the
         # float64 value PyTorch adds, not its float32 rounding.
         self.eps = repr(float(eps))
 
-    def execute(self, x: jt.Var, weight: jt.Var, bias: jt.Var) -> tuple[jt.Var, ...]:
+    def execute(
+        self, x: jt.Var, conv_bias: jt.Var, weight: jt.Var, bias: jt.Var
+    ) -> tuple[jt.Var, jt.Var, jt.Var]:
         channels = (x.shape[1],)
         y, mean, var = jt.code(
             [x.shape, channels, channels],
             ["float32", "float64", "float64"],
-            [x, weight, bias],
-            cpu_header=_BN_HEADER,
-            cpu_src=_BN_FORWARD.replace("EPS", self.eps),
+            [x, conv_bias, weight, bias],
+            cpu_header=_KERNEL_HEADER,
+            cpu_src=_BN_RELU_FORWARD.replace("EPS", self.eps),
         )
-        self.saved = (x, mean, var, weight)
+        self.saved = (x, y, conv_bias, mean, var, weight)
         return y, mean, var
 
     def grad(self, dy: jt.Var, _dmean: None, _dvar: None) -> tuple[jt.Var, ...]:
-        x, mean, var, weight = self.saved
+        x, y, conv_bias, mean, var, weight = self.saved
         channels = (x.shape[1],)
-        dx, dweight, dbias = jt.code(
-            [x.shape, channels, channels],
-            ["float32", "float32", "float32"],
-            [x, dy, mean, var, weight],
-            cpu_header=_BN_HEADER,
-            cpu_src=_BN_BACKWARD.replace("EPS", self.eps),
+        return tuple(
+            jt.code(
+                [x.shape, channels, channels, channels],
+                ["float32"] * 4,
+                [x, y, dy, conv_bias, mean, var, weight],
+                cpu_header=_KERNEL_HEADER,
+                cpu_src=_BN_RELU_BACKWARD.replace("EPS", self.eps),
+            )
         )
-        return dx, dweight, dbias
+
+
+def _conv_without_bias(conv: nn.Module, x: jt.Var) -> jt.Var:
+    """`conv(x)` before its bias is added (Jittor's Conv2d/ConvTranspose2d add it last)."""
+    if isinstance(conv, nn.ConvTranspose2d):
+        return nn.conv_transpose2d(
+            x, conv.weight, None, conv.stride, conv.padding, conv.output_padding,
+            conv.groups, conv.dilation,
+        )  # fmt: skip
+    return nn.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def conv_relu(conv: nn.Module, x: jt.Var) -> jt.Var:
+    """`nn.relu(conv(x))`, the bias add and ReLU fused on the CPU."""
+    if jt.flags.use_cuda or jt.flags.no_grad:
+        return nn.relu(conv(x))
+    return _BiasReLU()(_conv_without_bias(conv, x), conv.bias)
+
+
+def conv_bn_relu(conv: nn.Module, bn: BatchNorm2d, x: jt.Var) -> jt.Var:
+    """`nn.relu(bn(conv(x)))`, the conv bias, batch norm and ReLU fused when training on CPU."""
+    if jt.flags.use_cuda or not bn.is_training():
+        return nn.relu(bn(conv(x)))
+    y, mean, var = _BatchNormReLU(bn.eps)(
+        _conv_without_bias(conv, x), conv.bias, bn.weight, bn.bias
+    )
+    bn.update_running(mean.detach(), var.detach(), y.shape)
+    return y
 
 
 class BatchNorm2d(nn.Module):
     """Batch norm with PyTorch's BatchNorm2d semantics.
 
     It normalises with the biased batch variance and updates the running variance with the
-    unbiased one (Jittor's nn.BatchNorm uses the biased one).
-
-    Training mode runs `_BatchNormTrain`: float32 data with float64 accumulators, as PyTorch
-    on the CPU. Jittor's float32 reductions are less exact than PyTorch's, and the batch-norm
-    backward amplifies their error (it subtracts nearly equal sums): composed from Jittor's
-    float32 ops, n2v_unet's gradients were 1.8e-2 off PyTorch's. Evaluation normalises with
-    the running statistics in float64.
+    unbiased one (Jittor's nn.BatchNorm uses the biased one). The networks train it on the CPU
+    through `conv_bn_relu`; this composed version serves evaluation and CUDA, in float64:
+    Jittor's float32 reductions are less exact than PyTorch's, and the batch-norm backward
+    amplifies their error (it subtracts nearly equal sums): in float32 n2v_unet's gradients
+    were 1.8e-2 off PyTorch's.
     """
 
     def __init__(self, channels: int, eps: float, momentum: float):
@@ -188,17 +285,13 @@ class BatchNorm2d(nn.Module):
         self.running_var = jt.ones((channels,), "float32").stop_grad()
 
     def execute(self, x: jt.Var) -> jt.Var:
-        if self.is_training() and not jt.flags.use_cuda:
-            y, mean, var = _BatchNormTrain(self.eps)(x, self.weight, self.bias)
-            self._update_running(mean.detach(), var.detach(), x)
-            return y
         x32, x = x, x.float64()
-        if self.is_training():  # CUDA: the kernels above are CPU code
+        if self.is_training():
             mean = x.mean(dims=[0, 2, 3])  # (C,)
             var = ((x - mean.broadcast(x, [0, 2, 3])) ** 2).mean(dims=[0, 2, 3])
             # detach(), not stop_grad(): Jittor's stop_grad() marks the Var itself, which
             # would cut the gradient through the batch mean used below.
-            self._update_running(mean.detach(), var.detach(), x)
+            self.update_running(mean.detach(), var.detach(), x.shape)
         else:
             mean, var = self.running_mean.float64(), self.running_var.float64()
         # (x - mean) * inv_std, as PyTorch: Jittor's x * scale + (bias - mean * scale) cancels
@@ -208,9 +301,9 @@ class BatchNorm2d(nn.Module):
         x_hat = x_hat.float32()  # (B, C, H, W)
         return x_hat * self.weight.broadcast(x32, [0, 2, 3]) + self.bias.broadcast(x32, [0, 2, 3])
 
-    def _update_running(self, mean: jt.Var, var: jt.Var, x: jt.Var) -> None:
-        """Momentum update with the float64 batch mean and biased variance."""
-        count = x.shape[0] * x.shape[2] * x.shape[3]
+    def update_running(self, mean: jt.Var, var: jt.Var, shape: tuple[int, ...]) -> None:
+        """Momentum update from the float64 batch mean and biased variance of a `shape` batch."""
+        count = shape[0] * shape[2] * shape[3]
         unbiased = var * (count / max(count - 1, 1))
         m = self.momentum
         self.running_mean.update(self.running_mean * (1 - m) + mean.float32() * m)
@@ -226,8 +319,8 @@ class InputBlock(nn.Module):
         self.conv2 = conv3x3(cout, cout)
 
     def execute(self, x: jt.Var) -> jt.Var:
-        x = nn.relu(self.conv1(x))
-        x = nn.relu(self.conv2(x))
+        x = conv_relu(self.conv1, x)
+        x = conv_relu(self.conv2, x)
         return max_pool2x(x)
 
 
@@ -236,7 +329,7 @@ class DownBlock(nn.Module):
         self.conv = conv3x3(channels, channels)
 
     def execute(self, x: jt.Var) -> jt.Var:
-        return max_pool2x(nn.relu(self.conv(x)))
+        return max_pool2x(conv_relu(self.conv, x))
 
 
 class BottomBlock(nn.Module):
@@ -245,7 +338,7 @@ class BottomBlock(nn.Module):
         self.upconv = upconv3x3(channels, channels)
 
     def execute(self, x: jt.Var) -> jt.Var:
-        return self.upconv(nn.relu(self.conv(x)))
+        return self.upconv(conv_relu(self.conv, x))
 
 
 class UpBlock(nn.Module):
@@ -255,8 +348,8 @@ class UpBlock(nn.Module):
         self.upconv = upconv3x3(cout, cout)
 
     def execute(self, x: jt.Var) -> jt.Var:
-        x = nn.relu(self.conv1(x))
-        x = nn.relu(self.conv2(x))
+        x = conv_relu(self.conv1, x)
+        x = conv_relu(self.conv2, x)
         return self.upconv(x)
 
 
@@ -267,8 +360,8 @@ class OutputBlock(nn.Module):
         self.conv3 = conv3x3(N2N_HEAD[1], 1)
 
     def execute(self, x: jt.Var) -> jt.Var:
-        x = nn.relu(self.conv1(x))
-        x = nn.relu(self.conv2(x))
+        x = conv_relu(self.conv1, x)
+        x = conv_relu(self.conv2, x)
         return nn.leaky_relu(self.conv3(x), HEAD_SLOPE)
 
 
@@ -311,8 +404,8 @@ class DoubleConv(nn.Module):
         self.bn2 = BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
 
     def execute(self, x: jt.Var) -> jt.Var:
-        x = nn.relu(self.bn1(self.conv1(x)))
-        return nn.relu(self.bn2(self.conv2(x)))
+        x = conv_bn_relu(self.conv1, self.bn1, x)
+        return conv_bn_relu(self.conv2, self.bn2, x)
 
 
 class N2VUNet(nn.Module):
@@ -370,10 +463,10 @@ class REDNet(nn.Module):
         feats = {}
         y = x
         for i in range(1, self.depth + 1):
-            y = nn.relu(getattr(self, f"conv{i}")(y))
+            y = conv_relu(getattr(self, f"conv{i}"), y)
             feats[i] = y
         for i in range(1, self.depth):
-            y = nn.relu(getattr(self, f"deconv{i}")(y))
+            y = conv_relu(getattr(self, f"deconv{i}"), y)
             if i in self.skips:
                 y = nn.relu(y + feats[self.skips[i]])
         return getattr(self, f"deconv{self.depth}")(y) + x  # (B, 1, H, W)
