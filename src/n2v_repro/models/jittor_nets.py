@@ -41,7 +41,9 @@ def upconv3x3(cin: int, cout: int) -> nn.ConvTranspose2d:
 
 
 def max_pool2x(x: jt.Var) -> jt.Var:
-    return nn.pool(x, 2, "maximum", stride=2)
+    if jt.flags.use_cuda or jt.flags.no_grad:
+        return nn.pool(x, 2, "maximum", stride=2)
+    return _MaxPool2x()(x)
 
 
 # The element-wise work around the convolutions, fused into kernels that split channels over
@@ -50,7 +52,7 @@ def max_pool2x(x: jt.Var) -> jt.Var:
 # step that did not get faster with threads. Values are those of Jittor's composed ops:
 # v = conv + bias in float32, relu(v) = v > 0 ? v : 0, and the ReLU's gradient passes where
 # its output is > 0. Channel sums accumulate in float64.
-_KERNEL_HEADER = "#include <cmath>"
+_KERNEL_HEADER = "#include <cmath>\n#include <cstring>"
 
 # in0 x (B, C, H, W), in1 bias (C,) -> out0 relu(x + bias).
 _BIAS_RELU_FORWARD = r"""
@@ -237,6 +239,127 @@ class _BatchNormReLU(jt.Function):
         )
 
 
+# 2x2 max-pool, stride 2 (H, W even). The gradient goes to the first maximum in row-major
+# order, as in Jittor's and PyTorch's max-pool backward (ties are common: ReLU zeros).
+_POOL_FORWARD = r"""
+const int planes = in0_shape0 * in0_shape1, H = in0_shape2, W = in0_shape3;
+const int OH = H / 2, OW = W / 2;
+#pragma omp parallel for schedule(static)
+for (int p = 0; p < planes; p++) {
+    const float* x = in0_p + (size_t)p * H * W;
+    float* y = out0_p + (size_t)p * OH * OW;
+    for (int i = 0; i < OH; i++)
+        for (int j = 0; j < OW; j++) {
+            const float* r = x + (2 * i) * W + 2 * j;
+            float m = r[0];
+            if (r[1] > m) m = r[1];
+            if (r[W] > m) m = r[W];
+            if (r[W + 1] > m) m = r[W + 1];
+            y[i * OW + j] = m;
+        }
+}
+"""
+# in0 x, in1 y, in2 dy -> out0 dx.
+_POOL_BACKWARD = r"""
+const int planes = in0_shape0 * in0_shape1, H = in0_shape2, W = in0_shape3;
+const int OH = H / 2, OW = W / 2;
+#pragma omp parallel for schedule(static)
+for (int p = 0; p < planes; p++) {
+    const float* x = in0_p + (size_t)p * H * W;
+    float* dx = out0_p + (size_t)p * H * W;
+    const float* y = in1_p + (size_t)p * OH * OW;
+    const float* dy = in2_p + (size_t)p * OH * OW;
+    for (int i = 0; i < OH; i++)
+        for (int j = 0; j < OW; j++) {
+            const int at = (2 * i) * W + 2 * j;
+            const float m = y[i * OW + j], g = dy[i * OW + j];
+            const int k = x[at] == m ? 0 : x[at + 1] == m ? 1 : x[at + W] == m ? 2 : 3;
+            dx[at] = k == 0 ? g : 0;
+            dx[at + 1] = k == 1 ? g : 0;
+            dx[at + W] = k == 2 ? g : 0;
+            dx[at + W + 1] = k == 3 ? g : 0;
+        }
+}
+"""
+# in0 a (B, Ca, h, w), in1 b (B, Cb, H, W) -> out0 (B, Ca + Cb, H, W): a (nearest-upsampled
+# 2x when UPSAMPLE, then H = 2h) then b along the channels.
+_CAT_FORWARD = r"""
+const int B = in1_shape0, Ca = in0_shape1, Cb = in1_shape1, Ct = Ca + Cb;
+const int H = in1_shape2, W = in1_shape3, h = in0_shape2, w = in0_shape3;
+#pragma omp parallel for schedule(static)
+for (int p = 0; p < B * Ct; p++) {
+    const int b = p / Ct, c = p % Ct;
+    float* out = out0_p + (size_t)p * H * W;
+    if (c >= Ca) {
+        std::memcpy(out, in1_p + ((size_t)b * Cb + c - Ca) * H * W, sizeof(float) * H * W);
+    } else if (UPSAMPLE) {
+        const float* a = in0_p + ((size_t)b * Ca + c) * h * w;
+        for (int i = 0; i < H; i++)
+            for (int j = 0; j < W; j++) out[i * W + j] = a[(i / 2) * w + j / 2];
+    } else {
+        std::memcpy(out, in0_p + ((size_t)b * Ca + c) * h * w, sizeof(float) * H * W);
+    }
+}
+"""
+# in0 d out -> out0 d a, out1 d b. The 2x2 sums add in Jittor's reindex_reduce order.
+_CAT_BACKWARD = r"""
+const int B = out1_shape0, Ca = out0_shape1, Cb = out1_shape1, Ct = Ca + Cb;
+const int H = out1_shape2, W = out1_shape3, h = out0_shape2, w = out0_shape3;
+#pragma omp parallel for schedule(static)
+for (int p = 0; p < B * Ct; p++) {
+    const int b = p / Ct, c = p % Ct;
+    const float* g = in0_p + (size_t)p * H * W;
+    if (c >= Ca) {
+        std::memcpy(out1_p + ((size_t)b * Cb + c - Ca) * H * W, g, sizeof(float) * H * W);
+    } else if (UPSAMPLE) {
+        float* da = out0_p + ((size_t)b * Ca + c) * h * w;
+        for (int i = 0; i < h; i++)
+            for (int j = 0; j < w; j++) {
+                const float* r = g + (2 * i) * W + 2 * j;
+                float sum = 0;
+                sum += r[0];
+                sum += r[1];
+                sum += r[W];
+                sum += r[W + 1];
+                da[i * w + j] = sum;
+            }
+    } else {
+        std::memcpy(out0_p + ((size_t)b * Ca + c) * h * w, g, sizeof(float) * H * W);
+    }
+}
+"""
+
+
+class _MaxPool2x(jt.Function):
+    def execute(self, x: jt.Var) -> jt.Var:
+        b, c, h, w = x.shape
+        self.x = x
+        self.y = jt.code((b, c, h // 2, w // 2), "float32", [x], cpu_src=_POOL_FORWARD)
+        return self.y
+
+    def grad(self, dy: jt.Var) -> jt.Var:
+        return jt.code(self.x.shape, "float32", [self.x, self.y, dy], cpu_src=_POOL_BACKWARD)
+
+
+class _CatChannels(jt.Function):
+    def __init__(self, upsample_a: bool):
+        self.flag = "1" if upsample_a else "0"
+
+    def execute(self, a: jt.Var, b: jt.Var) -> jt.Var:
+        self.shapes = (a.shape, b.shape)
+        shape = (b.shape[0], a.shape[1] + b.shape[1], b.shape[2], b.shape[3])
+        source = _CAT_FORWARD.replace("UPSAMPLE", self.flag)
+        return jt.code(shape, "float32", [a, b], cpu_header=_KERNEL_HEADER, cpu_src=source)
+
+    def grad(self, dout: jt.Var) -> tuple[jt.Var, jt.Var]:
+        source = _CAT_BACKWARD.replace("UPSAMPLE", self.flag)
+        da, db = jt.code(
+            list(self.shapes), ["float32", "float32"], [dout],
+            cpu_header=_KERNEL_HEADER, cpu_src=source,
+        )  # fmt: skip
+        return da, db
+
+
 def _conv_without_bias(conv: nn.Module, x: jt.Var) -> jt.Var:
     """`conv(x)` before its bias is added (Jittor's Conv2d/ConvTranspose2d add it last)."""
     if isinstance(conv, nn.ConvTranspose2d):
@@ -384,11 +507,11 @@ class N2NUNet(nn.Module):
         pool4 = self.enc_down(pool3)  # (B, 48, 4, 4)
         pool5 = self.enc_down(pool4)  # (B, 48, 2, 2)
         up5 = self.bottom(pool5)  # (B, 48, 4, 4)
-        up4 = self.dec_first(jt.concat((up5, pool4), dim=1))  # (B, 96, 8, 8)
-        up3 = self.dec_up(jt.concat((up4, pool3), dim=1))  # (B, 96, 16, 16)
-        up2 = self.dec_up(jt.concat((up3, pool2), dim=1))  # (B, 96, 32, 32)
-        up1 = self.dec_up(jt.concat((up2, pool1), dim=1))  # (B, 96, 64, 64)
-        return self.head(jt.concat((up1, x), dim=1))  # (B, 1, 64, 64)
+        up4 = self.dec_first(cat_channels(up5, pool4))  # (B, 96, 8, 8)
+        up3 = self.dec_up(cat_channels(up4, pool3))  # (B, 96, 16, 16)
+        up2 = self.dec_up(cat_channels(up3, pool2))  # (B, 96, 32, 32)
+        up1 = self.dec_up(cat_channels(up2, pool1))  # (B, 96, 64, 64)
+        return self.head(cat_channels(up1, x))  # (B, 1, 64, 64)
 
 
 # --- n2v_unet ------------------------------------------------------------------------------
@@ -423,8 +546,8 @@ class N2VUNet(nn.Module):
         skip0 = self.down0(x)  # (B, 96, 64, 64)
         skip1 = self.down1(max_pool2x(skip0))  # (B, 192, 32, 32)
         mid = self.middle(max_pool2x(skip1))  # (B, 192, 16, 16)
-        up1 = self.up1(jt.concat((upsample2x(mid), skip1), dim=1))  # (B, 96, 32, 32)
-        up0 = self.up0(jt.concat((upsample2x(up1), skip0), dim=1))  # (B, 96, 64, 64)
+        up1 = self.up1(cat_channels(mid, skip1, upsample_a=True))  # (B, 96, 32, 32)
+        up0 = self.up0(cat_channels(up1, skip0, upsample_a=True))  # (B, 96, 64, 64)
         return self.head(up0) + x  # residual, (B, 1, 64, 64)
 
 
@@ -432,6 +555,13 @@ def upsample2x(x: jt.Var) -> jt.Var:
     # Nearest neighbour by index arithmetic: exact, and its gradient is a plain 2x2 sum.
     b, c, h, w = x.shape
     return x.reindex([b, c, 2 * h, 2 * w], ["i0", "i1", "i2/2", "i3/2"])
+
+
+def cat_channels(a: jt.Var, b: jt.Var, upsample_a: bool = False) -> jt.Var:
+    """`jt.concat((upsample2x(a) if upsample_a else a, b), dim=1)`, one OpenMP kernel on CPU."""
+    if jt.flags.use_cuda or jt.flags.no_grad:
+        return jt.concat((upsample2x(a) if upsample_a else a, b), dim=1)
+    return _CatChannels(upsample_a)(a, b)
 
 
 # --- rednet10/20/30 ------------------------------------------------------------------------
