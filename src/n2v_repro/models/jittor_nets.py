@@ -41,7 +41,7 @@ def upconv3x3(cin: int, cout: int) -> nn.ConvTranspose2d:
 
 
 def max_pool2x(x: jt.Var) -> jt.Var:
-    if jt.flags.use_cuda or jt.flags.no_grad:
+    if not _cpu_training():
         return nn.pool(x, 2, "maximum", stride=2)
     return _MaxPool2x()(x)
 
@@ -54,8 +54,8 @@ def max_pool2x(x: jt.Var) -> jt.Var:
 # its output is > 0. Channel sums accumulate in float64.
 _KERNEL_HEADER = "#include <cmath>\n#include <cstring>"
 
-# in0 x (B, C, H, W), in1 bias (C,) -> out0 relu(x + bias).
-_BIAS_RELU_FORWARD = r"""
+# in0 x (B, C, H, W), in1 bias (C,) -> out0 x + bias, then relu() when RELU.
+_BIAS_FORWARD = r"""
 const int B = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
 #pragma omp parallel for schedule(static)
 for (int bc = 0; bc < B * C; bc++) {
@@ -64,7 +64,7 @@ for (int bc = 0; bc < B * C; bc++) {
     float* y = out0_p + (size_t)bc * HW;
     for (int i = 0; i < HW; i++) {
         const float v = x[i] + bias;
-        y[i] = v > 0 ? v : 0;
+        y[i] = RELU ? (v > 0 ? v : 0) : v;
     }
 }
 """
@@ -88,6 +88,35 @@ for (int c = 0; c < C; c++) {
     }
     out1_p[c] = (float)sum;
 }
+"""
+# in0 dy (B, C, H, W) -> out0 d bias (C,): the gradient of x + bias (dx is dy itself).
+_BIAS_BACKWARD = r"""
+const int B = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
+#pragma omp parallel for schedule(static)
+for (int c = 0; c < C; c++) {
+    double sum = 0;
+    for (int b = 0; b < B; b++) {
+        const float* dy = in0_p + ((size_t)b * C + c) * HW;
+        #pragma omp simd reduction(+:sum)
+        for (int i = 0; i < HW; i++) sum += dy[i];
+    }
+    out0_p[c] = (float)sum;
+}
+"""
+# in0 a, in1 b (same shape) -> out0 relu(a + b) (REDNet's skip connections); its gradient
+# passes to both where the output is > 0.
+_ADD_RELU_FORWARD = r"""
+const size_t n = (size_t)in0_shape0 * in0_shape1 * in0_shape2 * in0_shape3;
+#pragma omp parallel for simd schedule(static)
+for (size_t i = 0; i < n; i++) {
+    const float v = in0_p[i] + in1_p[i];
+    out0_p[i] = v > 0 ? v : 0;
+}
+"""
+_RELU_BACKWARD = r"""
+const size_t n = (size_t)in0_shape0 * in0_shape1 * in0_shape2 * in0_shape3;
+#pragma omp parallel for simd schedule(static)
+for (size_t i = 0; i < n; i++) out0_p[i] = in0_p[i] > 0 ? in1_p[i] : 0;
 """
 
 # Batch norm as PyTorch's CPU kernel computes it: float32 data, float64 accumulators (the
@@ -186,21 +215,36 @@ for (int c = 0; c < C; c++) {
 """
 
 
-class _BiasReLU(jt.Function):
-    """relu(x + bias) for a (B, C, H, W) x; gradient to x and the bias."""
+class _Bias(jt.Function):
+    """x + bias (then ReLU when `relu`) for a (B, C, H, W) x; gradient to x and the bias."""
+
+    def __init__(self, relu: bool):
+        self.relu = relu
 
     def execute(self, x: jt.Var, bias: jt.Var) -> jt.Var:
-        y = jt.code(x.shape, "float32", [x, bias], cpu_src=_BIAS_RELU_FORWARD)
-        self.y = y
-        return y
+        source = _BIAS_FORWARD.replace("RELU", "1" if self.relu else "0")
+        self.y = jt.code(x.shape, "float32", [x, bias], cpu_src=source)
+        return self.y
 
     def grad(self, dy: jt.Var) -> tuple[jt.Var, jt.Var]:
         channels = (self.y.shape[1],)
+        if not self.relu:
+            return dy, jt.code(channels, "float32", [dy], cpu_src=_BIAS_BACKWARD)
         dx, dbias = jt.code(
             [self.y.shape, channels], ["float32", "float32"], [self.y, dy],
             cpu_src=_BIAS_RELU_BACKWARD,
         )  # fmt: skip
         return dx, dbias
+
+
+class _AddReLU(jt.Function):
+    def execute(self, a: jt.Var, b: jt.Var) -> jt.Var:
+        self.y = jt.code(a.shape, "float32", [a, b], cpu_src=_ADD_RELU_FORWARD)
+        return self.y
+
+    def grad(self, dy: jt.Var) -> tuple[jt.Var, jt.Var]:
+        g = jt.code(self.y.shape, "float32", [self.y, dy], cpu_src=_RELU_BACKWARD)
+        return g, g
 
 
 class _BatchNormReLU(jt.Function):
@@ -370,11 +414,30 @@ def _conv_without_bias(conv: nn.Module, x: jt.Var) -> jt.Var:
     return nn.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
+def _cpu_training() -> bool:
+    # The kernels are CPU code; evaluation (no_grad) keeps Jittor's ops and their numbers.
+    return not (jt.flags.use_cuda or jt.flags.no_grad)
+
+
 def conv_relu(conv: nn.Module, x: jt.Var) -> jt.Var:
     """`nn.relu(conv(x))`, the bias add and ReLU fused on the CPU."""
-    if jt.flags.use_cuda or jt.flags.no_grad:
+    if not _cpu_training():
         return nn.relu(conv(x))
-    return _BiasReLU()(_conv_without_bias(conv, x), conv.bias)
+    return _Bias(relu=True)(_conv_without_bias(conv, x), conv.bias)
+
+
+def conv_bias(conv: nn.Module, x: jt.Var) -> jt.Var:
+    """`conv(x)`, with the bias add (and its gradient sum) on all CPU threads."""
+    if not _cpu_training():
+        return conv(x)
+    return _Bias(relu=False)(_conv_without_bias(conv, x), conv.bias)
+
+
+def add_relu(a: jt.Var, b: jt.Var) -> jt.Var:
+    """`nn.relu(a + b)`, on all CPU threads."""
+    if not _cpu_training():
+        return nn.relu(a + b)
+    return _AddReLU()(a, b)
 
 
 def conv_bn_relu(conv: nn.Module, bn: BatchNorm2d, x: jt.Var) -> jt.Var:
@@ -461,7 +524,7 @@ class BottomBlock(nn.Module):
         self.upconv = upconv3x3(channels, channels)
 
     def execute(self, x: jt.Var) -> jt.Var:
-        return self.upconv(conv_relu(self.conv, x))
+        return conv_bias(self.upconv, conv_relu(self.conv, x))
 
 
 class UpBlock(nn.Module):
@@ -473,7 +536,7 @@ class UpBlock(nn.Module):
     def execute(self, x: jt.Var) -> jt.Var:
         x = conv_relu(self.conv1, x)
         x = conv_relu(self.conv2, x)
-        return self.upconv(x)
+        return conv_bias(self.upconv, x)
 
 
 class OutputBlock(nn.Module):
@@ -559,7 +622,7 @@ def upsample2x(x: jt.Var) -> jt.Var:
 
 def cat_channels(a: jt.Var, b: jt.Var, upsample_a: bool = False) -> jt.Var:
     """`jt.concat((upsample2x(a) if upsample_a else a, b), dim=1)`, one OpenMP kernel on CPU."""
-    if jt.flags.use_cuda or jt.flags.no_grad:
+    if not _cpu_training():
         return jt.concat((upsample2x(a) if upsample_a else a, b), dim=1)
     return _CatChannels(upsample_a)(a, b)
 
@@ -598,7 +661,7 @@ class REDNet(nn.Module):
         for i in range(1, self.depth):
             y = conv_relu(getattr(self, f"deconv{i}"), y)
             if i in self.skips:
-                y = nn.relu(y + feats[self.skips[i]])
+                y = add_relu(y, feats[self.skips[i]])
         return getattr(self, f"deconv{self.depth}")(y) + x  # (B, 1, H, W)
 
 
