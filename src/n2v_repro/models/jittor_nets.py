@@ -1,8 +1,12 @@
-"""The networks in Jittor. torch_nets.py is the same file line for line in PyTorch.
+"""The networks in Jittor. torch_nets.py is the same file, layer for layer, in PyTorch.
 
-Differences from the PyTorch file are Jittor's API only: `execute` instead of `forward`,
-`jt.concat` instead of `torch.cat`, and a BatchNorm2d written here so that the running
-variance is updated exactly as PyTorch does (Jittor's own uses the biased variance).
+Differences from the PyTorch file: Jittor's API (`execute` instead of `forward`), a
+BatchNorm2d written here so that the running variance is updated exactly as PyTorch does
+(Jittor's own uses the biased variance), and, when training on the CPU, the work between
+the convolutions in fused C++ kernels (`conv_relu`, `conv_bn_relu`, `conv_bias`, `add_relu`,
+`max_pool2x`, `cat_channels`) that split channels over the OpenMP threads: Jittor's own
+element-wise kernels run on one thread. They compute the values of Jittor's composed ops
+(tests/test_jittor_kernels.py); evaluation (jt.no_grad) and CUDA use the composed ops.
 Call `n2v_repro.backends.jittor_env.prepare_jittor_env()` before importing this module.
 """
 
