@@ -72,6 +72,23 @@ def test_conv_bias_and_add_relu_match_composed_ops(jn):
         np.testing.assert_array_equal(got_array, want_array)
 
 
+def test_cat_conv_relu_matches_one_convolution_of_the_concatenation(jn):
+    jt, nn = jn.jt, jn.nn
+    rng = np.random.default_rng(4)
+    conv = nn.Conv2d(7, 5, 3, padding=1)
+    a = jt.array(rng.standard_normal((3, 6, 8, 8)).astype(np.float32))
+    b = jt.array(rng.standard_normal((3, 1, 8, 8)).astype(np.float32))
+    weight = jt.array(rng.standard_normal((3, 5, 8, 8)).astype(np.float32))
+    inputs = [a, b, conv.weight, conv.bias]
+    got = values_and_grads(jt, lambda a, b, w, c: jn.cat_conv_relu(conv, a, b), inputs, weight)
+    want = values_and_grads(
+        jt, lambda a, b, w, c: nn.relu(conv(jt.concat((a, b), dim=1))), inputs, weight
+    )
+    for got_array, want_array in zip(got, want, strict=True):
+        assert got_array.shape == want_array.shape
+        assert rel(got_array, want_array) < 1e-6  # the sum of two convolutions rounds once more
+
+
 def test_max_pool_and_concat_match_composed_ops(jn):
     jt, nn = jn.jt, jn.nn
     rng = np.random.default_rng(1)

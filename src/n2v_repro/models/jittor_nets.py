@@ -72,6 +72,21 @@ for (int bc = 0; bc < B * C; bc++) {
     }
 }
 """
+# in0 x, in1 x2 (B, C, H, W), in2 bias (C,) -> out0 relu((x + x2) + bias).
+_SUM_BIAS_RELU_FORWARD = r"""
+const int B = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
+#pragma omp parallel for schedule(static)
+for (int bc = 0; bc < B * C; bc++) {
+    const float bias = in2_p[bc % C];
+    const float* x = in0_p + (size_t)bc * HW;
+    const float* x2 = in1_p + (size_t)bc * HW;
+    float* y = out0_p + (size_t)bc * HW;
+    for (int i = 0; i < HW; i++) {
+        const float v = (x[i] + x2[i]) + bias;
+        y[i] = v > 0 ? v : 0;
+    }
+}
+"""
 # in0 y = relu(x + bias), in1 dy -> out0 dx, out1 d bias (C,).
 _BIAS_RELU_BACKWARD = r"""
 const int B = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
@@ -239,6 +254,22 @@ class _Bias(jt.Function):
             cpu_src=_BIAS_RELU_BACKWARD,
         )  # fmt: skip
         return dx, dbias
+
+
+class _SumBiasReLU(jt.Function):
+    """relu((x + x2) + bias): two convolutions' outputs, one conv's bias; gradient to all."""
+
+    def execute(self, x: jt.Var, x2: jt.Var, bias: jt.Var) -> jt.Var:
+        self.y = jt.code(x.shape, "float32", [x, x2, bias], cpu_src=_SUM_BIAS_RELU_FORWARD)
+        return self.y
+
+    def grad(self, dy: jt.Var) -> tuple[jt.Var, jt.Var, jt.Var]:
+        channels = (self.y.shape[1],)
+        dx, dbias = jt.code(
+            [self.y.shape, channels], ["float32", "float32"], [self.y, dy],
+            cpu_src=_BIAS_RELU_BACKWARD,
+        )  # fmt: skip
+        return dx, dx, dbias
 
 
 class _AddReLU(jt.Function):
@@ -437,6 +468,22 @@ def conv_bias(conv: nn.Module, x: jt.Var) -> jt.Var:
     return _Bias(relu=False)(_conv_without_bias(conv, x), conv.bias)
 
 
+def cat_conv_relu(conv: nn.Module, a: jt.Var, b: jt.Var) -> jt.Var:
+    """`conv_relu(conv, cat_channels(a, b))` as two convolutions, one per input, summed.
+
+    For n2n_unet's head (96 + 1 input channels): oneDNN pads 97 channels to 112 and moves
+    them between layouts with its slow generic reorder (20 ms a step on one core), and the
+    image's channel needs no input gradient. The sum rounds once more than one convolution.
+    """
+    if not _cpu_training():
+        return nn.relu(conv(jt.concat((a, b), dim=1)))
+    split = a.shape[1]
+    args = (None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    y_a = nn.conv2d(a, conv.weight[:, :split], *args)
+    y_b = nn.conv2d(b, conv.weight[:, split:], *args)
+    return _SumBiasReLU()(y_a, y_b, conv.bias)
+
+
 def add_relu(a: jt.Var, b: jt.Var) -> jt.Var:
     """`nn.relu(a + b)`, on all CPU threads."""
     if not _cpu_training():
@@ -549,8 +596,8 @@ class OutputBlock(nn.Module):
         self.conv2 = conv3x3(N2N_HEAD[0], N2N_HEAD[1])
         self.conv3 = conv3x3(N2N_HEAD[1], 1)
 
-    def execute(self, x: jt.Var) -> jt.Var:
-        x = conv_relu(self.conv1, x)
+    def execute(self, x: jt.Var, image: jt.Var) -> jt.Var:
+        x = cat_conv_relu(self.conv1, x, image)  # conv1 of concat((x, image))
         x = conv_relu(self.conv2, x)
         return nn.leaky_relu(self.conv3(x), HEAD_SLOPE)
 
@@ -578,7 +625,7 @@ class N2NUNet(nn.Module):
         up3 = self.dec_up(cat_channels(up4, pool3))  # (B, 96, 16, 16)
         up2 = self.dec_up(cat_channels(up3, pool2))  # (B, 96, 32, 32)
         up1 = self.dec_up(cat_channels(up2, pool1))  # (B, 96, 64, 64)
-        return self.head(cat_channels(up1, x))  # (B, 1, 64, 64)
+        return self.head(up1, x)  # (B, 1, 64, 64), from concat((up1, x))
 
 
 # --- n2v_unet ------------------------------------------------------------------------------
