@@ -22,7 +22,10 @@ from n2v_repro.models.spec import is_buffer
 
 
 def set_cpu_threads(threads: int) -> None:
-    """Jittor's CPU convolutions run in oneDNN (GNU OpenMP); its own kernels are serial.
+    """Set the OpenMP threads: oneDNN's convolutions and the networks' CPU kernels use them.
+
+    Both run on GNU OpenMP (jittor_nets.py's kernels are compiled with -fopenmp); Jittor's
+    own element-wise kernels are serial.
 
     OMP_NUM_THREADS works only before libgomp loads (first import); afterwards the running
     libgomp is told directly.
