@@ -75,7 +75,7 @@ def test_estimate_is_patches_over_the_measured_rate(tmp_path: Path) -> None:
             {("torch", "n2v_unet32"): 100.0, ("jittor", "n2v_unet32"): 50.0},
         )
     )
-    assert machine == "Test CPU (2 CPUs)" and rates[("torch", "n2v_unet32")] == 100.0
+    assert machine == "Test CPU (2 CPUs)" and rates[("torch", "n2v_unet32", 16)] == 100.0
     jobs = plan.training_jobs(config, rates)
     train = config.recipe("cpu").train
     patches = train.epochs * train.steps_per_epoch * train.batch_size

@@ -34,6 +34,8 @@ CPU_CONFIG = REPO_ROOT / "config" / "cpu.yaml"
 MEASURED_CPU = REPO_ROOT / "docs" / "measured" / "cpu-bench.json"
 CONFIGFILE_FLAGS = ("--configfile", "--configfiles")
 FULL_FLAG = "--full"
+# The batch size of `python -m n2v_repro.bench`'s default plan.
+BENCH_BATCH = 16
 CONFIG_FLAGS = ("--config", "-C")
 
 
@@ -87,30 +89,35 @@ def config_files(args: Sequence[str]) -> list[Path]:
     return files
 
 
-def read_rates(path: Path) -> tuple[dict[tuple[str, str], float], str]:
-    """(framework, arch) -> training patches/s at batch 16 on the CPU, and that CPU's name."""
+def read_rates(path: Path) -> tuple[dict[tuple[str, str, int], float], str]:
+    """(framework, arch, batch size) -> training patches/s on the CPU, and that CPU's name."""
     if not path.exists():
         return {}, "no measurement"
     records = json.loads(path.read_text())
     rates = {
-        (r["framework"], r["arch"]): float(r["patches_per_s"])
+        (r["framework"], r["arch"], int(r["batch_size"])): float(r["patches_per_s"])
         for r in records
-        if r.get("status") == "ok" and r.get("device") == "cpu" and r.get("batch_size") == 16
+        if r.get("status") == "ok" and r.get("device") == "cpu"
     }
     machine = next((r["machine"] for r in records if r.get("machine")), "an unnamed CPU")
     return rates, machine
 
 
 def training_jobs(
-    config: PipelineConfig, rates: Mapping[tuple[str, str], float]
+    config: PipelineConfig, rates: Mapping[tuple[str, str, int], float]
 ) -> list[TrainingJob]:
-    """Every training run of `config` with its patch count and estimated seconds."""
+    """Every training run of `config` with its patch count and estimated seconds.
+
+    The rate is the one measured at the recipe's batch size, else at batch 16.
+    """
     jobs = []
     for recipe in config.run_recipes:
         train = recipe.train
         patches = train.epochs * train.steps_per_epoch * train.batch_size
         for framework in config.frameworks:
-            rate = rates.get((framework, train.arch))
+            rate = rates.get((framework, train.arch, train.batch_size)) or rates.get(
+                (framework, train.arch, BENCH_BATCH)
+            )
             for sigma in config.sigmas:
                 for seed in config.seeds:
                     seconds = patches / rate if rate else None
