@@ -148,6 +148,10 @@ def main() -> None:
         files = run_files(options.root, options.recipe, framework, options.sigma, options.seed)
         rows.append(framework_row(framework, copy_sources(files, sources, framework)))
     text = page(options.recipe, options.sigma, options.seed, rows, str(sources.relative_to(REPO)))
+    figure = options.root / "results" / "figures" / options.recipe / "valid_psnr_time.png"
+    if figure.exists():
+        shutil.copyfile(figure, sources / figure.name)
+        text += f"\n![validation PSNR against minutes]({sources.name}/{figure.name})\n"
     (out_dir / f"{options.recipe}.md").write_text(text)
     print(text)
 
