@@ -207,6 +207,7 @@ def report_stage(workdir: Path) -> None:
         monitors=monitors,
         loss_curves=figures / "loss_curves.png",
         valid_metrics=figures / "valid_psnr_ssim.png",
+        valid_psnr_time=figures / "valid_psnr_time.png",
         epoch_time=figures / "epoch_time.png",
         memory_utilisation=figures / "memory_utilisation.png",
         validation="bsd68_split",
