@@ -157,3 +157,63 @@ def test_conv_bn_relu_gradients_match_float64_and_running_stats(jn):
         assert rel(got_array, want_array) < 1e-5, name
     np.testing.assert_allclose(running[0], t_mean.numpy(), rtol=1e-6)
     np.testing.assert_allclose(running[1], t_var.numpy(), rtol=1e-6)
+
+
+def conv3x3_float64(x, w, g):
+    """A 3x3, padding-1 convolution y of x by w in float64, and the gradients of sum(y * g)."""
+    x, w, g = (np.asarray(a, np.float64) for a in (x, w, g))
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    height, width = x.shape[2:]
+    shifted = {(i, j): xp[:, :, i : i + height, j : j + width] for i in range(3) for j in range(3)}
+    y = sum(np.einsum("nihw,oi->nohw", shifted[i, j], w[:, :, i, j]) for i, j in shifted)
+    dw = np.stack([np.einsum("nohw,nihw->oi", g, shifted[k]) for k in sorted(shifted)], -1)
+    dxp = np.zeros_like(xp)
+    for i, j in shifted:
+        dxp[:, :, i : i + height, j : j + width] += np.einsum("nohw,oi->nihw", g, w[:, :, i, j])
+    return y, dxp[:, :, 1:-1, 1:-1], dw.reshape(w.shape)
+
+
+# 32 -> 48 channels: oneDNN's Winograd kernels (on an AVX-512 CPU); 1 -> 16: its direct one.
+@pytest.mark.parametrize("channels", [(32, 48), (1, 16)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_winograd_conv3x3_matches_float64(jn, transposed, channels):
+    from n2v_repro.models import jittor_winograd
+
+    jt, nn = jn.jt, jn.nn
+    cin, cout = channels
+    rng = np.random.default_rng(5)
+    conv = (
+        nn.ConvTranspose2d(cin, cout, 3, padding=1)
+        if transposed
+        else nn.Conv2d(cin, cout, 3, padding=1)
+    )
+    assert jittor_winograd.applies_to(conv)
+    x = rng.standard_normal((2, cin, 12, 12)).astype(np.float32)
+    g = rng.standard_normal((2, cout, 12, 12)).astype(np.float32)
+    w = conv.weight.numpy()
+    # A stride-1 transposed conv is the conv by the flipped weight with in/out swapped.
+    w_conv = w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if transposed else w
+    y, dx, dw_conv = conv3x3_float64(x, w_conv, g)
+    dw = dw_conv.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if transposed else dw_conv
+
+    x_var = jt.array(x)
+    got = values_and_grads(
+        jt,
+        lambda x, w: jittor_winograd.Conv3x3(transposed)(x, w),
+        [x_var, conv.weight],
+        jt.array(g),
+    )
+    for got_array, want_array in zip(got, [y, dx, dw], strict=True):
+        assert rel(got_array, want_array) < 2e-5
+
+
+def test_winograd_applies_to_3x3_stride_1_layers_only(jn):
+    from n2v_repro.models import jittor_winograd
+
+    nn = jn.nn
+    assert jittor_winograd.applies_to(nn.Conv2d(64, 64, 3, padding=1))
+    assert jittor_winograd.applies_to(nn.ConvTranspose2d(64, 64, 3, padding=1))
+    assert not jittor_winograd.applies_to(nn.Conv2d(1, 64, 3, stride=2, padding=1))
+    assert not jittor_winograd.applies_to(nn.ConvTranspose2d(64, 1, 3, 2, 1, 1))
+    assert not jittor_winograd.applies_to(nn.Conv2d(64, 64, 1))
+    assert not jittor_winograd.applies_to(nn.Conv2d(64, 64, 3, padding=2, dilation=2))

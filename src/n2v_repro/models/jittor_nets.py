@@ -15,6 +15,7 @@ from __future__ import annotations
 import jittor as jt
 from jittor import nn
 
+from n2v_repro.models import jittor_winograd
 from n2v_repro.models.spec import (
     ARCHS,
     N2N_DECODER,
@@ -439,14 +440,21 @@ class _CatChannels(jt.Function):
         return da, db
 
 
-def _conv_without_bias(conv: nn.Module, x: jt.Var) -> jt.Var:
-    """`conv(x)` before its bias is added (Jittor's Conv2d/ConvTranspose2d add it last)."""
-    if isinstance(conv, nn.ConvTranspose2d):
+def _conv_without_bias(conv: nn.Module, x: jt.Var, weight: jt.Var | None = None) -> jt.Var:
+    """`conv(x)` (with `weight` if given) before its bias, which Jittor's layers add last.
+
+    3x3 stride-1 layers run through oneDNN's Winograd kernels (jittor_winograd.py).
+    """
+    weight = conv.weight if weight is None else weight
+    transposed = isinstance(conv, nn.ConvTranspose2d)
+    if jittor_winograd.applies_to(conv):
+        return jittor_winograd.Conv3x3(transposed)(x, weight)
+    if transposed:
         return nn.conv_transpose2d(
-            x, conv.weight, None, conv.stride, conv.padding, conv.output_padding,
+            x, weight, None, conv.stride, conv.padding, conv.output_padding,
             conv.groups, conv.dilation,
         )  # fmt: skip
-    return nn.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return nn.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _cpu_training() -> bool:
@@ -478,9 +486,8 @@ def cat_conv_relu(conv: nn.Module, a: jt.Var, b: jt.Var) -> jt.Var:
     if not _cpu_training():
         return nn.relu(conv(jt.concat((a, b), dim=1)))
     split = a.shape[1]
-    args = (None, conv.stride, conv.padding, conv.dilation, conv.groups)
-    y_a = nn.conv2d(a, conv.weight[:, :split], *args)
-    y_b = nn.conv2d(b, conv.weight[:, split:], *args)
+    y_a = _conv_without_bias(conv, a, conv.weight[:, :split])
+    y_b = _conv_without_bias(conv, b, conv.weight[:, split:])
     return _SumBiasReLU()(y_a, y_b, conv.bias)
 
 
