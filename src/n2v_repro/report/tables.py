@@ -43,6 +43,7 @@ from n2v_repro.report.references import (
     paper_psnr,
     reference_code_psnr,
 )
+from n2v_repro.throughput import patch_rates
 
 TEST_SET_ORDER = ("bsd68", "test34")
 WEIGHTS_ORDER = ("last", "best")
@@ -354,13 +355,6 @@ def summary_columns(frameworks: Sequence[str]) -> list[Column]:
 # --- benchmark ------------------------------------------------------------------------------
 
 
-def _patch_rate(patches: np.ndarray, seconds: np.ndarray) -> float | None:
-    """Patches over seconds, both summed over the epochs that have both (a ratio of sums)."""
-    known = ~(np.isnan(patches) | np.isnan(seconds))
-    total_s = float(seconds[known].sum())
-    return float(patches[known].sum()) / total_s if total_s > 0 else None
-
-
 def _history_stats(history: Mapping[str, np.ndarray]) -> dict[str, Any]:
     epoch_times = history["epoch_time_s"]
     # An epoch's patches (steps x batch) are its rate times its training time.
@@ -373,10 +367,7 @@ def _history_stats(history: Mapping[str, np.ndarray]) -> dict[str, Any]:
         "first_epoch_s": float(epoch_times[0]) if epoch_times.size else None,
         "epoch_mean_s": _nanstat(epoch_times[steady], "mean"),
         "epoch_std_s": _nanstat(epoch_times[steady], "std"),
-        "train_patches_per_s": _patch_rate(patches, epoch_times),
-        "steady_patches_per_s": (
-            _patch_rate(patches[1:], epoch_times[1:]) if epoch_times.size > 1 else None
-        ),
+        **patch_rates(patches, epoch_times),
         "train_total_s": float(np.nansum(epoch_times)),
         "valid_total_s": float(np.nansum(history["valid_time_s"])),
         "valid_percent_of_train": _nanstat(valid_share, "mean"),

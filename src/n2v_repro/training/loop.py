@@ -68,6 +68,7 @@ from n2v_repro.io.formats import (
 )
 from n2v_repro.machine import machine_name
 from n2v_repro.models.card import MODEL_JSON, ModelCard, write_model_card
+from n2v_repro.throughput import patch_rates
 from n2v_repro.training.monitor import ResourceMonitor
 from n2v_repro.training.progress import JobProgress, format_duration
 from n2v_repro.training.sampler import (
@@ -311,20 +312,10 @@ def validate_all(
 
 
 def throughput(history: list[dict[str, float]], batch_size: int, steps: int) -> dict[str, Any]:
-    """Total patches / total training time, and the same from the second epoch on.
-
-    Ratios of sums, not means of per-epoch rates (which overstate the throughput when the
-    load changes). The first epoch holds one-off costs (Jittor compiles its kernels), hence
-    the steady-state rate; it is None for a one-epoch run.
-    """
-    times = [row["epoch_time_s"] for row in history]
-    patches = steps * batch_size
-    steady = times[1:]
-    return {
-        "patches": patches * len(times),
-        "train_patches_per_s": patches * len(times) / sum(times) if times else None,
-        "steady_patches_per_s": patches * len(steady) / sum(steady) if steady else None,
-    }
+    """Total patches, and `throughput.patch_rates` over the epochs of `history`."""
+    times = np.array([row["epoch_time_s"] for row in history], float)
+    patches = np.full(times.shape, float(steps * batch_size))
+    return {"patches": int(patches.sum()), **patch_rates(patches, times)}
 
 
 # --- outputs --------------------------------------------------------------------------------
