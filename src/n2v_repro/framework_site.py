@@ -66,3 +66,12 @@ def framework_env(framework: str, base: Mapping[str, str] | None = None) -> dict
         inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
         env["PYTHONPATH"] = os.pathsep.join([folder, *inherited])
     return env
+
+
+def onednn_dirs(prefix: Path = Path(sys.prefix)) -> tuple[Path, Path]:
+    """Return the (lib, include) folders of the PyPI oneDNN that Jittor uses on the CPU.
+
+    The onednn-cpu-gomp wheels install into the environment's prefix; jittor_env links
+    Jittor's oneDNN folder to them, and models/jittor_winograd compiles against them.
+    """
+    return prefix / "lib", prefix / "include"

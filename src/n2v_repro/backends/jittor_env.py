@@ -50,6 +50,7 @@ from pathlib import Path
 
 from n2v_repro.config import REPO_ROOT
 from n2v_repro.errors import UserError
+from n2v_repro.framework_site import onednn_dirs
 from n2v_repro.io.atomic import atomic_open
 
 DEFAULT_JITTOR_HOME = REPO_ROOT / ".cache" / "jittor"
@@ -98,7 +99,7 @@ def cuda_driver_available() -> bool:
 
 def link_onednn(jittor_home: Path, prefix: Path = Path(sys.prefix)) -> Path:
     """Point Jittor's oneDNN cache folder at the PyPI oneDNN in `prefix`; return that folder."""
-    lib_dir, include_dir = prefix / "lib", prefix / "include"
+    lib_dir, include_dir = onednn_dirs(prefix)
     if not (lib_dir / "libmkldnn.so").exists() or not (include_dir / "dnnl.hpp").exists():
         raise JittorSetupError(
             f"oneDNN not found under {prefix} (expected lib/libmkldnn.so and include/dnnl.hpp): "

@@ -1,27 +1,28 @@
-"""3x3, stride-1 convolutions for Jittor CPU training through oneDNN's Winograd algorithm.
+"""Gradients of 3x3, stride-1 convolutions for Jittor CPU training by oneDNN's Winograd.
 
 Jittor hands every convolution to oneDNN with `algorithm::convolution_direct`. oneDNN 2.2
 also has F(4x4, 3x3) Winograd kernels for AVX-512 CPUs, forward and both backward passes,
-which do 2.2x fewer cycles on a 64-channel 3x3 convolution (measured on the project's
-2-core Xeon: 3.7 -> 1.6 ms forward, 3.5 -> 1.6 ms backward-data, 3.5 -> 1.8 ms
-backward-weights, batch 16 x 64 x 32 x 32). Its results differ from the direct algorithm
-by rounding only (tests/test_jittor_winograd.py bounds the difference; the parity gate
-checks the trained networks against PyTorch). Where oneDNN has no Winograd kernel (a CPU
-without AVX-512, channels not a multiple of 16) these ops run its direct convolution,
-as Jittor would.
+which take about half the time on a 64-channel 3x3 convolution (the project's 2-core Xeon,
+batch 16 x 64 x 32 x 32: backward-data 3.5 -> 1.6 ms, backward-weights 3.5 -> 1.8 ms,
+forward 3.7 -> 1.6 ms). `Conv3x3` uses them for the two gradients only: the layer output
+stays on the direct algorithm, as Jittor computes it, because Winograd's forward rounding
+(~2e-6 of the largest value) flips units sitting at a ReLU kink after batch norm and the
+parity gate failed n2v_unet32 with it (0.049 gradient error). The Winograd gradients differ
+from the direct ones by rounding only (tests/test_jittor_kernels.py against float64; the
+parity gate against PyTorch). Where oneDNN has no Winograd kernel (a CPU without AVX-512,
+channels not a multiple of 16) the same kernels run the direct algorithm, as Jittor would.
 
 A transposed convolution is the adjoint of a convolution with the same weight tensor: its
 forward pass is the convolution's backward-data pass and vice versa, and its weight
 gradient is the convolution's with the two activations swapped. So three kernels serve
-both (`conv3x3`, with `transposed`).
+both (`Conv3x3(transposed)`).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import jittor as jt
+
+from n2v_repro.framework_site import onednn_dirs
 
 # Primitive descriptors are created per call; oneDNN's primitive cache keeps the compiled
 # kernels, so a training step pays for the (microsecond) descriptor lookups only.
@@ -120,8 +121,8 @@ run_into(dnnl::convolution_backward_weights(pd), {{DNNL_ARG_SRC, x}, {DNNL_ARG_D
 
 
 def _onednn_flags() -> str:
-    # The PyPI oneDNN that backends.jittor_env.link_onednn gives Jittor, found the same way.
-    include, lib = Path(sys.prefix) / "include", Path(sys.prefix) / "lib"
+    # The PyPI oneDNN that Jittor's own convolutions use (jittor_env.link_onednn).
+    lib, include = onednn_dirs()
     return f'FLAGS: -I"{include}" -L"{lib}" -lmkldnn -Wl,-rpath,"{lib}" '
 
 
