@@ -86,7 +86,10 @@ def test_cat_conv_relu_matches_one_convolution_of_the_concatenation(jn):
     )
     for got_array, want_array in zip(got, want, strict=True):
         assert got_array.shape == want_array.shape
-        assert rel(got_array, want_array) < 1e-6  # the sum of two convolutions rounds once more
+        # Rounding only: the sum of two convolutions rounds once more, and on a cold Jittor
+        # cache the reference's convolution may run Jittor's reindex version (a fresh clone
+        # measured 1.14e-6).
+        assert rel(got_array, want_array) < 3e-6
 
 
 def test_max_pool_and_concat_match_composed_ops(jn):
