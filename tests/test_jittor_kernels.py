@@ -47,10 +47,11 @@ def test_conv_relu_matches_composed_ops(jn, transposed):
 
     want = values_and_grads(jt, composed, inputs, weight)
     got = values_and_grads(jt, fused, inputs, weight)
-    # Not bit-exact: on a kernel's first compile Jittor's conv tuner may run the reindex
-    # version of one of the two convolutions; the bias gradient sums in float64.
+    # Not bit-exact: the fused side's stride-1 conv runs through jittor_winograd's oneDNN
+    # kernels, and on a kernel's first compile Jittor's conv tuner may run the reindex
+    # version of the reference's; the bias gradient sums in float64. Rounding only.
     for got_array, want_array in zip(got, want, strict=True):
-        assert rel(got_array, want_array) < 1e-6
+        assert rel(got_array, want_array) < 3e-6
 
 
 def test_conv_bias_and_add_relu_match_composed_ops(jn):
