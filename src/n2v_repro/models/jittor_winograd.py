@@ -20,6 +20,8 @@ both (`Conv3x3(transposed)`).
 
 from __future__ import annotations
 
+import functools
+
 import jittor as jt
 
 from n2v_repro.framework_site import onednn_dirs
@@ -64,6 +66,11 @@ struct Shapes {
         return {{dnnl::prop_kind::forward_training, a, any(x), any(w), any(y), strides, pad, pad},
                 cpu()};
     }
+    // PD: convolution_backward_data's or convolution_backward_weights' primitive_desc.
+    template <class PD>
+    PD backward(dnnl::algorithm a) const {
+        return PD({a, any(x), any(w), any(y), strides, pad, pad}, cpu(), forward(a));
+    }
 };
 // Writes `prim`'s output (layout `made`) into the plain `user` memory.
 template <class P>
@@ -96,8 +103,7 @@ using namespace n2v_winograd;
 Shapes sh(in0_shape0, in1_shape1, in1_shape0, in0_shape2, in0_shape3);
 dnnl::stream s(cpu());
 auto pd = with_algorithm(dnnl::algorithm::ALGORITHM, [&](dnnl::algorithm a) {
-    return dnnl::convolution_backward_data::primitive_desc(
-        {a, any(sh.x), any(sh.w), any(sh.y), sh.strides, sh.pad, sh.pad}, cpu(), sh.forward(a));
+    return sh.backward<dnnl::convolution_backward_data::primitive_desc>(a);
 });
 memory dy = as(plain(sh.y, in0_p), pd.diff_dst_desc(), s);
 memory w = as(plain(sh.w, in1_p), pd.weights_desc(), s);
@@ -110,8 +116,7 @@ using namespace n2v_winograd;
 Shapes sh(in0_shape0, in0_shape1, in1_shape1, in0_shape2, in0_shape3);
 dnnl::stream s(cpu());
 auto pd = with_algorithm(dnnl::algorithm::ALGORITHM, [&](dnnl::algorithm a) {
-    return dnnl::convolution_backward_weights::primitive_desc(
-        {a, any(sh.x), any(sh.w), any(sh.y), sh.strides, sh.pad, sh.pad}, cpu(), sh.forward(a));
+    return sh.backward<dnnl::convolution_backward_weights::primitive_desc>(a);
 });
 memory x = as(plain(sh.x, in0_p), pd.src_desc(), s);
 memory dy = as(plain(sh.y, in1_p), pd.diff_dst_desc(), s);
@@ -120,6 +125,7 @@ run_into(dnnl::convolution_backward_weights(pd), {{DNNL_ARG_SRC, x}, {DNNL_ARG_D
 """
 
 
+@functools.cache
 def _onednn_flags() -> str:
     # The PyPI oneDNN that Jittor's own convolutions use (jittor_env.link_onednn).
     lib, include = onednn_dirs()
@@ -130,6 +136,7 @@ def _kernel(shape: tuple[int, ...], inputs: list[jt.Var], source: str, winograd:
     algorithm = "convolution_winograd" if winograd else "convolution_direct"
     source = source.replace("ALGORITHM", algorithm)
     out = jt.code(shape, "float32", inputs, cpu_header=_HEADER, cpu_src=source)
+    # Called for every convolution of every training step: the flags are built once.
     out.compile_options = {_onednn_flags(): 1}
     return out
 
