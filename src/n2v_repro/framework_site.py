@@ -72,6 +72,6 @@ def onednn_dirs(prefix: Path = Path(sys.prefix)) -> tuple[Path, Path]:
     """Return the (lib, include) folders of the PyPI oneDNN that Jittor uses on the CPU.
 
     The onednn-cpu-gomp wheels install into the environment's prefix; jittor_env links
-    Jittor's oneDNN folder to them, and models/jittor_winograd compiles against them.
+    Jittor's oneDNN folder to them.
     """
     return prefix / "lib", prefix / "include"

@@ -22,10 +22,7 @@ from n2v_repro.models.spec import is_buffer
 
 
 def set_cpu_threads(threads: int) -> None:
-    """Set the OpenMP threads: oneDNN's convolutions and the networks' CPU kernels use them.
-
-    Both run on GNU OpenMP (jittor_nets.py's kernels are compiled with -fopenmp); Jittor's
-    own element-wise kernels are serial.
+    """Set the OpenMP threads of oneDNN's convolutions; Jittor's element-wise ops are serial.
 
     OMP_NUM_THREADS works only before libgomp loads (first import); afterwards the running
     libgomp is told directly.

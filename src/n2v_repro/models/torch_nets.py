@@ -1,7 +1,5 @@
 """The networks in PyTorch. jittor_nets.py builds them layer for layer in Jittor.
 
-That file adds fused CPU kernels for Jittor's training step (its docstring says which).
-
 Shapes in comments are (B, C, H, W) for a 64x64 input. Parameter names follow
 `arch_spec.parameter_shapes`; weights are loaded from `init_weights`, so the constructors'
 own initialisation does not matter.
