@@ -9,6 +9,7 @@ from n2v_repro.config import ConfigError, PipelineConfig, plain
 from n2v_repro.data import manifest as _manifest
 from n2v_repro.models.initialisation import INIT_SCHEMES
 from n2v_repro.models.spec import ARCHS
+from n2v_repro.report.categories import report_category as _report_category
 
 min_version("9.0")
 
@@ -348,11 +349,7 @@ def recipe_settings():
 
 def report_category(section):
     """Report menu categories, in order: summary, one per recipe, parity."""
-    if section == "summary":
-        return "1. Summary"
-    if section == "parity":
-        return f"{len(RECIPES) + 2}. Framework parity"
-    return f"{list(RECIPES).index(section) + 2}. Recipe {section}"
+    return _report_category(section, list(RECIPES))
 
 
 def recipe_category(wildcards):

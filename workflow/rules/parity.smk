@@ -76,7 +76,7 @@ rule framework_parity:
         html=report(
             f"{PARITY_DIR}/parity.html",
             caption="../report/parity_table.rst",
-            category="4. Framework parity",
+            category=report_category("parity"),
             labels={"table": "relative errors, passed / FAILED"},
         ),
     log:
