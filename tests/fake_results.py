@@ -44,6 +44,7 @@ class FakeBackend:
         self.stride = stride
         self.device = "cpu"
         self.precision = "fp32"
+        self.speed_levers: tuple[str, ...] = ()
         self.position_bias = position_bias
         self.gain = 1.0
         self.input_shapes: list[tuple[int, ...]] = []

@@ -273,6 +273,8 @@ def test_benchmark_row_per_run(tables) -> None:
     assert float(torch_row["job_wall_s"]) == pytest.approx(123.4)
     assert torch_row["peak_gpu_mem_mib"] == "" and torch_row["gpu_util_mean_percent"] == ""
     assert torch_row["device"] == "cpu" and float(torch_row["infer_images_per_s"]) > 0
+    # Both frameworks ran stock: the table says so rather than leaving it to be assumed.
+    assert torch_row["speed_levers"] == "stock"
     page = tables["benchmark_html"].read_text()
     assert "peak RSS (MiB)" in page and "—" in page
     assert "training, all epochs (patches/s)" in page and "ratio of sums" in page

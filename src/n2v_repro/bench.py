@@ -172,6 +172,7 @@ def run_one(
         "batch_size": batch_size,
         "precision": backend.precision,
         "requested_precision": precision,
+        "speed_levers": list(backend.speed_levers),
         "status": OK,
         "steps": timed_steps,
         "warmup": warmup,

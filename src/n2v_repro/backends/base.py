@@ -174,6 +174,9 @@ class Backend(ABC):
 
     name: str
     device: str
+    # Opt-in speed levers of the framework in effect; none: stock (each framework's own ops
+    # and defaults), the only setting the pipeline has. Recorded wherever speed is reported.
+    speed_levers: tuple[str, ...] = ()
 
     def __init__(self, arch: str, precision: str = "fp32"):
         if precision not in PRECISIONS:

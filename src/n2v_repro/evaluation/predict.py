@@ -1,4 +1,4 @@
-"""Whole-image denoising of BSD68 and per-image PSNR/SSIM (protocol.md section 3).
+"""Whole-image denoising of BSD68 and per-image PSNR/SSIM (docs/protocol.md, the reference).
 
 Each noisy image is normalised with the training set's mean and std, reflect-padded to a
 multiple of the network's stride, predicted in one piece, cropped back and denormalised. The
@@ -185,6 +185,7 @@ def evaluate_model(
                 "weights": name,
                 "device": backend.device,
                 "precision": backend.precision,
+                "speed_levers": list(backend.speed_levers),
                 "tta": tta,
                 "images": len(images),
                 "seconds": elapsed,

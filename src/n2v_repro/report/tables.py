@@ -112,6 +112,7 @@ BENCHMARK_COLUMNS = [
     Column("seed", "seed", numeric=True),
     Column("device", "device"),
     Column("precision", "precision"),
+    Column("speed_levers", "speed levers"),
     Column("epochs", "epochs", numeric=True),
     Column("first_epoch_s", "first epoch (s)", fixed(1), True),
     Column("epoch_mean_s", "epoch mean (s)", fixed(2), True),
@@ -147,7 +148,8 @@ BENCHMARK_NOTE = (
     "CPU utilisation come from the training monitor (CPU % is per core, so 200% = two cores "
     "busy); GPU columns are empty on CPU. Inference: whole BSD68 images, batch 1, after a "
     "warm-up. Precision is the arithmetic in effect (train.precision on a CUDA GPU; the CPU "
-    "always computes float32)."
+    "always computes float32). Speed levers: stock = each framework's own ops and defaults, "
+    "with no tuning switch and no project-written kernel; PyTorch and Jittor are compared so."
 )
 
 
@@ -409,6 +411,7 @@ def benchmark_rows(
         inference = summaries.get(key, {}).get("inference", {})
         row["device"] = inference.get("device")
         row["precision"] = inference.get("precision")
+        row["speed_levers"] = ", ".join(inference.get("speed_levers") or []) or "stock"
         row["infer_images_per_s"] = inference.get("images_per_s")
         row["infer_megapixels_per_s"] = inference.get("megapixels_per_s")
         rows.append(row)

@@ -390,6 +390,7 @@ def write_outputs(
             "device": backend.device,
             "machine": machine_name(),
             "precision": backend.precision,
+            "speed_levers": list(backend.speed_levers),
             "threads": job.threads,
             "epochs": state.epochs_done,
             "steps_per_epoch": job.train.steps_per_epoch,
