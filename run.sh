@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set up the environment in .venv/ (first run, or when requirements.txt changed), run the
 # pipeline, then write results/report.html. Without a GPU the run is the CPU reproduction
-# (config/cpu.yaml over config/config.yaml: the `cpu` recipe at sigma 25, both frameworks,
-# about two hours on 2 cores); with a GPU, or with --full, the full reproduction. It says which
-# at the start, with the estimated training time (src/n2v_repro/plan.py). Extra arguments go
+# (config/cpu.yaml over config/config.yaml: the `cpu` recipe at sigma 25, both frameworks);
+# with a GPU, or with --full, the full reproduction. It says which at the start, with the
+# training time estimated from a few seconds of training steps on this machine
+# (src/n2v_repro/plan.py; docs/measured/cpu.md has a measured run). Extra arguments go
 # to snakemake, e.g.
 #   bash run.sh --full                            # the full reproduction, even on a CPU
 #   bash run.sh --configfile my-mirror.yaml       # more settings over the chosen configuration

@@ -9,6 +9,7 @@ import pytest
 
 from n2v_repro import plan
 from n2v_repro.config import PipelineConfig, load_config
+from n2v_repro.machine import machine_name
 
 CPU = "config/cpu.yaml"
 
@@ -122,3 +123,16 @@ def test_bad_config_file_is_named_without_a_traceback(tmp_path: Path) -> None:
     bad.write_text("sigmas: [abc]\n")
     with pytest.raises(plan.UserError, match="sigmas"):
         plan.main(["--", "--configfile", str(bad)])
+
+
+def test_calibration_measures_this_machines_rate(tmp_path: Path) -> None:
+    """The estimate's rates come from training steps run here, not from another CPU's file."""
+    torch_only = tmp_path / "torch.yaml"
+    torch_only.write_text("frameworks: [torch]\n")
+    config = PipelineConfig.from_mapping(
+        load_config(plan.DEFAULT_CONFIG, plan.CPU_CONFIG, torch_only)
+    )
+    rates, machine = plan.read_rates(plan.calibrate(config, tmp_path / "calibration.json"))
+    train = config.recipe("cpu").train
+    assert rates[("torch", train.arch, train.batch_size)] > 0
+    assert machine == machine_name()

@@ -4,9 +4,12 @@ run.sh calls this before Snakemake. Without a GPU (no CUDA driver) and without `
 run is the CPU reproduction: `config/cpu.yaml` is put first among the config files (so that
 files the user names, e.g. a mirror, still apply on top). With a GPU, or with `--full`, it is
 the full reproduction of `config/config.yaml`. The estimate is the number of training patches
-of each job over the training throughput that `python -m n2v_repro.bench` measured for its
-framework and arch on the CPU named in the measurement file (`MEASURED_CPU`); it covers the
-training steps only, and says so.
+of each job over the training throughput of its framework and arch on this machine, measured
+just before by a short calibration (`python -m n2v_repro.bench`, a few seconds of training
+steps per framework; Jittor compiles its kernels there the first time, which the run would do
+anyway). Rates differ between CPU models, so a rate measured elsewhere would mislead. The
+estimate covers the training steps only, and says so. `--measured FILE` takes the rates from
+a bench JSON file instead.
 
     python -m n2v_repro.plan --mode auto -- --configfile my-mirror.yaml
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +34,10 @@ from n2v_repro.training.progress import format_duration
 
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 CPU_CONFIG = REPO_ROOT / "config" / "cpu.yaml"
-# `python -m n2v_repro.bench --device cpu --json docs/measured/cpu-bench.json` on the CPU
-# that the estimates refer to (its model is recorded in the file).
-MEASURED_CPU = REPO_ROOT / "docs" / "measured" / "cpu-bench.json"
+# Timed seconds of training steps per framework x arch x batch in the calibration, after
+# CALIBRATION_WARMUP untimed steps (Jittor compiles its kernels there).
+CALIBRATION_SECONDS = 3
+CALIBRATION_WARMUP = 3
 CONFIGFILE_FLAGS = ("--configfile", "--configfiles")
 FULL_FLAG = "--full"
 # The batch size of `python -m n2v_repro.bench`'s default plan.
@@ -135,7 +141,7 @@ def describe(
     machine: str,
     cpu_run: bool,
     on_gpu: bool,
-    measured: Path = MEASURED_CPU,
+    source: str = "a calibration just now",
 ) -> list[str]:
     """Return the lines run.sh prints before the run starts."""
     recipes = ", ".join(config.recipes)
@@ -169,16 +175,37 @@ def describe(
             for (framework, arch, patches), group in groups.items()
         )
         lines.append(
-            f"Estimated training time on a CPU like {machine}: {format_duration(sum(known))}, "
-            f"one job after another ({per_group}); data preparation, evaluation and the "
-            f"report come on top. Rates measured by the benchmark in {_relative(measured)}."
+            f"Estimated training time on {machine}: about {format_duration(sum(known))}, "
+            f"one job after another ({per_group}); an estimate from the training rates of "
+            f"{source}. Data preparation, evaluation and the report come on top."
         )
     else:
         lines.append(
-            f"No measured CPU rate for every framework x arch of this run in "
-            f"{_relative(measured)}; the training jobs log their own ETA."
+            f"No measured CPU rate for every framework x arch of this run ({source}); the "
+            "training jobs log their own ETA."
         )
     return lines
+
+
+def calibrate(config: PipelineConfig, out: Path) -> Path:
+    """Measure this machine's training rates for the run's frameworks x archs x batches.
+
+    The bench writes its records to `out`; its own output goes to this process's stderr only
+    on failure, since run.sh reads the Snakemake arguments from stdout.
+    """
+    archs = sorted({recipe.train.arch for recipe in config.run_recipes})
+    batches = sorted({str(recipe.train.batch_size) for recipe in config.run_recipes})
+    command = [
+        sys.executable, "-m", "n2v_repro.bench", "--device", "cpu",
+        "--frameworks", *config.frameworks, "--archs", *archs, "--batch-sizes", *batches,
+        "--seconds", str(CALIBRATION_SECONDS), "--warmup", str(CALIBRATION_WARMUP),
+        "--json", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+        print("run.sh: the calibration failed: " + " / ".join(tail), file=sys.stderr)
+    return out
 
 
 def _relative(path: Path) -> str:
@@ -196,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="auto: the CPU reproduction unless a GPU is found or --full is among the arguments",
     )
-    parser.add_argument("--measured", type=Path, default=MEASURED_CPU)
+    parser.add_argument(
+        "--measured", type=Path, default=None, help="bench JSON to take rates from (no calibration)"
+    )
     parser.add_argument("snakemake_args", nargs="*", help="run.sh's arguments, after --")
     options = parser.parse_args(argv)
     user_args = options.snakemake_args
@@ -210,9 +239,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = PipelineConfig.from_mapping(load_config(*config_files(args)))
     except (ConfigError, OSError) as error:
         raise UserError(f"run.sh: {error}") from None
-    rates, machine = read_rates(options.measured)
+    if options.measured is not None:
+        rates, machine = read_rates(options.measured)
+        source = f"the benchmark in {_relative(options.measured)}"
+    elif on_gpu:
+        rates, machine, source = {}, "", "none"
+    else:
+        print(
+            f"run.sh: calibrating: {CALIBRATION_SECONDS} s of training steps per framework on "
+            "this CPU (Jittor compiles its kernels first, a few minutes the first time)",
+            file=sys.stderr,
+        )
+        with tempfile.TemporaryDirectory() as scratch:
+            rates, machine = read_rates(calibrate(config, Path(scratch) / "calibration.json"))
+        source = f"a {CALIBRATION_SECONDS}-s calibration of each framework just now"
     jobs = training_jobs(config, rates)
-    lines = describe(config, jobs, machine, cpu_run, on_gpu, options.measured)
+    lines = describe(config, jobs, machine, cpu_run, on_gpu, source)
     if any(arg in CONFIG_FLAGS or arg.startswith("--config=") for arg in args):
         lines.append("(--config values apply on top of this; the plan above leaves them out)")
     for line in lines:
