@@ -136,7 +136,7 @@ def test_env_holds_no_foreign_framework(name: str) -> None:
 
 
 def test_jittor_env_keeps_numpy_below_2() -> None:
-    """Jittor 1.3.11 returns garbage from Var.numpy() under numpy 2 (protocol.md s.4)."""
+    """Jittor 1.3.11 returns garbage from Var.numpy() under numpy 2 (docs/migration.md)."""
     version = conda_packages(load_env("jittor"))["numpy"]
     assert version is not None and int(version.split(".")[0]) < 2
 

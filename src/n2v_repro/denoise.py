@@ -1,16 +1,18 @@
 r"""Denoise your own grey images with trained weights, in either framework.
 
-    python -m n2v_repro.denoise --weights results/models/torch/sigma25/best.npz \\
+    python -m n2v_repro.denoise --weights results/cpu/torch/sigma25/seed123/model/best.npz \\
         --input my_images/ --output denoised/
-    python -m n2v_repro.denoise --weights results/models/jittor/sigma25/best.npz \\
+    python -m n2v_repro.denoise --weights results/cpu/jittor/sigma25/seed123/model/best.npz \\
         --input resources/gray/bsd68/3096.png --output out/ --add-noise 25 --framework torch
 
-The arch and the normalisation are read from the model.json beside the weights. Inputs:
-one image or a folder of 8-/16-bit grey PNG or TIFF (colour is converted to grey; JPEG is
-read, written back as PNG). Outputs keep the name, format and bit depth; with --add-noise
-the noisy input is written too (NAME_noisy.EXT), and with --add-noise or --clean the PSNR
-and SSIM of each image are printed and written to metrics.csv. Nothing is written unless
-every image succeeds. Logic: src/n2v_repro/evaluation/denoise.py.
+Training writes the weights to results/{recipe}/{framework}/sigma{sigma}/seed{seed}/model/
+(MODEL_DIR in workflow/rules/common.smk). The arch and the normalisation are read from the
+model.json beside the weights. Inputs: one image or a folder of 8-/16-bit grey PNG or TIFF
+(colour is converted to grey; JPEG is read, written back as PNG). Outputs keep the name,
+format and bit depth; with --add-noise the noisy input is written too (NAME_noisy.EXT), and
+with --add-noise or --clean the PSNR and SSIM of each image are printed and written to
+metrics.csv. Nothing is written unless every image succeeds. Logic:
+src/n2v_repro/evaluation/denoise.py.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Prepare the process environment before the first `import jittor`.
 
 Jittor reads its settings from environment variables at import time, so everything here must
-run first (protocol.md sections 4 and 5). Facts below were read from Jittor 1.3.11's source
-(jittor/compiler.py, jittor/compile_extern.py, jittor_utils/install_cuda.py) and are guarded
-by tests/test_jittor_env.py:
+run first (docs/migration.md, Environment; docs/gpu.md). Facts below were read from Jittor
+1.3.11's source (jittor/compiler.py, jittor/compile_extern.py, jittor_utils/install_cuda.py)
+and are guarded by tests/test_jittor_env.py:
 
 - `JITTOR_HOME` decides where Jittor keeps its cache (compiled kernels, oneDNN); the project
   keeps it in `<repo>/.cache/jittor` unless the user set it.

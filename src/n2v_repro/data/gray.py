@@ -3,7 +3,8 @@
 The standard BSD68 pngs are MATLAB `rgb2gray` of the BSDS500 jpgs. MATLAB computes the
 weighted sum in double precision and rounds half away from zero when casting to uint8; with
 the full-precision weights below and Pillow's RGB decode this reproduces all 68 images bit
-for bit (protocol.md section 1). numpy's `round` (half to even) would not, on .5 sums.
+for bit (config/data/bsd68_pixels.sha256; tests/test_data_workflow.py checks every one). numpy's
+`round` (half to even) would not, on .5 sums.
 """
 
 from __future__ import annotations

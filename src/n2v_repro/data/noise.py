@@ -1,7 +1,8 @@
 """One fixed Gaussian noise realisation per (seed, sigma, image).
 
 Noise2Void learns from single noisy images, so every image gets exactly one noisy version,
-stored as float32 and neither clipped nor rounded (clipping costs ~0.15 dB, protocol.md 3).
+stored as float32 and neither clipped nor rounded, as in the paper's recipe (docs/protocol.md);
+clipping is known to cost about 0.15 dB.
 The random stream of an image depends only on (seed, sigma, image id): adding, removing or
 reordering other images does not change it.
 """

@@ -82,7 +82,7 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DenoiseError(
             f"{path} is not a weights file (an .npz written by training, e.g. "
-            f"results/models/torch/sigma25/best.npz): {error}"
+            f"results/cpu/torch/sigma25/seed123/model/best.npz): {error}"
         ) from None
     if not weights:
         raise DenoiseError(f"{path} holds no arrays: not a weights file")
@@ -141,7 +141,8 @@ def load_model(
         raise DenoiseError(
             f"no {card_file.name} beside {path} (training writes it with the arch and the "
             f"normalisation); for older weights give --arch and --stats "
-            f"(resources/patches/sigma<S>/train_stats.json)"
+            f"(resources/patches/<data tag>/sigma<S>/train_stats.json, e.g. "
+            f"resources/patches/train400_heldout4/sigma25/train_stats.json)"
         )
     if arch not in ARCHS:
         raise DenoiseError(f"--arch {arch}: unknown; expected one of {', '.join(ARCHS)}")

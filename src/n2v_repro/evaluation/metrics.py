@@ -1,4 +1,4 @@
-"""Image quality metrics with the standard 8-bit data range (protocol.md section 3).
+"""Image quality metrics with the standard 8-bit data range (docs/protocol.md, the reference).
 
 PSNR = 10 log10(255^2 / MSE) against the clean uint8 image, computed in float64 on the
 *unclipped* prediction. SSIM is Wang et al. (2004): Gaussian window sigma 1.5, population

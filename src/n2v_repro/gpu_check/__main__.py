@@ -1,9 +1,10 @@
 """Command line of the GPU check (docs/gpu.md, "How to run the GPU check").
 
-    python -m n2v_repro.gpu_check prepare --mirror ../shared/data/BSDS500 --dest .gpu_data
+    python -m n2v_repro.gpu_check prepare --mirror /data/BSDS500 --dest .gpu_data
     python -m n2v_repro.gpu_check --out results/gpu_check [--data .gpu_data] [--smoke]
 
-`prepare` runs where the dataset mirror is and packs the jpgs the check needs; the check
+`prepare` runs where a BSDS500 copy is (`--mirror`: a folder laid out `<split>/<id>.jpg`, or
+a BSDS500 tree with data/images) and packs the jpgs the check needs; the check
 itself runs on the GPU machine after the carried wheels are installed. It exits with 1 when
 parity failed or a phase failed (not for what the time budget skipped), else 0.
 """
