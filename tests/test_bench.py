@@ -122,7 +122,8 @@ def test_bench_both_frameworks_writes_records(tmp_path, capsys):
         assert record["framework"] in record["versions"]
         assert record["precision"] == "fp32" and record["status"] == "ok"
         assert record["gpu_busy_percent"] is None  # no NVML sampling on the CPU
-    assert "jittor/torch n2n_unet batch 1 fp32" in capsys.readouterr().out
+        assert record["speed_levers"] == []  # stock: each framework's own ops and defaults
+    assert "jittor/torch n2n_unet batch 1 fp32 (stock)" in capsys.readouterr().out
 
 
 @pytest.mark.jittor
@@ -140,4 +141,4 @@ def test_bench_reports_the_rednets_for_both_frameworks(tmp_path, capsys):
     ]
     assert all(r["patches_per_s"] > 0 and r["last_loss"] > 0 for r in records)
     printed = capsys.readouterr().out
-    assert all(f"jittor/torch {arch} batch 1 fp32:" in printed for arch in rednets)
+    assert all(f"jittor/torch {arch} batch 1 fp32 (stock):" in printed for arch in rednets)

@@ -449,8 +449,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for record in run_in_subprocess(framework, plan, args.budget_s):
             records.append(record)
             print(describe(record), flush=True)
+    levers = sorted({lever for record in records for lever in record.get("speed_levers", [])})
+    setting = "stock" if not levers else "speed levers: " + ", ".join(levers)
     for (arch, batch_size, precision), ratio in ratios(records).items():
-        print(f"jittor/torch {arch} batch {batch_size} {precision}: {ratio:.3f}")
+        print(f"jittor/torch {arch} batch {batch_size} {precision} ({setting}): {ratio:.3f}")
     if args.json is not None:
         from n2v_repro.io.atomic import write_json
 
