@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,11 @@ def test_typed_config_holds_every_key_of_the_validated_mapping(files) -> None:
         REPO_ROOT / "config" / "config.yaml", *(REPO_ROOT / "config" / f for f in files)
     )
     assert PipelineConfig.from_mapping(merged).as_dict() == merged
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    """run.sh reads the user's config files first: a typo is reported as file:line."""
+    broken = tmp_path / "mine.yaml"
+    broken.write_text("sigmas: [25]\ntrain:\n  epochs: [3\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(broken))}:\d+: YAML syntax error"):
+        load_config(REPO_ROOT / "config" / "config.yaml", broken)

@@ -61,6 +61,16 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [
         ["recipe_book.paper.validation.heldout_images", "allowed 1-7"],
     ),
     (
+        "local mirror folder missing",
+        {"data": {"mirrors": ["/no/such/BSDS500/images"]}},
+        ["data.mirrors[0]", "/no/such/BSDS500/images", "is not a folder"],
+    ),
+    (
+        "file:// mirror folder missing",
+        {"data": {"mirrors": ["https://example.org/x", "file:///no/such/folder"]}},
+        ["data.mirrors[1]", "file:///no/such/folder"],
+    ),
+    (
         "device per recipe",
         {"recipe_book": {"port": {"device": "cuda"}}},
         ["recipe_book.port.device", "train.device"],

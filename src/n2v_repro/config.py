@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import jsonschema
 import yaml
@@ -163,10 +164,25 @@ def _tiles_per_image(sides: tuple[int, int], size: int) -> int:
     return (sides[0] // size) * (sides[1] // size)
 
 
+def _local_mirror(base: str) -> Path | None:
+    """Return the folder of a local mirror (a path or a file:// URL); None for a remote one."""
+    if base.startswith("file://"):
+        return Path(unquote(urlparse(base).path))
+    return None if "://" in base else Path(base)
+
+
 def _check_consistency(config: Mapping[str, Any]) -> None:
     """Rules that JSON schema cannot express across keys."""
     data = config["data"]
     problems: list[str] = []
+    # A missing local folder would otherwise pass the dry run and fail only at the download.
+    for index, base in enumerate(data["mirrors"]):
+        folder = _local_mirror(str(base))
+        if folder is not None and not folder.is_dir():
+            problems.append(
+                f"config key 'data.mirrors[{index}]': {base!r} is not a folder; a local mirror "
+                "must exist, laid out <split>/<id>.jpg (or give an http(s) URL)"
+            )
     n_bsd68 = data["bsd68_images"] if data["bsd68_images"] is not None else BSD68_SIZE
     if data["bsd68_images"] is not None and data["bsd68_images"] > BSD68_SIZE:
         problems.append(
@@ -252,8 +268,22 @@ def load_config(*paths: str | Path) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for path in paths:
         with open(path) as handle:
-            merge_into(merged, yaml.safe_load(handle) or {})
+            try:
+                content = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as error:
+                raise ConfigError(_yaml_problem(path, error)) from None
+        if not isinstance(content, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {content!r}")
+        merge_into(merged, content)
     return validate_config(merged)
+
+
+def _yaml_problem(path: str | Path, error: yaml.YAMLError) -> str:
+    """`file:line: what is wrong` for a YAML syntax error."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{where}: YAML syntax error: {problem}"
 
 
 def merge_into(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
