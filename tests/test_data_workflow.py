@@ -154,8 +154,10 @@ def test_generated_data_end_to_end(tmp_path: Path) -> None:
     assert (work / "logs/split_bsd68/split_bsd68.log").exists()
     assert "MB/s" in (work / "logs/download_bsds500/download_bsds500.log").read_text()
 
-    # Nothing left to do on a second run.
-    dry = run_snakemake(tmp_path, small_config(fake, ["unused"]), "-n", *data_targets(SIGMA))
+    # Nothing left to do on a second run (a mirror URL that a dry run never contacts; a local
+    # folder would have to exist).
+    unused = ["http://127.0.0.1:9/unused"]
+    dry = run_snakemake(tmp_path, small_config(fake, unused), "-n", *data_targets(SIGMA))
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
