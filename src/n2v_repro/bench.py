@@ -37,7 +37,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from n2v_repro.backends.base import PRECISIONS
+from n2v_repro.backends.base import PRECISIONS, speed_setting
 from n2v_repro.backends.registry import FRAMEWORKS
 from n2v_repro.framework_site import framework_env
 from n2v_repro.machine import machine_name
@@ -449,8 +449,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for record in run_in_subprocess(framework, plan, args.budget_s):
             records.append(record)
             print(describe(record), flush=True)
-    levers = sorted({lever for record in records for lever in record.get("speed_levers", [])})
-    setting = "stock" if not levers else "speed levers: " + ", ".join(levers)
+    levers = {lever for record in records for lever in record.get("speed_levers", [])}
+    setting = speed_setting(levers)
     for (arch, batch_size, precision), ratio in ratios(records).items():
         print(f"jittor/torch {arch} batch {batch_size} {precision} ({setting}): {ratio:.3f}")
     if args.json is not None:

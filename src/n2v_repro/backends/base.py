@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +33,11 @@ ADAM_SEMANTICS = ("torch", "jittor")
 # Arithmetic of convolutions and matmuls on CUDA: strict IEEE float32, TF32 tensor cores, or
 # bfloat16 autocast (torch only). The CPU always computes in float32.
 PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def speed_setting(levers: Iterable[str]) -> str:
+    """Name a run's speed setting for tables and print-outs: "stock" when no lever was on."""
+    return ", ".join(sorted(levers)) or "stock"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
+from n2v_repro.backends.base import speed_setting
 from n2v_repro.backends.registry import FRAMEWORKS
 from n2v_repro.evaluation.predict import TEST_SETS
 from n2v_repro.io.atomic import atomic_open
@@ -411,7 +412,7 @@ def benchmark_rows(
         inference = summaries.get(key, {}).get("inference", {})
         row["device"] = inference.get("device")
         row["precision"] = inference.get("precision")
-        row["speed_levers"] = ", ".join(inference.get("speed_levers") or []) or "stock"
+        row["speed_levers"] = speed_setting(inference.get("speed_levers") or [])
         row["infer_images_per_s"] = inference.get("images_per_s")
         row["infer_megapixels_per_s"] = inference.get("megapixels_per_s")
         rows.append(row)
