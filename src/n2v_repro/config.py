@@ -1,7 +1,8 @@
 """Load and validate the pipeline configuration against its JSON schema.
 
 The schema (`workflow/schemas/config.schema.yaml`) is the single source of defaults and
-bounds; errors name the offending key as a dotted path so a user can find it in the YAML.
+bounds, but for the recipes: those are defined in `config/config.yaml` only, the file users
+read. Errors name the offending key as a dotted path so a user can find it in the YAML.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from n2v_repro.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# Defines the built-in recipes (its recipe_book), read when a config does not load it itself.
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 
 
 class ConfigError(UserError, ValueError):
@@ -43,20 +46,8 @@ def _fill_defaults(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
     for key, sub in schema.get("properties", {}).items():
         if key not in config and "default" in sub:
             config[key] = copy.deepcopy(sub["default"])
-        elif _is_named_map(sub) and isinstance(config.get(key), dict):
-            # A map of named entries (recipe_book) keeps its default entries; given entries
-            # merge over the default entry of the same name, as a --configfile would.
-            config[key] = merge_into(copy.deepcopy(sub["default"]), config[key])
         if isinstance(config.get(key), dict) and sub.get("type") == "object":
             _fill_defaults(config[key], sub)
-
-
-def _is_named_map(schema: Mapping[str, Any]) -> bool:
-    return (
-        schema.get("type") == "object"
-        and "properties" not in schema
-        and isinstance(schema.get("default"), dict)
-    )
 
 
 def _types(schema: Mapping[str, Any]) -> list[str]:
@@ -104,6 +95,10 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
     schema = load_schema(schema_path)
     filled = _coerce_strings(copy.deepcopy(dict(config)), schema)
     _fill_defaults(filled, schema)
+    if isinstance(filled.setdefault("recipe_book", {}), dict):
+        # config/config.yaml's recipes stay defined; given entries merge over the entry of
+        # the same name, as a --configfile merges over config.yaml.
+        filled["recipe_book"] = merge_into(_default_recipe_book(), filled["recipe_book"])
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:
@@ -114,6 +109,11 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
     _check_recipes(filled)
     _check_consistency(filled)
     return filled
+
+
+def _default_recipe_book() -> dict[str, Any]:
+    with open(DEFAULT_CONFIG_PATH) as handle:
+        return yaml.safe_load(handle)["recipe_book"]
 
 
 def recipe_mapping(config: Mapping[str, Any], name: str) -> dict[str, Any]:
