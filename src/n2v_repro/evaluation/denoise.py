@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from n2v_repro.data.transforms import check_stats, denormalise, normalise
 from n2v_repro.errors import UserError
 from n2v_repro.evaluation.metrics import psnr, ssim
 from n2v_repro.evaluation.predict import Predictor, predict_image, read_train_stats, reflect_pad
+from n2v_repro.io.formats import FormatError, load_weights
 from n2v_repro.models.card import ModelCardError, card_path, read_model_card
 from n2v_repro.models.spec import ARCHS, parameter_shapes
 
@@ -71,22 +71,17 @@ class Model:
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
+    """io.formats.load_weights, its errors worded for the command's user."""
     if not path.is_file():
         raise DenoiseError(f"weights file {path} not found")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array, not named arrays")
-        with archive:
-            weights = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        return load_weights(path)
+    except (OSError, FormatError) as error:
         raise DenoiseError(
             f"{path} is not a weights file (an .npz written by training, e.g. "
-            f"results/cpu/torch/sigma25/seed123/model/best.npz): {error}"
+            f"results/cpu/torch/sigma25/seed123/model/best.npz): "
+            f"{str(error).removeprefix(f'{path}: ')}"
         ) from None
-    if not weights:
-        raise DenoiseError(f"{path} holds no arrays: not a weights file")
-    return weights
 
 
 def fitting_archs(weights: dict[str, np.ndarray]) -> list[str]:

@@ -92,7 +92,7 @@ def load_npz(path: PathLike) -> dict[str, np.ndarray]:
     """Every array of an .npz file, read into memory (object arrays refused)."""
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError) as error:
+    except (zipfile.BadZipFile, EOFError, ValueError) as error:  # ValueError: not numpy's
         raise FormatError(f"{path}: not a readable .npz file ({error})") from error
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise FormatError(f"{path}: expected an .npz archive, found a single array")
