@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from n2v_repro.data.gray import format_pixel_hash, load_gray, pixel_digest
+from n2v_repro.data.gray import load_gray, pixel_digest
 
 _FIRST_ID = {"train": 1001, "test": 2001, "val": 3001}
 CROP_SIZE = 64
@@ -126,7 +126,8 @@ def make_fake_bsds(
     bsd68_ids = root / "bsd68_ids.txt"
     bsd68_ids.write_text("\n".join(bsd68) + "\n")
     bsd68_pixels = root / "bsd68_pixels.sha256"
-    lines = [format_pixel_hash(i, load_gray(images / "val" / f"{i}.jpg")) for i in bsd68]
+    grays = {i: load_gray(images / "val" / f"{i}.jpg") for i in bsd68}
+    lines = [f"{pixel_digest(g)}  {i}  {g.shape[0]}x{g.shape[1]}" for i, g in grays.items()]
     bsd68_pixels.write_text("# generated test data\n" + "\n".join(lines) + "\n")
     crop_lines = []
     for number, image_id in enumerate(ids["train"] + ids["test"], start=1):

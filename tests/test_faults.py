@@ -295,12 +295,6 @@ def np_save_until_full(file: Any, *_args: Any, **_kwargs: Any) -> None:
             lambda p: io_utils.save_npz(p, {"w": np.ones(4, np.float32)}),
             id="save_npz",
         ),
-        pytest.param(
-            "numpy.save",
-            np_save_until_full,
-            lambda p: io_utils.save_npy(p, np.ones(4, np.float32)),
-            id="save_npy",
-        ),
     ],
 )
 def test_full_disk_leaves_old_file_and_no_partial_output(

@@ -7,13 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from n2v_repro.training.masking import (
-    box_size,
-    center_coords,
-    mask_patches,
-    masked_mse,
-    uniform_withcp_coords,
-)
+from n2v_repro.training.masking import box_size, center_coords, mask_patches, masked_mse
 
 # 64x64 patch, 22-px boxes: 4 boxes always inside, 5 boxes whose point lands inside with
 # probability 20/22 per overhanging axis, so E[count] = (2 + 20/22)^2.
@@ -43,37 +37,20 @@ def test_box_size_matches_paper() -> None:
     assert box_size(1.0) == 10
 
 
-@pytest.mark.parametrize("percentage", [0.0, -1.0, 100.5, float("nan")])
-def test_bad_percentage_raises(percentage: float) -> None:
-    with pytest.raises(ValueError, match="percentage"):
-        uniform_withcp_coords(np.random.default_rng(0), (64, 64), percentage)
-
-
-def test_uniform_withcp_counts_and_mean() -> None:
-    rng = np.random.default_rng(1)
-    counts = np.array(
-        [len(uniform_withcp_coords(rng, (64, 64), 0.198)) for _ in range(20000)], dtype=float
-    )
-    assert counts.min() >= 4 and counts.max() == 9
-    # A count of 4 needs all 5 overhanging points dropped: probability ~1.2e-5.
-    assert np.mean(counts < 5) < 1e-3
-    assert abs(counts.mean() - EXPECTED_MEAN_COUNT) < 0.05
-
-
 def test_uniform_withcp_one_point_per_box_uniform_inside() -> None:
     rng = np.random.default_rng(2)
     offsets = []
-    for _ in range(20000):
-        coords = uniform_withcp_coords(rng, (64, 64), 0.198)
-        assert coords.dtype == np.int64 and coords.shape[1] == 2
-        assert np.all((coords >= 0) & (coords < 64))
-        boxes = coords // 22
-        # At most one point per box, boxes in row-major order.
-        flat = boxes[:, 0] * 3 + boxes[:, 1]
-        assert np.all(np.diff(flat) > 0)
-        full = np.all(boxes < 2, axis=1)
-        assert full.sum() == 4, "the four boxes inside the patch always keep their point"
-        offsets.append(coords[full] % 22)
+    for _ in range(10):
+        _, _, mask = mask_patches(np.zeros((2000, 64, 64), np.float32), rng)
+        patch, y, x = np.nonzero(mask)
+        # At most one point in each of a patch's 3 x 3 boxes of 22 px.
+        box = patch * 9 + (y // 22) * 3 + x // 22
+        assert np.bincount(box).max() == 1
+        full = (y < 44) & (x < 44)
+        assert np.all(np.bincount(patch[full], minlength=2000) == 4), (
+            "the four boxes inside the patch always keep their point"
+        )
+        offsets.append(np.stack([y[full], x[full]], axis=1) % 22)
     offsets = np.concatenate(offsets)
     for axis in range(2):
         histogram = np.bincount(offsets[:, axis], minlength=22)
@@ -83,8 +60,8 @@ def test_uniform_withcp_one_point_per_box_uniform_inside() -> None:
 
 
 def test_uniform_withcp_full_coverage_at_100_percent() -> None:
-    coords = uniform_withcp_coords(np.random.default_rng(3), (5, 7), 100)
-    assert sorted(map(tuple, coords)) == [(y, x) for y in range(5) for x in range(7)]
+    _, _, mask = mask_patches(np.zeros((1, 5, 7)), np.random.default_rng(3), percentage=100)
+    assert np.all(mask == 1.0)
 
 
 def test_center_coords() -> None:
@@ -193,6 +170,9 @@ def test_same_rng_seed_same_masking() -> None:
         ({"radius": 0}, "radius"),
         ({"radius": 1.5}, "radius"),
         ({"percentage": 0}, "percentage"),
+        ({"percentage": -1.0}, "percentage"),
+        ({"percentage": 100.5}, "percentage"),
+        ({"percentage": float("nan")}, "percentage"),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict, message: str) -> None:

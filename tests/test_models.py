@@ -42,7 +42,6 @@ def jittor_models():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_trainable_parameter_count(arch):
-    assert arch_spec.count_trainable(arch) == EXPECTED_TRAINABLE[arch]
     model = models_torch.build_model(arch)
     assert sum(p.numel() for p in model.parameters()) == EXPECTED_TRAINABLE[arch]
 

@@ -383,7 +383,7 @@ def test_validation_argument_errors(tmp_path: Path) -> None:
 
 
 def assert_same_batch(got: Batch, expected: Batch) -> None:
-    for name in ("inputs", "targets", "mask", "masked", "mask_index"):
+    for name in ("inputs", "targets", "mask", "masked"):
         a, b = getattr(got, name), getattr(expected, name)
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert a.tobytes() == b.tobytes(), name  # bit for bit
@@ -393,15 +393,11 @@ def prefetch_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "PrefetchingSampler"]
 
 
-def test_batch_mask_as_bools_and_indices(tmp_path: Path) -> None:
+def test_batch_mask_as_bools(tmp_path: Path) -> None:
     batch = make_sampler(tmp_path, random_images([(40, 40)])).batch(3)
     assert set(np.unique(batch.mask)) == {0.0, 1.0}  # the float mask keeps its meaning
+    assert batch.masked.dtype == bool
     np.testing.assert_array_equal(batch.masked, batch.mask == 1.0)
-    assert batch.masked.dtype == bool and batch.mask_index.dtype == np.int64
-    np.testing.assert_array_equal(batch.mask_index, np.flatnonzero(batch.mask.ravel()))
-    assert batch.mask_index.size == int(batch.mask.sum())
-    picked = batch.inputs.reshape(-1)[batch.mask_index]
-    np.testing.assert_array_equal(picked, batch.inputs[batch.masked])
 
 
 @pytest.mark.parametrize(("start", "depth"), [(0, 1), (17, 3)])

@@ -92,12 +92,6 @@ def pixel_digest(gray: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(gray).tobytes()).hexdigest()
 
 
-def format_pixel_hash(image_id: str, gray: np.ndarray) -> str:
-    """One line of a pixel-hash file: `<sha256>  <id>  <H>x<W>`."""
-    height, width = gray.shape
-    return f"{pixel_digest(gray)}  {image_id}  {height}x{width}"
-
-
 def read_pixel_hashes(path: str | Path) -> dict[str, PixelHash]:
     """Parse a pixel-hash file (`<sha256>  <id>  <H>x<W>` per line, # comments) by id."""
     hashes: dict[str, PixelHash] = {}

@@ -25,8 +25,6 @@ from n2v_repro.data.gray import load_gray, pixel_digest
 from n2v_repro.data.manifest import data_lines, id_sort_key
 from n2v_repro.errors import UserError
 
-TRAIN400_SIZE = 180
-
 
 class CropError(UserError, ValueError):
     """The crop table is malformed, or a crop does not reproduce its recorded pixels."""

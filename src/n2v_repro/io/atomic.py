@@ -89,8 +89,3 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """
     with atomic_open(path, "wb") as handle:
         np.savez(handle, **arrays)
-
-
-def save_npy(path: str | Path, array: np.ndarray) -> None:
-    with atomic_open(path, "wb") as handle:
-        np.save(handle, array)

@@ -178,13 +178,3 @@ def biases_before_batch_norm(arch: str) -> list[str]:
 
 def trainable_names(arch: str) -> list[str]:
     return [name for name in parameter_shapes(arch) if not is_buffer(name)]
-
-
-def count_trainable(arch: str) -> int:
-    total = 0
-    for name in trainable_names(arch):
-        size = 1
-        for dim in parameter_shapes(arch)[name]:
-            size *= dim
-        total += size
-    return total

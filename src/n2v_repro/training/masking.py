@@ -59,26 +59,6 @@ def _uniform_withcp_batch(
     return np.stack([patch_index[inside], ys[inside], xs[inside]], axis=1).astype(np.int64)
 
 
-def uniform_withcp_coords(
-    rng: np.random.Generator, shape: tuple[int, int], percentage: float
-) -> np.ndarray:
-    """Stratified random coordinates of the pixels to mask in one patch.
-
-    Parameters
-    ----------
-    rng : numpy Generator the points are drawn from.
-    shape : (H, W) of the patch.
-    percentage : percentage of pixels to mask; sets the box side round(sqrt(100/percentage)).
-
-    Returns
-    -------
-    (K, 2) int64 array of (y, x), row-major box order. One uniform point per box of the grid
-    anchored at (0, 0) that covers the patch; points outside the patch are dropped, so K is
-    between the number of boxes fully inside and ceil(H/box) * ceil(W/box).
-    """
-    return _uniform_withcp_batch(rng, 1, shape, percentage)[:, 1:]
-
-
 def center_coords(shape: tuple[int, int]) -> np.ndarray:
     """(1, 2) int64 array holding the patch centre (H // 2, W // 2): the original port's mask."""
     height, width = _check_shape(shape)

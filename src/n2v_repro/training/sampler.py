@@ -119,23 +119,18 @@ class Batch:
     """One training batch; inputs, targets, mask are (B, 1, P, P) float32, C-contiguous.
 
     inputs: normalised patches with the masked pixels replaced; targets: normalised patches;
-    mask: 1.0 at masked pixels, else 0.0. Derived from `mask` when the batch is made (so a
-    prefetching thread pays for them, not the training step):
-    masked: (B, 1, P, P) bool, True at masked pixels;
-    mask_index: (M,) int64, the masked pixels' positions in the flattened (B, 1, P, P) arrays,
-    ascending, so ``inputs.reshape(-1)[mask_index]`` are the masked inputs.
+    mask: 1.0 at masked pixels, else 0.0. masked: (B, 1, P, P) bool, True at masked pixels,
+    derived from `mask` when the batch is made (so a prefetching thread pays for it, not the
+    training step).
     """
 
     inputs: np.ndarray
     targets: np.ndarray
     mask: np.ndarray
     masked: np.ndarray = field(init=False, repr=False, compare=False)
-    mask_index: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        masked = np.asarray(self.mask) != 0
-        object.__setattr__(self, "masked", masked)
-        object.__setattr__(self, "mask_index", np.flatnonzero(masked).astype(np.int64))
+        object.__setattr__(self, "masked", np.asarray(self.mask) != 0)
 
 
 class PatchSampler:
