@@ -5,32 +5,32 @@ a local folder. Verified files are kept in a cache folder that is not a declared
 output, so a failed job (whose declared outputs Snakemake deletes) loses nothing; outputs
 are hard links to the cached files (a copy where links are impossible).
 
-A few files are fetched at once. Each connection has a short connect timeout and a read
-timeout (seconds without a byte), so a mirror that accepts connections and never answers
-costs seconds, not minutes. A mirror's first failure is logged, and a mirror that cannot be
-reached for several files in a row is given up for the rest of the run: the next mirror serves
-the remaining files at once. Progress (files, bytes, rate) is logged at regular intervals.
+A few files are fetched at once (HTTP by `requests`). Each connection has a short connect
+timeout and a read timeout (seconds without a byte), so a mirror that accepts connections and
+never answers costs seconds, not minutes. A mirror's first failure is logged, and a mirror that
+cannot be reached for several files in a row is given up for the rest of the run: the next
+mirror serves the remaining files at once. Progress (files, bytes, rate) is logged at regular
+intervals. A download is written to `.<name>.<pid>.part` and renamed only once its sha256
+matches; the next attempt at that file deletes what a killed run left.
 """
 
 from __future__ import annotations
 
-import errno
-import functools
 import hashlib
-import http.client
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
-import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from n2v_repro.data.manifest import ManifestEntry, read_manifest
 from n2v_repro.errors import UserError
@@ -98,97 +98,46 @@ def mirror_url(base: str, entry: ManifestEntry) -> str:
     return f"{base.rstrip('/')}/{entry.relpath}"
 
 
-# urllib has one timeout for connecting and for every read; these connections use the
-# request's timeout to connect and `read_timeout` once connected.
-class _HTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.read_timeout = read_timeout
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self.read_timeout)
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.read_timeout = read_timeout
-
-    def connect(self) -> None:
-        super().connect()  # TCP and TLS handshake under the connect timeout
-        self.sock.settimeout(self.read_timeout)
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, read_timeout: float) -> None:
-        super().__init__()
-        self.read_timeout = read_timeout
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        connection = functools.partial(_HTTPConnection, read_timeout=self.read_timeout)
-        return self.do_open(connection, req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, read_timeout: float) -> None:
-        super().__init__()
-        self.read_timeout = read_timeout
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        connection = functools.partial(_HTTPSConnection, read_timeout=self.read_timeout)
-        return self.do_open(connection, req, context=self._context)
-
-
-def _opener(settings: DownloadSettings) -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(
-        _HTTPHandler(settings.read_timeout_s), _HTTPSHandler(settings.read_timeout_s)
-    )
-
-
 def _fetch_to(url: str, destination: Path, settings: DownloadSettings = DownloadSettings()) -> int:
-    """Stream `url` into `destination`; return the number of bytes."""
-    n_bytes = 0
-    opener = _opener(settings)
+    """Stream `url` (http(s) or file://) into `destination`; return the number of bytes."""
+    if url.startswith("file:"):
+        shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(url).path), destination)
+        return destination.stat().st_size
+    timeout = (settings.connect_timeout_s, settings.read_timeout_s)
     with (
-        opener.open(url, timeout=settings.connect_timeout_s) as response,
+        requests.get(url, timeout=timeout, stream=True) as response,
         open(destination, "wb") as out,
     ):
-        for block in iter(lambda: response.read(_CHUNK), b""):
+        response.raise_for_status()
+        for block in response.iter_content(_CHUNK):
             out.write(block)
-            n_bytes += len(block)
-    return n_bytes
+    return destination.stat().st_size
 
 
-def _cause(error: BaseException) -> BaseException:
-    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
-        return error.reason
+def _root_cause(error: BaseException) -> BaseException:
+    """Return the innermost exception (requests wraps urllib3's, which wraps the socket's)."""
+    while (inner := error.__cause__ or error.__context__) is not None:
+        error = inner
     return error
 
 
 def _unreachable(error: Exception) -> bool:
     """Tell whether the mirror did not answer at all (as opposed to a 404 or a bad file)."""
-    if isinstance(error, urllib.error.HTTPError):
-        return False
-    cause = _cause(error)
-    if isinstance(
-        cause, (TimeoutError, ConnectionError, socket.gaierror, http.client.HTTPException)
-    ):
-        return True
-    unreachable_errnos = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
-    return isinstance(cause, OSError) and cause.errno in unreachable_errnos
+    return isinstance(error, requests.RequestException) and not isinstance(
+        error, requests.HTTPError
+    )
 
 
 def _reason(error: Exception, settings: DownloadSettings = DownloadSettings()) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    if isinstance(_cause(error), TimeoutError):
+    if isinstance(error, requests.HTTPError):
+        return f"HTTP {error.response.status_code} {error.response.reason}"
+    if isinstance(error, requests.Timeout) or isinstance(_root_cause(error), TimeoutError):
         return (
             f"timed out (no connection within {settings.connect_timeout_s:g} s or no data "
             f"within {settings.read_timeout_s:g} s; data.download.*_timeout_s)"
         )
-    if isinstance(error, urllib.error.URLError):
-        return f"cannot connect or open ({error.reason})"
+    if isinstance(error, requests.RequestException):
+        return f"cannot connect or open ({_root_cause(error)})"
     return f"{type(error).__name__}: {error}"
 
 
@@ -280,7 +229,7 @@ def fetch_verified(
                         f"sha256 mismatch: got {digest}, manifest says {entry.sha256} "
                         f"({n_bytes} bytes)"
                     )
-        except (OSError, ValueError, http.client.HTTPException) as error:
+        except (OSError, ValueError, requests.RequestException) as error:
             reason = _reason(error, settings)
             reasons.append(f"{url}: {reason}")
             failed_first.append(base)
