@@ -80,11 +80,8 @@ class FetchResult:
 
 
 def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def is_valid(path: Path, sha256: str) -> bool:
