@@ -1,8 +1,12 @@
 """Downloading from mirrors: verification, fallbacks, the cache, and error messages."""
 
+import contextlib
 import logging
 import shutil
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -189,6 +193,55 @@ def test_only_a_hung_mirror_fails_within_the_timeouts(tmp_path: Path, fake: Fake
     assert f"{hung.url}/val/{fake.bsd68[0]}.jpg: timed out" in message
     assert "data.download.*_timeout_s" in message
     assert not any(p.exists() for p in outputs)
+
+
+@contextlib.contextmanager
+def _stalling_server(body: bytes) -> Iterator[str]:
+    """Answer one request with the headers and the first bytes of `body`, then nothing."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def answer() -> None:
+        connection, _ = listener.accept()
+        held.append(connection)
+        connection.recv(65536)
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+        connection.sendall(head + body[:100])
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def test_mirror_stalling_mid_file_fails_within_the_read_timeout(
+    tmp_path: Path, fake: FakeBsds
+) -> None:
+    outputs = _outputs(tmp_path, fake, fake.bsd68[:1])
+    cache = tmp_path / "c"
+    with _stalling_server(fake.jpg(fake.bsd68[0]).read_bytes()) as stalled:
+        start = time.monotonic()
+        with pytest.raises(DownloadError) as raised:
+            download_images(outputs, fake.manifest, [stalled], cache, FAST)
+    assert time.monotonic() - start < 5
+    assert f"{stalled}/val/{fake.bsd68[0]}.jpg: timed out" in str(raised.value)
+    assert not [p for p in cache.rglob("*") if p.is_file()], "nothing unverified is kept"
+
+
+def test_leftover_of_a_killed_download_is_removed(tmp_path: Path, fake: FakeBsds) -> None:
+    """A killed run leaves `.<name>.<pid>.part` beside the cached file; the next fetch of that
+    file deletes it (pooch.retrieve's `tmpXXXXXXXX` would stay for good)."""
+    outputs = _outputs(tmp_path, fake, fake.bsd68[:1])
+    cache = tmp_path / "cache"
+    leftover = cache / "val" / f".{outputs[0].name}.12345.part"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a jpg")
+    download_images(outputs, fake.manifest, [str(fake.images)], cache)
+    _assert_verified(outputs, fake)
+    assert not leftover.exists()
 
 
 def test_download_settings_defaults_are_the_schema_defaults() -> None:
