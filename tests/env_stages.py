@@ -111,7 +111,8 @@ def data_stage(workdir: Path) -> None:
 def framework_stage(workdir: Path, framework: str) -> None:
     from n2v_repro.config import PipelineConfig
     from n2v_repro.evaluation.predict import run_evaluation
-    from n2v_repro.training.loop import TrainJob, train
+    from n2v_repro.training.job import TrainJob
+    from n2v_repro.training.loop import train
 
     config = PipelineConfig.from_mapping(
         {

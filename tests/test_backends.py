@@ -10,14 +10,18 @@ import sys
 import numpy as np
 import pytest
 
-from n2v_repro.backends.base import AdamSettings
 from n2v_repro.backends.registry import make_backend
+from n2v_repro.config import OptimizerConfig
 from n2v_repro.models import spec as arch_spec
 from n2v_repro.models.initialisation import make_init_weights
 
 torch = pytest.importorskip("torch")
 
 ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
+
+
+def adam_settings(semantics: str) -> OptimizerConfig:
+    return OptimizerConfig(semantics=semantics, **ADAM)
 
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,7 +39,7 @@ def batch(seed: int = 0, shape=(1, 1, 64, 64)):
 def backend(framework: str, arch: str = "n2n_unet", seed: int = 1, semantics: str = "torch"):
     b = make_backend(framework, arch, device="cpu", threads=2)
     b.load_weights(make_init_weights(arch, seed))
-    b.configure_optimizer(semantics=semantics, **ADAM)
+    b.configure_optimizer(adam_settings(semantics))
     return b
 
 
@@ -65,7 +69,7 @@ def run_torch_adam(semantics: str, steps: int) -> dict[str, np.ndarray]:
     from n2v_repro.backends.torch_backend import TorchAdam
 
     params = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in START.items()}
-    adam = TorchAdam(params, AdamSettings.create(semantics=semantics, **ADAM))
+    adam = TorchAdam(params, adam_settings(semantics))
     for grads in GRADS[:steps]:
         for k, p in params.items():
             p.grad = torch.from_numpy(grads[k])
@@ -78,7 +82,7 @@ def run_jittor_adam(semantics: str, steps: int) -> dict[str, np.ndarray]:
 
     jt, _ = import_jittor("cpu")
     params = {k: jt.array(v.copy()) for k, v in START.items()}
-    adam = JittorAdam(jt, params, AdamSettings.create(semantics=semantics, **ADAM))
+    adam = JittorAdam(jt, params, adam_settings(semantics))
     for grads in GRADS[:steps]:
         adam.update({k: jt.array(g) for k, g in grads.items()})
         jt.sync_all()
@@ -115,13 +119,13 @@ def test_jittor_torch_semantics_match_torch_optim_adam():
 
 
 @pytest.mark.jittor
-def test_jittor_semantics_are_jittor_optim_adam_and_differ_from_torch():
+def test_keras_semantics_are_jittor_optim_adam_and_differ_from_torch():
     jittor_ref = jittor_optim_reference(3)
-    for got in (run_jittor_adam("jittor", 3), run_torch_adam("jittor", 3)):
+    for got in (run_jittor_adam("keras", 3), run_torch_adam("keras", 3)):
         for k in START:
             np.testing.assert_allclose(got[k], jittor_ref[k], rtol=1e-5, atol=1e-9)
     torch_ref = torch_optim_reference(1)
-    step1 = run_torch_adam("jittor", 1)
+    step1 = run_torch_adam("keras", 1)
     # Where |g| >> eps both make a step of ~lr; where |g| ~ eps the Jittor step is smaller,
     # because its eps acts like eps/sqrt(1-b2) = 31.6*eps at step 1.
     big = abs(step1["a"][0, 0] - START["a"][0, 0])
@@ -135,7 +139,7 @@ def test_jittor_semantics_are_jittor_optim_adam_and_differ_from_torch():
 
 def test_unknown_semantics_rejected():
     with pytest.raises(ValueError, match="semantics"):
-        AdamSettings.create(1e-3, (0.9, 0.999), 1e-8, "keras")
+        make_backend("torch", "n2n_unet", device="cpu").configure_optimizer(adam_settings("jittor"))
 
 
 # --- weights -------------------------------------------------------------------------------
@@ -255,7 +259,7 @@ def test_optimizer_state_roundtrip_gives_identical_next_step(framework):
 
     resumed = make_backend(framework, "n2n_unet", device="cpu", threads=2)
     resumed.load_weights(weights)
-    resumed.configure_optimizer(semantics="torch", **ADAM)
+    resumed.configure_optimizer(adam_settings("torch"))
     resumed.load_optimizer_state(state)
     resumed.train_step(*second)
     got = resumed.get_weights()
@@ -329,7 +333,7 @@ def numpy_adam_reference(semantics: str, steps: int) -> dict[str, np.ndarray]:
     return params
 
 
-@pytest.mark.parametrize("semantics", ["torch", "jittor"])
+@pytest.mark.parametrize("semantics", ["torch", "keras"])
 def test_foreach_adam_equals_the_reference_update(semantics):
     got = run_torch_adam(semantics, 3)
     expected = numpy_adam_reference(semantics, 3)

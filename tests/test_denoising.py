@@ -146,7 +146,7 @@ def train_and_denoise(pictures: dict, tmp_path: Path, framework: str, arch: str)
         # One thread: on a shared 2-core machine two spinning threads slow down tenfold.
         threads=1,
     )
-    state = train(job)
+    state = train(job).state
     assert state.history[-1]["valid_psnr"] > psnr(data["clean"], data["noisy"])  # tiles too
     backend = make_backend(framework, arch, device="cpu", threads=1)
     backend.load_weights(load_weights(tmp_path / "out" / "last.npz"))

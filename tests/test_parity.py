@@ -151,7 +151,7 @@ def test_run_framework_torch(tmp_path):
     assert out["forward"].shape == (1, 1, 64, 64)
     assert out["losses_torch"].shape == (2,) and int(out["steps"]) == 2
     # The two Adam semantics give different weights after the same steps.
-    a, b = out["after_torch/enc_in.conv1.weight"], out["after_jittor/enc_in.conv1.weight"]
+    a, b = out["after_torch/enc_in.conv1.weight"], out["after_keras/enc_in.conv1.weight"]
     assert not np.array_equal(a, b)
     # The float64 reference: same gradients to float32 accuracy on this well-conditioned net.
     for name in arch_spec.trainable_names("n2n_unet"):

@@ -1,4 +1,4 @@
-"""Learning-rate schedules: the port's step decay, PyTorch's ReduceLROnPlateau, resumability."""
+"""Learning-rate schedules: the port's step decay, PyTorch's ReduceLROnPlateau, the cosine."""
 
 from __future__ import annotations
 
@@ -7,25 +7,19 @@ import math
 import pytest
 
 from n2v_repro.config import ScheduleConfig
-from n2v_repro.training.schedules import (
-    ConstantSchedule,
-    PlateauSchedule,
-    StepSchedule,
-    make_schedule,
-    step_lr,
-)
+from n2v_repro.training.schedules import epoch_lr, plateau_lr, step_lr
 
 # A validation-loss curve that improves, stalls, dips by less than the 1e-4 relative
 # threshold, improves again and stalls for long: it exercises every branch of the plateau rule.
 LOSSES = [1.0, 0.9, 0.8, 0.8, 0.8, 0.79995, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
 
 
-def run(schedule, losses):
-    rates = []
-    for loss in losses:
-        rates.append(schedule.lr)
-        schedule.end_epoch(loss)
-    return rates
+def rates(kind: str, losses: list[float], initial_lr: float = 1e-3, **keys: float) -> list[float]:
+    """The rate of each epoch of a run of len(losses) epochs with these validation losses."""
+    cfg = ScheduleConfig(
+        kind, int(keys.get("step_epochs", 2)), keys.get("factor", 0.5), int(keys.get("patience", 1))
+    )
+    return [epoch_lr(cfg, initial_lr, len(losses), losses[:e]) for e in range(len(losses))]
 
 
 def test_step_lr_halves_every_step_epochs() -> None:
@@ -40,15 +34,13 @@ def test_step_lr_halves_every_step_epochs() -> None:
         step_lr(1e-4, -1, 50, 0.5)
 
 
-def test_step_schedule_gives_each_epoch_its_step_lr() -> None:
-    schedule = StepSchedule(1e-3, step_epochs=3, factor=0.1)
-    rates = run(schedule, [0.0] * 7)
-    assert rates == [step_lr(1e-3, epoch, 3, 0.1) for epoch in range(7)]
-    assert rates[2] == 1e-3 and math.isclose(rates[3], 1e-4) and math.isclose(rates[6], 1e-5)
+def test_step_schedule_cuts_every_step_epochs() -> None:
+    got = rates("step", [0.0] * 7, step_epochs=3, factor=0.1)
+    assert got[2] == 1e-3 and math.isclose(got[3], 1e-4) and math.isclose(got[6], 1e-5)
 
 
 def test_constant_schedule_never_changes() -> None:
-    assert run(ConstantSchedule(3e-4), LOSSES) == [3e-4] * len(LOSSES)
+    assert rates("constant", LOSSES, 3e-4) == [3e-4] * len(LOSSES)
 
 
 def test_plateau_matches_pytorch_reduce_lr_on_plateau() -> None:
@@ -62,49 +54,23 @@ def test_plateau_matches_pytorch_reduce_lr_on_plateau() -> None:
     for loss in LOSSES:
         expected.append(optimizer.param_groups[0]["lr"])
         reference.step(loss)
-    rates = run(PlateauSchedule(4e-4, patience=2, factor=0.5), LOSSES)
-    assert rates == expected
-    assert min(rates) < 4e-4 / 2  # the curve above cuts the rate at least twice
+    got = rates("plateau", LOSSES, 4e-4, patience=2, factor=0.5)
+    assert got == expected
+    assert min(got) < 4e-4 / 2  # the curve above cuts the rate at least twice
 
 
 def test_plateau_cuts_after_more_than_patience_bad_epochs() -> None:
-    schedule = PlateauSchedule(1.0, patience=2, factor=0.5)
-    rates = run(schedule, [1.0, 1.0, 1.0, 1.0, 1.0])
     # epoch 1 sets the best; epochs 2, 3, 4 are bad, the third bad one (> patience) cuts.
-    assert rates == [1.0, 1.0, 1.0, 1.0, 0.5]
+    assert [plateau_lr(1.0, [1.0] * n, 2, 0.5) for n in range(5)] == [1.0, 1.0, 1.0, 1.0, 0.5]
 
 
-@pytest.mark.parametrize(
-    "cfg",
-    [
-        {"kind": "step", "step_epochs": 2, "factor": 0.5, "patience": 1},
-        {"kind": "plateau", "step_epochs": 2, "factor": 0.5, "patience": 1},
-        {"kind": "constant", "step_epochs": 2, "factor": 0.5, "patience": 1},
-        {"kind": "cosine", "step_epochs": 2, "factor": 0.5, "patience": 1},
-    ],
-)
-def test_state_round_trip_continues_identically(cfg) -> None:
-    """A schedule rebuilt from a mid-run state takes the same decisions as the original."""
-    cfg = ScheduleConfig(**cfg)
-    uninterrupted = make_schedule(cfg, 1e-3, len(LOSSES))
-    expected = run(uninterrupted, LOSSES)
-    first = make_schedule(cfg, 1e-3, len(LOSSES))
-    head = run(first, LOSSES[:7])
-    resumed = make_schedule(cfg, 1e-3, len(LOSSES))
-    resumed.load_state(dict(first.state()))
-    assert head + run(resumed, LOSSES[7:]) == expected
-
-
-def test_make_schedule_rejects_unknown_kind() -> None:
+def test_unknown_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="cosine"):
-        make_schedule(ScheduleConfig("exponential", 1, 0.5, 1), 1e-3, 10)
+        epoch_lr(ScheduleConfig("exponential", 1, 0.5, 1), 1e-3, 10, [])
 
 
 def test_cosine_falls_from_the_initial_rate_to_zero_over_the_epochs() -> None:
-    schedule = make_schedule(ScheduleConfig("cosine", 1, 0.5, 1), 4e-4, 4)
-    rates = []
-    for _ in range(4):
-        rates.append(schedule.lr)
-        schedule.end_epoch(1.0)  # the validation loss plays no part
-    assert rates == pytest.approx([4e-4, 4e-4 * (1 + 2**-0.5) / 2, 2e-4, 4e-4 * (1 - 2**-0.5) / 2])
-    assert schedule.lr == pytest.approx(0.0, abs=1e-20)
+    got = rates("cosine", [1.0] * 4, 4e-4)  # the validation loss plays no part
+    assert got == pytest.approx([4e-4, 4e-4 * (1 + 2**-0.5) / 2, 2e-4, 4e-4 * (1 - 2**-0.5) / 2])
+    cfg = ScheduleConfig("cosine", 1, 0.5, 1)
+    assert epoch_lr(cfg, 4e-4, 4, [1.0] * 4) == pytest.approx(0.0, abs=1e-20)

@@ -45,7 +45,7 @@ def _settings(validation: str, **changes) -> dict:
         "batch_size": 128,
         "augment": True,
         "masking": {"kind": "uniform_withCP", "percentage": 0.198, "radius": 2},
-        "optimizer": {"lr": 4e-4, "betas": [0.9, 0.999], "eps": 1e-7, "semantics": "jittor"},
+        "optimizer": {"lr": 4e-4, "betas": [0.9, 0.999], "eps": 1e-7, "semantics": "keras"},
         "schedule": {"kind": "plateau", "step_epochs": 50, "factor": 0.5, "patience": 10},
         "valid_tiles": None,
         "device": "auto",

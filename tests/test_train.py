@@ -23,17 +23,18 @@ from n2v_repro.io.atomic import save_npz
 from n2v_repro.io.formats import HISTORY_COLUMNS
 from n2v_repro.models.card import read_model_card
 from n2v_repro.models.initialisation import make_init_weights
-from n2v_repro.training import loop as train_module
-from n2v_repro.training.loop import (
-    TrainingDivergedError,
-    TrainJob,
+from n2v_repro.training.checkpoint import (
+    TrainState,
     fingerprint,
     load_checkpoint,
-    train,
-    validate,
+    resume_state,
+    save_checkpoint,
 )
+from n2v_repro.training.job import TrainingDivergedError, TrainJob
+from n2v_repro.training.loop import train
 from n2v_repro.training.masking import masked_mse
-from n2v_repro.training.sampler import Batch, PatchSampler, load_validation
+from n2v_repro.training.sampler import Batch, PatchSampler, load_training_data, load_validation
+from n2v_repro.training.validation import validate
 
 PATCH = 64
 SIGMA = 25.0
@@ -152,7 +153,7 @@ def test_validation_loss_is_the_whole_set_mean_for_any_batch_size(tmp_path: Path
 
 def test_fingerprint_ignores_epochs_and_device_only(tmp_path: Path) -> None:
     job = make_job(tmp_path)
-    data = train_module.load_training_data(job.patch_dir)
+    data = load_training_data(job.patch_dir)
     base = fingerprint(job, data)
     same = [
         make_job(tmp_path, epochs=50),
@@ -168,7 +169,7 @@ def test_fingerprint_ignores_epochs_and_device_only(tmp_path: Path) -> None:
 
 
 def test_cosine_run_cannot_be_resumed_with_more_epochs(tmp_path: Path) -> None:
-    data = train_module.load_training_data(make_job(tmp_path).patch_dir)
+    data = load_training_data(make_job(tmp_path).patch_dir)
     cosine = {"kind": "cosine"}
     base = fingerprint(make_job(tmp_path, schedule=cosine), data)
     assert fingerprint(make_job(tmp_path, schedule=cosine, epochs=50), data) != base
@@ -180,7 +181,7 @@ def test_cosine_run_cannot_be_resumed_with_more_epochs(tmp_path: Path) -> None:
 
 def test_train_writes_history_weights_monitor_and_summary(tmp_path: Path) -> None:
     job = make_job(tmp_path)
-    state = train(job)
+    state = train(job).state
     out = job.out_dir
 
     rows = read_history(out / "history.csv")
@@ -272,14 +273,14 @@ def test_mismatched_checkpoint_starts_over_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     job = make_job(tmp_path, epochs=1)
-    data = train_module.load_training_data(job.patch_dir)
+    data = load_training_data(job.patch_dir)
     weights = make_init_weights(ARCH, 7)
-    state = train_module.TrainState(1, weights, {}, {"lr": 1.0}, weights, 0.5, [])
+    state = TrainState(1, weights, {}, weights, 0.5, [])
     other = make_job(tmp_path, epochs=1, optimizer={"lr": 3e-4})
-    train_module.save_checkpoint(job.checkpoint, state, other, fingerprint(other, data))
-    assert train_module._resume_state(job, fingerprint(job, data)) is None
+    save_checkpoint(job.checkpoint, state, other, fingerprint(other, data))
+    assert resume_state(job, fingerprint(job, data)) is None
     assert "starting over" in caplog.text
-    assert train_module._resume_state(other, fingerprint(other, data)) is not None
+    assert resume_state(other, fingerprint(other, data)) is not None
 
 
 # --- interruption (subprocesses) ----------------------------------------------------------

@@ -16,12 +16,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from n2v_repro.backends.registry import make_backend  # noqa: E402
+from n2v_repro.config import OptimizerConfig  # noqa: E402
 from n2v_repro.models.initialisation import make_init_weights  # noqa: E402
 
 arch = sys.argv[1] if len(sys.argv) > 1 else "n2v_unet32"
 backend = make_backend("jittor", arch, device="cpu", threads=2)
 backend.load_weights(make_init_weights(arch, 123, "glorot_uniform"))
-backend.configure_optimizer(4e-4, (0.9, 0.999), 1e-7, "jittor")
+backend.configure_optimizer(OptimizerConfig(4e-4, (0.9, 0.999), 1e-7, "keras"))
 patches = np.random.default_rng(0).standard_normal((16, 1, 64, 64)).astype(np.float32)
 masked = np.zeros(patches.shape, bool)
 masked[:, :, ::8, ::8] = True

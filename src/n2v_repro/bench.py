@@ -39,6 +39,7 @@ import numpy as np
 
 from n2v_repro.backends.base import PRECISIONS, speed_setting
 from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.config import OptimizerConfig
 from n2v_repro.framework_site import framework_env
 from n2v_repro.machine import machine_name
 from n2v_repro.models.spec import ARCHS
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 PATCH = 64
 DISTINCT_BATCHES = 4
 MASKING = {"kind": "uniform_withCP", "percentage": 0.198, "radius": 2}
-ADAM = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "semantics": "torch"}
+ADAM = OptimizerConfig(lr=1e-4, betas=(0.9, 0.999), eps=1e-8, semantics="torch")
 # (framework, precision) pairs that do not exist: Jittor 1.3.11 has no bfloat16 autocast.
 UNSUPPORTED = {("jittor", "bf16")}
 # Synchronised steps that estimate the time of one step when --seconds is given.
@@ -150,7 +151,7 @@ def run_one(
     started = time.perf_counter()
     backend = make_backend(framework, arch, device=device, threads=threads, precision=precision)
     backend.load_weights(make_init_weights(arch, seed))
-    backend.configure_optimizer(**ADAM)
+    backend.configure_optimizer(ADAM)
     batches = make_batches(batch_size, seed)
     _queue_steps(backend, batches, warmup)
     warmup_s = time.perf_counter() - started

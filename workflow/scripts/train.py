@@ -16,7 +16,8 @@ with script_log(snakemake.log[0]):
     # Before any framework starts CUDA: this job's own GPU on a node with several (docs/gpu.md).
     gpu_lease = claim_gpu_for_job(train_config.device)
 
-    from n2v_repro.training.loop import TrainJob, train
+    from n2v_repro.training.job import TrainJob
+    from n2v_repro.training.loop import train
 
     train(
         TrainJob(

@@ -12,9 +12,10 @@ Both backends apply Adam with the same formulas, written once here as scalar coe
 
 - semantics "torch" (torch.optim.Adam): step_size = lr/(1-b1^t), sqrt_bc2 = sqrt(1-b2^t), so
   eps is added to the bias-corrected sqrt(v).
-- semantics "jittor" (jittor.optim.Adam): step_size = lr*sqrt(1-b2^t)/(1-b1^t), sqrt_bc2 = 1,
-  so eps is added to the raw sqrt(v): the same as "torch" with eps scaled by sqrt(1-b2^t)
-  (31.6x larger at t=1 with b2=0.999).
+- semantics "keras" (Keras/TensorFlow's Adam, which the paper's juglab/n2v trains with, and
+  jittor.optim.Adam): step_size = lr*sqrt(1-b2^t)/(1-b1^t), sqrt_bc2 = 1, so eps is added to
+  the raw sqrt(v) (Kingma & Ba's "epsilon hat"): the same as "torch" with eps scaled by
+  sqrt(1-b2^t) (31.6x larger at t=1 with b2=0.999).
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from n2v_repro.config import OptimizerConfig
 from n2v_repro.models.spec import ARCH_STRIDE, parameter_shapes, trainable_names
 
-ADAM_SEMANTICS = ("torch", "jittor")
+ADAM_SEMANTICS = ("torch", "keras")
 # Arithmetic of convolutions and matmuls on CUDA: strict IEEE float32, TF32 tensor cores, or
 # bfloat16 autocast (torch only). The CPU always computes in float32.
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -40,30 +42,13 @@ def speed_setting(levers: Iterable[str]) -> str:
     return ", ".join(sorted(levers)) or "stock"
 
 
-@dataclass(frozen=True)
-class AdamSettings:
-    lr: float
-    betas: tuple[float, float]
-    eps: float
-    semantics: str
-
-    def __post_init__(self) -> None:
-        if self.semantics not in ADAM_SEMANTICS:
-            raise ValueError(f"Adam semantics must be torch or jittor, not {self.semantics!r}")
-
-    @classmethod
-    def create(
-        cls, lr: float, betas: tuple[float, float], eps: float, semantics: str
-    ) -> AdamSettings:
-        return cls(float(lr), (float(betas[0]), float(betas[1])), float(eps), semantics)
-
-    def coefficients(self, step: int) -> tuple[float, float]:
-        """(step_size, sqrt_bc2) for 1-based step `step`."""
-        b1, b2 = self.betas
-        bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
-        if self.semantics == "torch":
-            return self.lr / bc1, math.sqrt(bc2)
-        return self.lr * math.sqrt(bc2) / bc1, 1.0
+def adam_coefficients(settings: OptimizerConfig, step: int) -> tuple[float, float]:
+    """(step_size, sqrt_bc2) of 1-based step `step` (see the module docstring)."""
+    b1, b2 = settings.betas
+    bc1, bc2 = 1.0 - b1**step, 1.0 - b2**step
+    if settings.semantics == "torch":
+        return settings.lr / bc1, math.sqrt(bc2)
+    return settings.lr * math.sqrt(bc2) / bc1, 1.0
 
 
 def moment_keys(name: str) -> tuple[str, str]:
@@ -122,31 +107,18 @@ def as_float32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class AdamCoefficients:
-    """One step's scalars for the element-wise update (see the module docstring)."""
-
-    beta1: float
-    beta2: float
-    eps: float
-    step_size: float
-    sqrt_bc2: float
-
-
 class Adam(ABC):
     """Adam over named parameters with either semantics: settings, step count, state layout."""
 
-    def __init__(self, names: list[str], settings: AdamSettings):
+    def __init__(self, names: list[str], settings: OptimizerConfig):
         self.names = list(names)
         self.settings = settings
         self.step = 0
 
-    def next_coefficients(self) -> AdamCoefficients:
-        """Advance the step count; the scalars of the step just begun."""
+    def next_coefficients(self) -> tuple[float, float]:
+        """Advance the step count; (step_size, sqrt_bc2) of the step just begun."""
         self.step += 1
-        step_size, sqrt_bc2 = self.settings.coefficients(self.step)
-        b1, b2 = self.settings.betas
-        return AdamCoefficients(b1, b2, self.settings.eps, step_size, sqrt_bc2)
+        return adam_coefficients(self.settings, self.step)
 
     def state(self) -> dict[str, np.ndarray]:
         """Step count and moments by parameter name (`moment_keys`), as numpy copies."""
@@ -210,10 +182,14 @@ class Backend(ABC):
 
     # --- optimiser --------------------------------------------------------------------------
 
-    def configure_optimizer(
-        self, lr: float, betas: tuple[float, float], eps: float, semantics: str = "torch"
-    ) -> None:
-        self._optimizer = self._make_adam(AdamSettings.create(lr, betas, eps, semantics))
+    def configure_optimizer(self, settings: OptimizerConfig) -> None:
+        if settings.semantics not in ADAM_SEMANTICS:
+            raise ValueError(
+                f"Adam semantics must be one of {ADAM_SEMANTICS}, not {settings.semantics!r}"
+            )
+        b1, b2 = settings.betas
+        numbers = {"lr": float(settings.lr), "betas": (float(b1), float(b2))}
+        self._optimizer = self._make_adam(replace(settings, eps=float(settings.eps), **numbers))
 
     def _adam(self) -> Adam:
         if self._optimizer is None:
@@ -289,7 +265,7 @@ class Backend(ABC):
     def _set_state(self, state: dict[str, np.ndarray]) -> None: ...
 
     @abstractmethod
-    def _make_adam(self, settings: AdamSettings) -> Adam: ...
+    def _make_adam(self, settings: OptimizerConfig) -> Adam: ...
 
     @abstractmethod
     def _train_step(

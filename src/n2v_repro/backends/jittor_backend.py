@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from n2v_repro.backends.base import Adam, AdamSettings, Backend
+from n2v_repro.backends.base import Adam, Backend
 from n2v_repro.backends.jittor_env import cuda_driver_available, prepare_jittor_env
+from n2v_repro.config import OptimizerConfig
 from n2v_repro.models.spec import is_buffer
 
 
@@ -60,7 +61,7 @@ def import_jittor(device: str) -> tuple[ModuleType, str]:
 class JittorAdam(Adam):
     """The element-wise Adam update in Jittor (bookkeeping in `Adam`)."""
 
-    def __init__(self, jt: ModuleType, params: dict[str, Any], settings: AdamSettings):
+    def __init__(self, jt: ModuleType, params: dict[str, Any], settings: OptimizerConfig):
         super().__init__(list(params), settings)
         self.jt = jt
         self.params = params
@@ -68,13 +69,14 @@ class JittorAdam(Adam):
         self.v = {name: jt.zeros(p.shape, "float32").stop_grad() for name, p in params.items()}
 
     def update(self, grads: dict[str, Any]) -> None:
-        c = self.next_coefficients()
+        step_size, sqrt_bc2 = self.next_coefficients()
+        (b1, b2), eps = self.settings.betas, self.settings.eps
         for name, p in self.params.items():
             g = grads[name].stop_grad()
             m, v = self.m[name], self.v[name]
-            m.update(m * c.beta1 + g * (1 - c.beta1))
-            v.update(v * c.beta2 + g * g * (1 - c.beta2))
-            p.update(p - (m / (self.jt.sqrt(v) / c.sqrt_bc2 + c.eps)) * c.step_size)
+            m.update(m * b1 + g * (1 - b1))
+            v.update(v * b2 + g * g * (1 - b2))
+            p.update(p - (m / (self.jt.sqrt(v) / sqrt_bc2 + eps)) * step_size)
 
     def _get_moments(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {
@@ -134,7 +136,7 @@ class JittorBackend(Backend):
 
     # --- optimiser --------------------------------------------------------------------------
 
-    def _make_adam(self, settings: AdamSettings) -> JittorAdam:
+    def _make_adam(self, settings: OptimizerConfig) -> JittorAdam:
         return JittorAdam(self.jt, self._params, settings)
 
     # --- computation ------------------------------------------------------------------------

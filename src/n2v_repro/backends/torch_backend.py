@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from n2v_repro.backends.base import Adam, AdamSettings, Backend, check_batch, check_weights
+from n2v_repro.backends.base import Adam, Backend, check_batch, check_weights
+from n2v_repro.config import OptimizerConfig
 from n2v_repro.models.spec import is_buffer, trainable_names
 from n2v_repro.models.torch_nets import build_model
 
@@ -50,7 +51,7 @@ def masked_mse(out: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> 
 class TorchAdam(Adam):
     """The element-wise Adam update in torch (bookkeeping in `Adam`)."""
 
-    def __init__(self, params: dict[str, torch.nn.Parameter], settings: AdamSettings):
+    def __init__(self, params: dict[str, torch.nn.Parameter], settings: OptimizerConfig):
         super().__init__(list(params), settings)
         self.params = params
         self.m = {name: torch.zeros_like(p) for name, p in params.items()}
@@ -61,19 +62,20 @@ class TorchAdam(Adam):
         # The same element-wise operations as one loop over the parameters would do, as
         # multi-tensor (foreach) kernels: a handful of launches per step instead of ~10 per
         # parameter, which is what dominates a small network's step on a GPU.
-        c = self.next_coefficients()
+        step_size, sqrt_bc2 = self.next_coefficients()
+        (b1, b2), eps = self.settings.betas, self.settings.eps
         params = list(self.params.values())
         grads = [p.grad for p in params]
         ms = [self.m[name] for name in self.params]
         vs = [self.v[name] for name in self.params]
-        torch._foreach_mul_(ms, c.beta1)
-        torch._foreach_add_(ms, grads, alpha=1 - c.beta1)
-        torch._foreach_mul_(vs, c.beta2)
-        torch._foreach_addcmul_(vs, grads, grads, value=1 - c.beta2)
+        torch._foreach_mul_(ms, b1)
+        torch._foreach_add_(ms, grads, alpha=1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)
         denoms = torch._foreach_sqrt(vs)
-        torch._foreach_div_(denoms, c.sqrt_bc2)
-        torch._foreach_add_(denoms, c.eps)
-        torch._foreach_addcdiv_(params, ms, denoms, value=-c.step_size)
+        torch._foreach_div_(denoms, sqrt_bc2)
+        torch._foreach_add_(denoms, eps)
+        torch._foreach_addcdiv_(params, ms, denoms, value=-step_size)
 
     def _get_moments(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {name: (_numpy(self.m[name]), _numpy(self.v[name])) for name in self.names}
@@ -146,7 +148,7 @@ class TorchBackend(Backend):
 
     # --- optimiser --------------------------------------------------------------------------
 
-    def _make_adam(self, settings: AdamSettings) -> TorchAdam:
+    def _make_adam(self, settings: OptimizerConfig) -> TorchAdam:
         return TorchAdam(self._params, settings)
 
     # --- computation ------------------------------------------------------------------------

@@ -74,8 +74,8 @@ PARITY_COLUMNS = (
     "grad_threshold",
     "params_rel_error_torch_semantics",
     "params_worst_param_torch_semantics",
-    "params_rel_error_jittor_semantics",
-    "params_worst_param_jittor_semantics",
+    "params_rel_error_keras_semantics",
+    "params_worst_param_keras_semantics",
     "steps",
     "passed",
 )

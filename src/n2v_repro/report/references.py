@@ -48,7 +48,7 @@ REFERENCE_RECIPE: dict[str, Any] = {
     "optimizer.betas": [0.9, 0.999],
     "optimizer.eps": 1e-7,
     # Keras' Adam: lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), Jittor's form.
-    "optimizer.semantics": "jittor",
+    "optimizer.semantics": "keras",
     "schedule.kind": "plateau",
     "schedule.factor": 0.5,
     "schedule.patience": 10,

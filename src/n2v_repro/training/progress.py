@@ -8,9 +8,15 @@ time is unknown and counted as zero, which the first line says.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+# Within an epoch, a progress line at most this often.
+PROGRESS_INTERVAL_S = 30.0
 
 
 def format_duration(seconds: float) -> str:
@@ -41,11 +47,15 @@ class JobProgress:
     train_s: float = 0.0
     steps_timed: int = 0
     extra_s: list[float] = field(default_factory=list)
+    interval_s: float = PROGRESS_INTERVAL_S
     _epoch_start: float | None = None
     _epoch_steps: int = 0
+    _last_line: float = 0.0
+    _estimated: bool = False
 
     def start_epoch(self) -> None:
         self._epoch_start, self._epoch_steps = self.clock(), 0
+        self._last_line = self._epoch_start
 
     def step_done(self) -> None:
         self._epoch_steps += 1
@@ -90,3 +100,56 @@ class JobProgress:
         if rate is None or eta is None:
             return f"job {done:.0f}% done, measuring the rate"
         return f"{rate:.1f} patches/s, job {done:.0f}% done, ETA {format_duration(eta)}"
+
+    def line_due(self) -> bool:
+        """Whether `interval_s` has passed since the epoch began or since the last line."""
+        return self.clock() - self._last_line >= self.interval_s
+
+    def log_step(self, epoch: int, epochs: int, step: int, steps: int, loss: float) -> None:
+        """Log a progress line for 0-based `epoch` and `step`; the job's estimate, once."""
+        self._last_line = self.clock()
+        logger.info(
+            "epoch %d/%d step %d/%d loss %.5f: %s",
+            epoch + 1,
+            epochs,
+            step + 1,
+            steps,
+            loss,
+            self.describe(epochs - epoch),
+        )
+        if not self._estimated:
+            self._estimated = True
+            self._log_estimate(epochs - epoch)
+
+    def _log_estimate(self, validations_left: int) -> None:
+        eta, rate = self.eta_s(validations_left), self.patches_per_s()
+        if eta is None or rate is None:
+            return
+        logger.info(
+            "estimated time to the end of this job: %s (%d steps x %d patches left at %.1f "
+            "patches/s, measured over the first %s; validation time from the first epoch on)",
+            format_duration(eta),
+            self.total_steps - self.done_steps,
+            self.batch_size,
+            rate,
+            format_duration(self.interval_s),
+        )
+
+    def log_epoch(self, row: Mapping[str, float], epochs: int) -> None:
+        """Log the line of an epoch's history row, and the job's progress after it."""
+        logger.info(
+            "epoch %d/%d lr %.3g train_loss %.5f valid_loss %.5f psnr %.2f ssim %.4f; "
+            "%.1f s training (%.1f patches/s), %.2f s validation, %.2f s checkpoint; %s",
+            row["epoch"],
+            epochs,
+            row["lr"],
+            row["train_loss"],
+            row["valid_loss"],
+            row["valid_psnr"],
+            row["valid_ssim"],
+            row["epoch_time_s"],
+            row["patches_per_s"],
+            row["valid_time_s"],
+            row["checkpoint_time_s"],
+            self.describe(epochs - int(row["epoch"])),
+        )
