@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-FRAMEWORKS = ("torch", "jittor")
+from n2v_repro.backends.registry import FRAMEWORKS
 
 
 def prepare_main(argv: list[str]) -> None:

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from n2v_repro import bench
+from n2v_repro.backends.registry import FRAMEWORKS
 from n2v_repro.config import REPO_ROOT, PipelineConfig, TrainConfig, load_config, plain
 from n2v_repro.framework_site import framework_env
 from n2v_repro.models.spec import ARCHS
 
 log = logging.getLogger(__name__)
 
-FRAMEWORKS = ("torch", "jittor")
 # The recipe the check trains: the paper's (config/config.yaml's recipe_book).
 PAPER_RECIPE = "paper"
 DEFAULT_CONFIGS = (REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "paper.yaml")
@@ -87,7 +87,7 @@ SMOKE = Limits(
 
 
 @dataclass(frozen=True)
-class Plan:
+class CheckPlan:
     """What the check runs."""
 
     device: str
@@ -111,7 +111,7 @@ def make_plan(
     train_frameworks: tuple[str, ...],
     bench_seconds: float,
     train_precision: str | None = None,
-) -> Plan:
+) -> CheckPlan:
     """Plan the full check on CUDA, or the smoke check: the same flow on the CPU, tiny.
 
     The recipe trains at its own precision unless `train_precision` is given.
@@ -126,7 +126,7 @@ def make_plan(
             validation=dataclasses.replace(paper.validation, heldout_images=1),
             batch_size=4, steps_per_epoch=3, valid_tiles=4, device="cpu", epochs=1000,
         )  # fmt: skip
-        return Plan(
+        return CheckPlan(
             device="cpu",
             archs=("n2n_unet",),
             bench=bench.BenchPlan(
@@ -149,7 +149,7 @@ def make_plan(
             n_valid=config.data.n_valid,
             threads=2,
         )
-    return Plan(
+    return CheckPlan(
         device="cuda",
         archs=ARCH_ORDER,
         bench=bench.BenchPlan(
@@ -190,7 +190,7 @@ class Clock:
 class Check:
     """One run of the check: its plan, clock, folders and the results so far."""
 
-    def __init__(self, plan: Plan, limits: Limits, out: Path, work: Path, pack: Path) -> None:
+    def __init__(self, plan: CheckPlan, limits: Limits, out: Path, work: Path, pack: Path) -> None:
         self.plan, self.limits, self.out, self.work, self.pack = plan, limits, out, work, pack
         self.clock = Clock(limits.budget_s)
         self.logs: list[Path] = []
@@ -657,7 +657,7 @@ def _train_markdown(settings: dict[str, Any], phase: dict[str, Any]) -> list[str
         f"{schedule['kind']} schedule; sigma {SIGMA}; BSD68: all images, data range 255)",
         "",
         "| framework | status | precision | budget s | train s | steps | epochs | patches/s | "
-        "GPU busy % | peak MiB | PSNR last | SSIM last | PSNR best | SSIM best | images |",
+        "GPU busy % (run) | peak MiB | PSNR last | SSIM last | PSNR best | SSIM best | images |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for framework, entry in phase.items():

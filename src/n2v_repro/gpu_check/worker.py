@@ -10,10 +10,10 @@ stage, so a worker killed at its time limit leaves what it finished.
 
 - parity: `parity.run_framework` for each arch on the inputs the parent wrote, strict fp32
   (the backends' default precision), the float64 reference on the torch side.
-- train: the paper recipe's network trained for a wall budget (`train_for`: the training
-  loop's steps, with the prefetching sampler, losses read every LOSS_READ_STEPS steps,
-  validation and the learning-rate schedule after each complete epoch), then every BSD68
-  image denoised with the last and the best weights and scored (PSNR/SSIM, data range 255).
+- train: the paper recipe trained by the pipeline's own loop (`training.loop.train`, without
+  a checkpoint) for a wall budget: no epoch is begun that would end past it. Then every
+  BSD68 image is denoised with the last and the best weights and scored (PSNR/SSIM, data
+  range 255).
 """
 
 from __future__ import annotations
@@ -109,166 +109,65 @@ def run_parity(task: dict[str, Any]) -> dict[str, Any]:
 # --- timed training -------------------------------------------------------------------------
 
 
-def _window_mean(samples: list[Any], windows: list[tuple[float, float]]) -> float | None:
-    """Mean NVML utilisation of the samples taken inside the training windows."""
-    values = [
-        s.gpu_util_percent
-        for s in samples
-        if s.gpu_util_percent is not None and any(a <= s.time_s <= b for a, b in windows)
-    ]
-    return sum(values) / len(values) if values else None
-
-
-def train_for(
-    framework: str, task: dict[str, Any], out_dir: Path
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Any]:
-    """Train for task["seconds"] of wall time; return (summary, last, best weights, backend).
-
-    Epochs of the recipe's steps_per_epoch steps; a complete epoch is validated and steps the
-    schedule; the wall budget (validation included) is checked where the losses are read,
-    so an epoch can end early, unvalidated. The throughput counts the training steps only.
-    """
-    import math
-
-    import numpy as np
-
-    from n2v_repro.backends.registry import make_backend
-    from n2v_repro.config import TrainConfig, from_plain
-    from n2v_repro.models.initialisation import make_init_weights
-    from n2v_repro.training.loop import LOSS_READ_STEPS, check_finite_losses, validate
-    from n2v_repro.training.monitor import ResourceMonitor
-    from n2v_repro.training.sampler import (
-        PatchSampler,
-        PrefetchingSampler,
-        load_training_data,
-        load_validation,
-    )
-    from n2v_repro.training.schedules import make_schedule
-
-    cfg = from_plain(TrainConfig, task["train"])
-    patch_dir, seed = Path(task["patch_dir"]), int(task["seed"])
-    data = load_training_data(patch_dir)
-    sampler = PatchSampler(data, task["patch_size"], cfg.batch_size, cfg.augment, cfg.masking, seed)
-    valid = load_validation(
-        patch_dir / "valid_tiles.npz", data.mean, data.std, cfg.masking, seed, cfg.valid_tiles
-    )
-    backend = make_backend(framework, cfg.arch, cfg.device, task.get("threads"), cfg.precision)
-    backend.load_weights(make_init_weights(cfg.arch, seed, cfg.init))
-    opt = cfg.optimizer
-    backend.configure_optimizer(opt.lr, opt.betas, opt.eps, opt.semantics)
-    schedule = make_schedule(cfg.schedule, opt.lr, cfg.epochs)
-    history: list[dict[str, float]] = []
-    windows: list[tuple[float, float]] = []
-    best_loss, best = math.inf, None
-    steps, train_time, step = cfg.steps_per_epoch, 0.0, 0
-    on_gpu = backend.device == "cuda"
-    monitor = ResourceMonitor(
-        out_dir / "monitor.csv",
-        device=backend.device,
-        framework_memory=backend.peak_memory_mib if on_gpu else None,
-    )
-    start = time.monotonic()
-    deadline = start + float(task["seconds"])
-    with monitor, PrefetchingSampler(sampler) as batches:
-        clock = time.monotonic()  # the monitor's time zero, to within microseconds
-        for epoch in range(cfg.epochs):
-            lr = schedule.lr
-            backend.set_lr(lr)
-            epoch_start, losses, done = time.monotonic(), [], 0
-            for done in range(1, steps + 1):
-                batch = batches.batch(step)
-                backend.queue_train_step(batch.inputs, batch.targets, batch.masked)
-                step += 1
-                if done % LOSS_READ_STEPS == 0 or done == steps:
-                    read = backend.read_losses()
-                    check_finite_losses(read, epoch, done - len(read), steps, lr)
-                    losses.extend(read.tolist())
-                    if time.monotonic() >= deadline:
-                        break
-            backend.synchronize()
-            epoch_end = time.monotonic()
-            windows.append((epoch_start - clock, epoch_end - clock))
-            train_time += epoch_end - epoch_start
-            if done < steps:
-                break  # the budget ended this epoch: no validation of a part
-            valid_loss, valid_psnr, valid_ssim = validate(
-                backend, valid, data.mean, data.std, cfg.batch_size
-            )
-            schedule.end_epoch(valid_loss)
-            if valid_loss < best_loss:
-                best_loss, best = valid_loss, backend.get_weights()
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "lr": lr,
-                    "train_loss": float(np.mean(losses)),
-                    "valid_loss": valid_loss,
-                    "valid_psnr": valid_psnr,
-                    "valid_ssim": valid_ssim,
-                    "epoch_time_s": epoch_end - epoch_start,
-                    "wall_time_s": time.monotonic() - start,
-                }
-            )
-            speed = steps * cfg.batch_size / (epoch_end - epoch_start)
-            print(
-                f"{framework} epoch {epoch + 1}: loss {history[-1]['train_loss']:.4f} valid "
-                f"{valid_loss:.4f} PSNR {valid_psnr:.2f} dB, {speed:.0f} patches/s",
-                flush=True,
-            )
-            if time.monotonic() >= deadline:
-                break
-    last = backend.get_weights()
-    monitor_summary = monitor.summary()
-    summary = {
-        "framework": framework,
-        "arch": cfg.arch,
-        "device": backend.device,
-        "precision": backend.precision,
-        "batch_size": cfg.batch_size,
-        "steps_per_epoch": steps,
-        "budget_s": float(task["seconds"]),
-        "wall_s": time.monotonic() - start,
-        "train_s": train_time,
-        "steps": step,
-        "epochs_complete": len(history),
-        "patches": step * cfg.batch_size,
-        "patches_per_s": step * cfg.batch_size / train_time if train_time > 0 else None,
-        "gpu_busy_percent": _window_mean(monitor.samples, windows),
-        "peak_gpu_mem_mib": monitor_summary["peak_gpu_mem_mib"],
-        "framework_peak_mib": backend.peak_memory_mib(),
-        "best_valid_loss": best_loss if best is not None else None,
-        "final_lr": schedule.lr,
-        "valid_tiles": len(valid.noisy),
-        "history": history,
-    }
-    return summary, last, best if best is not None else last, backend
-
-
 def run_train(task: dict[str, Any]) -> dict[str, Any]:
+    """Train with the pipeline's loop for task["seconds"], then evaluate on every BSD68 image."""
+    from n2v_repro.config import TrainConfig, from_plain
     from n2v_repro.evaluation.predict import evaluate_model, load_test_images, summarise
     from n2v_repro.io.formats import read_train_stats, save_weights
+    from n2v_repro.models.initialisation import make_init_weights
+    from n2v_repro.training.job import TrainJob
+    from n2v_repro.training.loop import train
 
-    framework = task["framework"]
-    out_dir = Path(task["out_dir"])
+    framework, cfg = task["framework"], from_plain(TrainConfig, task["train"])
+    out_dir, seed = Path(task["out_dir"]), int(task["seed"])
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"framework": framework}
-    result["facts"] = framework_facts(framework, task["train"]["device"])
+    result["facts"] = framework_facts(framework, cfg.device)
     write_result(Path(task["result"]), result)
-    summary, last, best, backend = train_for(framework, task, out_dir)
-    save_weights(out_dir / "last.npz", last)
-    save_weights(out_dir / "best.npz", best)
-    result["train"] = summary
+    save_weights(out_dir / "init.npz", make_init_weights(cfg.arch, seed, cfg.init))
+    job = TrainJob(
+        framework=framework,
+        patch_dir=Path(task["patch_dir"]),
+        init_weights=out_dir / "init.npz",
+        out_dir=out_dir,
+        checkpoint=None,
+        train=cfg,
+        patch_size=task["patch_size"],
+        seed=seed,
+        threads=task.get("threads"),
+    )
+    run = train(job, budget_s=float(task["seconds"]))
+    summary = json.loads((out_dir / "train_summary.json").read_text())
+    result["train"] = {
+        "precision": summary["precision"],
+        "batch_size": cfg.batch_size,
+        "steps_per_epoch": cfg.steps_per_epoch,
+        "budget_s": float(task["seconds"]),
+        "wall_s": summary["total_time_s"],
+        "train_s": summary["train_time_s"],
+        "steps": summary["epochs"] * cfg.steps_per_epoch,
+        "epochs_complete": summary["epochs"],
+        "patches": summary["patches"],
+        "patches_per_s": summary["train_patches_per_s"],
+        "steady_patches_per_s": summary["steady_patches_per_s"],
+        # The whole run's mean, validation included (the bench phase times steps alone).
+        "gpu_busy_percent": summary["mean_gpu_util_percent"],
+        "framework_peak_mib": summary["framework_peak_memory_mib"],
+        "best_valid_loss": summary["best_valid_loss"],
+        "history": run.state.history,
+    }
     write_result(Path(task["result"]), result)
     print(
-        f"{framework}: {summary['steps']} steps, {summary['epochs_complete']} epochs in "
-        f"{summary['wall_s']:.0f} s, {summary['patches_per_s'] or 0:.0f} patches/s",
+        f"{framework}: {result['train']['steps']} steps, {summary['epochs']} epochs in "
+        f"{summary['total_time_s']:.0f} s, {summary['train_patches_per_s'] or 0:.0f} patches/s",
         flush=True,
     )
     start = time.monotonic()
     data = task["data"]
     images = load_test_images(data["clean_bsd68"], data["noisy_bsd68"], data["split_csv"])
-    mean, std = read_train_stats(Path(task["patch_dir"]) / "train_stats.json")
-    evaluation = evaluate_model(backend, {"last": last, "best": best}, images, mean, std)
+    mean, std = read_train_stats(job.patch_dir / "train_stats.json")
+    weights = {"last": run.state.weights, "best": run.state.best_weights}
+    evaluation = evaluate_model(run.backend, weights, images, mean, std)
     result["eval"] = {
         "images": len(images),
         "test_sets": summarise(evaluation.rows),
