@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from n2v_repro import parity
+from n2v_repro import parity, paths
 from n2v_repro.evaluation.predict import run_evaluation
 from n2v_repro.io.atomic import save_npz
 from n2v_repro.io.formats import (
@@ -96,18 +96,16 @@ def write_data(root: Path, ids: Sequence[str], n_valid: int, sigmas: Sequence[in
 
 
 def run_dir(root: Path, recipe: str, framework: str, sigma: int, seed: int) -> Path:
-    """The pipeline's folder of one run (workflow/rules/common.smk RUN)."""
-    return root / "results" / recipe / framework / f"sigma{sigma}" / f"seed{seed}"
+    """The pipeline's folder of one run."""
+    return root / "results" / paths.run_path(paths.RUN, recipe, framework, sigma, seed)
 
 
 def train_benchmark(root: Path, recipe: str, framework: str, sigma: int, seed: int) -> Path:
-    return root / "benchmarks" / "train" / recipe / framework / f"sigma{sigma}" / f"seed{seed}.tsv"
+    return root / paths.run_path(paths.TRAIN_BENCHMARK, recipe, framework, sigma, seed)
 
 
 def eval_benchmark(root: Path, recipe: str, framework: str, sigma: int, seed: int) -> Path:
-    return (
-        root / "benchmarks" / "evaluate" / recipe / framework / f"sigma{sigma}" / f"seed{seed}.tsv"
-    )
+    return root / paths.run_path(paths.EVAL_BENCHMARK, recipe, framework, sigma, seed)
 
 
 def write_benchmark(path: Path, seconds: float) -> Path:

@@ -1,6 +1,6 @@
 """Paths named in the docs, sources and messages are the pipeline's real ones.
 
-The path patterns are defined once, in workflow/rules/common.smk; the docs, the denoise
+The path patterns are defined once, in n2v_repro.paths; the docs, the denoise
 command's examples and its error hints repeat them, and drifted once (`results/models/...`).
 """
 
@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from n2v_repro import paths
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()
@@ -67,30 +69,13 @@ def occurrences(files: list[Path], needle: str) -> list[str]:
     return found
 
 
-# --- item: the path patterns of common.smk ----------------------------------------------------
-
-
-def smk_patterns() -> dict[str, str]:
-    """The `NAME = "..."` / `NAME = f"...{OTHER}..."` path patterns of common.smk, expanded."""
-    text = (REPO_ROOT / "workflow" / "rules" / "common.smk").read_text()
-    patterns: dict[str, str] = {}
-    for name, value in re.findall(r'^([A-Z_]+) = f?"([^"]*)"$', text, flags=re.MULTILINE):
-        patterns[name] = re.sub(r"\{([A-Z_]+)\}", lambda m: patterns[m.group(1)], value)
-    return patterns
+# --- item: the path patterns of n2v_repro.paths -------------------------------------------
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:
     """A Snakemake pattern as a regex: each `{wildcard}` stands for one path component part."""
     parts = re.split(r"\{[a-z_]+\}", pattern)
     return re.compile("[^/]+".join(map(re.escape, parts)))
-
-
-def test_common_smk_defines_the_patterns_the_docs_repeat() -> None:
-    patterns = smk_patterns()
-    assert patterns["RUN"] == "{recipe}/{framework}/sigma{sigma}/seed{seed}"
-    assert patterns["MODEL_DIR"] == "results/{recipe}/{framework}/sigma{sigma}/seed{seed}/model"
-    assert patterns["PATCH_DIR"] == "resources/patches/{data_tag}/sigma{sigma}"
-    assert patterns["CHECKPOINT"].startswith("results/{recipe}/{framework}/sigma{sigma}/seed")
 
 
 @pytest.mark.parametrize(
@@ -100,20 +85,19 @@ def test_no_doc_or_source_names_an_old_path(stale: str) -> None:
     files = repo_files(DOC_AND_SOURCE + ["profiles/*", "envs/*", "config/*.yaml"])
     assert len(files) > 50
     found = occurrences(files, stale)
-    assert not found, f"old path {stale!r} (see workflow/rules/common.smk):\n" + "\n".join(found)
+    assert not found, f"old path {stale!r} (see n2v_repro.paths):\n" + "\n".join(found)
 
 
 def concrete_paths(text: str, prefix: str) -> list[str]:
     """Paths starting with `prefix` in `text` that hold no placeholder (`{...}`, `<...>`)."""
-    paths = re.findall(re.escape(prefix) + r"[^\s`'\"),;]*", text)
-    return [path.rstrip(".:") for path in paths if not re.search(r"[{}<>]", path)]
+    found = re.findall(re.escape(prefix) + r"[^\s`'\"),;]*", text)
+    return [path.rstrip(".:") for path in found if not re.search(r"[{}<>]", path)]
 
 
-def test_example_weights_and_stats_paths_follow_common_smk() -> None:
+def test_example_weights_and_stats_paths_follow_the_patterns() -> None:
     """Every concrete weights or stats path in the docs and sources fits the real pattern."""
-    patterns = smk_patterns()
-    model = pattern_regex(patterns["MODEL_DIR"] + "/")
-    patches = pattern_regex(patterns["PATCH_DIR"] + "/")
+    model = pattern_regex(paths.MODEL_DIR + "/")
+    patches = pattern_regex(paths.PATCH_DIR + "/")
     checked, wrong = 0, []
     for path in repo_files(DOC_AND_SOURCE):
         text = path.read_text()
@@ -128,7 +112,7 @@ def test_example_weights_and_stats_paths_follow_common_smk() -> None:
             checked += 1
             if not patches.match(example):
                 wrong.append(f"{path.relative_to(REPO_ROOT)}: {example}")
-    assert not wrong, "paths that do not fit workflow/rules/common.smk:\n" + "\n".join(wrong)
+    assert not wrong, "paths that do not fit n2v_repro.paths:\n" + "\n".join(wrong)
     # README and denoise.py each show two --weights examples; the hints show more.
     assert checked >= 6
 

@@ -26,13 +26,14 @@ from fake_bsds import FakeBsds, make_fake_bsds
 from http_mirror import serve_directory, unreachable_url
 from pipeline_runner import run_snakemake, start_snakemake, write_config
 
+from n2v_repro import paths
 from n2v_repro.io import atomic as io_utils
 
 SIGMA = 25
 # The port recipe (validation on the BSD68 split), torch, first seed of config/test.yaml.
-RUN = f"port/torch/sigma{SIGMA}/seed1"
-MODEL_DIR = f"results/{RUN}/model"
-CHECKPOINT = f"results/{RUN}/checkpoint/checkpoint.npz"
+RUN = paths.run_path(paths.RUN, "port", "torch", SIGMA, 1)
+MODEL_DIR = paths.run_path(paths.MODEL_DIR, "port", "torch", SIGMA, 1)
+CHECKPOINT = paths.run_path(paths.CHECKPOINT, "port", "torch", SIGMA, 1)
 TRAIN_LOG = f"logs/train/{RUN}.log"
 PATCH_TARGETS = [
     f"resources/patches/bsd400_bsd68_split/sigma{SIGMA}/{name}"

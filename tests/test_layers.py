@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "n2v_repro"
 
 # Bottom to top; a module may import from its own layer or any layer listed before it.
 LAYERS = [
-    {"io", "errors", "config", "logs", "framework_site", "machine", "throughput"},
+    {"io", "errors", "config", "logs", "framework_site", "machine", "throughput", "paths"},
     {"data", "models"},
     {"backends"},
     {"evaluation"},

@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from n2v_repro.config import load_config, merge_into, recipe_mapping  # noqa: E402
+from n2v_repro.paths import MODEL_DIR, run_path  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-SUMMARY = "results/{recipe}/{framework}/sigma{sigma}/seed{seed}/model/train_summary.json"
 # The one job allowed to touch BSD68 files: it downloads every BSDS500 image once.
 DOWNLOAD_RULE = "download_bsds500"
 CANDIDATE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -75,7 +75,7 @@ def candidate_config(
 
 def summary_targets(candidates: Sequence[str], framework: str, sigma: int, seed: int) -> list[str]:
     return [
-        SUMMARY.format(recipe=name, framework=framework, sigma=sigma, seed=seed)
+        f"{run_path(MODEL_DIR, name, framework, sigma, seed)}/train_summary.json"
         for name in candidates
     ]
 

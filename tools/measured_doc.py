@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from n2v_repro import paths  # noqa: E402
 from n2v_repro.backends.registry import FRAMEWORKS  # noqa: E402
 from n2v_repro.io.formats import read_benchmark, read_history  # noqa: E402
 from n2v_repro.training.progress import format_duration  # noqa: E402
@@ -31,13 +32,15 @@ CURVE_ROWS = 10
 
 
 def run_files(root: Path, recipe: str, framework: str, sigma: int, seed: int) -> dict[str, Path]:
-    run = f"{recipe}/{framework}/sigma{sigma}/seed{seed}"
+    def path(pattern: str) -> Path:
+        return root / paths.run_path(pattern, recipe, framework, sigma, seed)
+
     return {
-        "history.csv": root / "results" / run / "model" / "history.csv",
-        "train_summary.json": root / "results" / run / "model" / "train_summary.json",
-        "eval_summary.json": root / "results" / run / "eval" / "summary.json",
-        "train_benchmark.tsv": root / "benchmarks" / "train" / f"{run}.tsv",
-        "eval_benchmark.tsv": root / "benchmarks" / "evaluate" / f"{run}.tsv",
+        "history.csv": path(paths.MODEL_DIR) / "history.csv",
+        "train_summary.json": path(paths.MODEL_DIR) / "train_summary.json",
+        "eval_summary.json": path(paths.EVAL_DIR) / "summary.json",
+        "train_benchmark.tsv": path(paths.TRAIN_BENCHMARK),
+        "eval_benchmark.tsv": path(paths.EVAL_BENCHMARK),
     }
 
 

@@ -6,7 +6,7 @@ r"""Denoise your own grey images with trained weights, in either framework.
         --input resources/gray/bsd68/3096.png --output out/ --add-noise 25 --framework torch
 
 Training writes the weights to results/{recipe}/{framework}/sigma{sigma}/seed{seed}/model/
-(MODEL_DIR in workflow/rules/common.smk). The arch and the normalisation are read from the
+(MODEL_DIR in n2v_repro.paths). The arch and the normalisation are read from the
 model.json beside the weights. Inputs: one image or a folder of 8-/16-bit grey PNG or TIFF
 (colour is converted to grey; JPEG is read, written back as PNG). Outputs keep the name,
 format and bit depth; with --add-noise the noisy input is written too (NAME_noisy.EXT), and

@@ -1,5 +1,5 @@
-# Config loading, wildcard constraints, path patterns, and the input functions and target
-# lists that the rules use. No rules here.
+# Config loading, wildcard constraints, and the input functions and target lists that the
+# rules use (the path patterns are n2v_repro.paths). No rules here.
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
@@ -9,6 +9,30 @@ from n2v_repro.config import ConfigError, PipelineConfig, plain
 from n2v_repro.data import manifest as _manifest
 from n2v_repro.models.initialisation import INIT_SCHEMES
 from n2v_repro.models.spec import ARCHS
+from n2v_repro.paths import (
+    BSD68_SPLIT,
+    CHECKPOINT,
+    DOWNLOAD_BENCHMARK,
+    DOWNLOAD_CACHE,
+    EVAL_BENCHMARK,
+    EVAL_DIR,
+    GRAY_BENCHMARK,
+    INIT_WEIGHTS,
+    MODEL_DIR,
+    NOISE_BENCHMARK,
+    NOISY_NPZ,
+    PARITY_DIR,
+    PARITY_INPUTS,
+    PARITY_RESULT,
+    PATCH_BENCHMARK,
+    PATCH_DIR,
+    RECIPE_FIGURES,
+    RECIPE_TABLES,
+    RUN,
+    SPLIT_BENCHMARK,
+    TRAIN_BENCHMARK,
+    run_path,
+)
 from n2v_repro.report.categories import report_category as _report_category
 
 min_version("9.0")
@@ -48,6 +72,10 @@ RUNS = [
 # Training + validation data sets in use, by name (a recipe's `data_tag`): several recipes
 # with the same training set and validation scheme share one set of patches.
 DATA_TAGS = {train.data_tag: train for train in RECIPES.values()}
+# The recipes' and data sets' settings as the plain mappings scripts rebuild; rules take one
+# key with lookup(dpath="{recipe}/arch", within=RECIPE_TRAIN).
+RECIPE_TRAIN = {name: plain(train) for name, train in RECIPES.items()}
+DATA_TAG_TRAIN = {tag: plain(train) for tag, train in DATA_TAGS.items()}
 # The data seed: noise realisations and the BSD68 split.
 SEED = CONFIG.seed
 
@@ -64,32 +92,6 @@ wildcard_constraints:
     dataset="bsd400|bsd68",
 
 
-# --- path patterns (each defined once; rules and target lists format them) ------------------
-
-NOISY_NPZ = "resources/noisy/sigma{sigma}/{dataset}.npz"
-PATCH_DIR = "resources/patches/{data_tag}/sigma{sigma}"
-INIT_WEIGHTS = "results/init/{arch}_{init}_seed{seed}.npz"
-# One training run: recipe x framework x sigma x seed. Its model, evaluation and resume state.
-RUN = "{recipe}/{framework}/sigma{sigma}/seed{seed}"
-MODEL_DIR = f"results/{RUN}/model"
-EVAL_DIR = f"results/{RUN}/eval"
-CHECKPOINT = f"results/{RUN}/checkpoint/checkpoint.npz"
-# The data jobs' benchmarks: their rules write them, the time breakdown sums them.
-DOWNLOAD_BENCHMARK = "benchmarks/download_bsds500/download_bsds500.tsv"
-GRAY_BENCHMARK = "benchmarks/to_gray/{dataset}.tsv"
-SPLIT_BENCHMARK = "benchmarks/split_bsd68/split_bsd68.tsv"
-NOISE_BENCHMARK = "benchmarks/add_noise/sigma{sigma}/{dataset}.tsv"
-PATCH_BENCHMARK = "benchmarks/patchify/{data_tag}/sigma{sigma}.tsv"
-TRAIN_BENCHMARK = f"benchmarks/train/{RUN}.tsv"
-EVAL_BENCHMARK = f"benchmarks/evaluate/{RUN}.tsv"
-RECIPE_TABLES = "results/tables/{recipe}"
-RECIPE_FIGURES = "results/figures/{recipe}"
-PARITY_DIR = "results/parity"
-PARITY_INPUTS = f"{PARITY_DIR}/inputs/{{arch}}.npz"
-PARITY_RESULT = f"{PARITY_DIR}/{{framework}}/{{arch}}.npz"
-# Verified downloads; not a declared output, so a failed job never deletes them.
-DOWNLOAD_CACHE = "resources/.download_cache"
-
 # Pixels of one BSDS500 image (481 x 321): sizes the memory of the whole-set data jobs.
 BSDS500_IMAGE_PIXELS = 481 * 321
 
@@ -97,28 +99,16 @@ BSDS500_IMAGE_PIXELS = 481 * 321
 # --- data -----------------------------------------------------------------------------------
 
 
-def downloaded_jpgs():
-    """Every jpg the run needs: the training images and the BSD68 images in use."""
-    return [
-        f"resources/bsds500/{MANIFEST[i].split}/{i}.jpg" for i in TRAIN_IDS + BSD68_IDS
-    ]
-
-
-def dataset_jpgs(dataset):
-    ids = TRAIN_IDS if dataset == "bsd400" else BSD68_IDS
-    return [f"resources/bsds500/{MANIFEST[i].split}/{i}.jpg" for i in ids]
-
-
-def gray_train_pngs():
-    return [f"resources/gray/bsd400/{i}.png" for i in TRAIN_IDS]
-
-
-def gray_bsd68_pngs():
-    return [f"resources/gray/bsd68/{i}.png" for i in BSD68_IDS]
-
-
-def gray_pngs(wildcards):
-    return gray_train_pngs() if wildcards.dataset == "bsd400" else gray_bsd68_pngs()
+# The images in use of each image set (the `dataset` wildcard): training and BSD68.
+IMAGE_IDS = {"bsd400": TRAIN_IDS, "bsd68": BSD68_IDS}
+JPGS = {
+    dataset: [f"resources/bsds500/{MANIFEST[i].split}/{i}.jpg" for i in ids]
+    for dataset, ids in IMAGE_IDS.items()
+}
+GRAY_PNGS = {
+    dataset: [f"resources/gray/{dataset}/{i}.png" for i in ids]
+    for dataset, ids in IMAGE_IDS.items()
+}
 
 
 def data_mem_mb(wildcards):
@@ -165,13 +155,13 @@ def patchify_inputs(wildcards):
     train = DATA_TAGS[wildcards.data_tag]
     inputs = {"bsd400": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd400")}
     if train.train_set == "train400" or train.validation.scheme == "heldout_train":
-        inputs["clean_bsd400"] = gray_train_pngs()
+        inputs["clean_bsd400"] = GRAY_PNGS["bsd400"]
     if train.train_set == "train400":
         inputs["crops"] = CONFIG.data.train400_crops
     if train.validation.scheme == "bsd68_split":
         inputs["bsd68"] = NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd68")
-        inputs["split"] = "resources/bsd68_split.csv"
-        inputs["clean_bsd68"] = gray_bsd68_pngs()
+        inputs["split"] = BSD68_SPLIT
+        inputs["clean_bsd68"] = GRAY_PNGS["bsd68"]
     return inputs
 
 
@@ -194,8 +184,8 @@ def uses_gpu():
     return device == "cuda" or (device == "auto" and cuda_driver_available())
 
 
-def gpu_jobs_resource():
-    return 1 if uses_gpu() else 0
+# The `gpu` resource of a training/evaluation job.
+JOB_GPUS = 1 if uses_gpu() else 0
 
 
 # Threads of a training/evaluation job under a cluster executor, where Snakemake has no total
@@ -219,51 +209,6 @@ def framework_threads():
     return cores if not uses_gpu() else min(4, cores)
 
 
-def run_path(pattern, recipe, framework, sigma, seed):
-    return pattern.format(recipe=recipe, framework=framework, sigma=sigma, seed=seed)
-
-
-def recipe_train(wildcards):
-    """The recipe's training settings, as the plain mapping a script rebuilds."""
-    return plain(RECIPES[wildcards.recipe])
-
-
-def recipe_arch(wildcards):
-    return RECIPES[wildcards.recipe].arch
-
-
-def recipe_precision(wildcards):
-    return RECIPES[wildcards.recipe].precision
-
-
-def recipe_validation_scheme(wildcards):
-    return RECIPES[wildcards.recipe].validation.scheme
-
-
-def run_checkpoint(wildcards):
-    """The run's resume state: not an output, so a failed job keeps it."""
-    return run_path(
-        CHECKPOINT,
-        wildcards.recipe,
-        wildcards.framework,
-        wildcards.sigma,
-        wildcards.seed,
-    )
-
-
-def data_tag_train_set(wildcards):
-    return DATA_TAGS[wildcards.data_tag].train_set
-
-
-def data_tag_validation(wildcards):
-    return plain(DATA_TAGS[wildcards.data_tag].validation)
-
-
-def parity_init(wildcards):
-    """The initialisation the arch's first recipe trains from."""
-    return PARITY_SETTINGS[wildcards.arch].init
-
-
 def one_recipe_settings(wildcards):
     return {wildcards.recipe: recipe_settings()[wildcards.recipe]}
 
@@ -279,9 +224,9 @@ def evaluation_inputs(wildcards):
         wildcards.seed,
     )
     return {
-        "clean": gray_bsd68_pngs(),
+        "clean": GRAY_PNGS["bsd68"],
         "noisy": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd68"),
-        "split": "resources/bsd68_split.csv",
+        "split": BSD68_SPLIT,
         "stats": patch_files(train.data_tag, wildcards.sigma)["stats"],
         **{name: f"{folder}/{name}.npz" for name in CONFIG.eval.weights},
     }
@@ -415,22 +360,10 @@ def final_outputs():
 
 # --- parity ---------------------------------------------------------------------------------
 
-# The networks this run trains, each checked once; the settings of its first recipe.
+# The networks this run trains, each checked once with the settings of its first recipe
+# (masking, optimizer, init: rules lookup() them by arch).
 PARITY_ARCHS = list(dict.fromkeys(train.arch for train in RECIPES.values()))
-PARITY_SETTINGS = {
-    arch: next(train for train in RECIPES.values() if train.arch == arch)
+PARITY_TRAIN = {
+    arch: next(train for train in RECIPE_TRAIN.values() if train["arch"] == arch)
     for arch in PARITY_ARCHS
 }
-
-
-def parity_masking(wildcards):
-    return plain(PARITY_SETTINGS[wildcards.arch].masking)
-
-
-def parity_optimizer(wildcards):
-    return plain(PARITY_SETTINGS[wildcards.arch].optimizer)
-
-
-def parity_threads():
-    """Parity jobs are small; on CPU they still get the cores so that no two share them."""
-    return framework_threads()

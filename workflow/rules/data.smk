@@ -13,7 +13,7 @@ rule download_bsds500:
     input:
         manifest=CONFIG.data.manifest,
     output:
-        downloaded_jpgs(),
+        JPGS["bsd400"] + JPGS["bsd68"],
     log:
         "logs/download_bsds500/download_bsds500.log",
     benchmark:
@@ -33,9 +33,9 @@ rule download_bsds500:
 # job that reads a BSD68 image (the download fetches both sets but decodes none).
 rule to_gray_bsd400:
     input:
-        dataset_jpgs("bsd400"),
+        JPGS["bsd400"],
     output:
-        gray_train_pngs(),
+        GRAY_PNGS["bsd400"],
     log:
         "logs/to_gray/bsd400.log",
     benchmark:
@@ -52,9 +52,9 @@ rule to_gray_bsd400:
 
 use rule to_gray_bsd400 as to_gray_bsd68 with:
     input:
-        dataset_jpgs("bsd68"),
+        JPGS["bsd68"],
     output:
-        gray_bsd68_pngs(),
+        GRAY_PNGS["bsd68"],
     log:
         "logs/to_gray/bsd68.log",
     benchmark:
@@ -67,15 +67,15 @@ use rule to_gray_bsd400 as to_gray_bsd68 with:
 # `snakemake to_gray` converts both sets.
 rule to_gray:
     input:
-        gray_train_pngs(),
-        gray_bsd68_pngs(),
+        GRAY_PNGS["bsd400"],
+        GRAY_PNGS["bsd68"],
 
 
 rule split_bsd68:
     input:
         ids=CONFIG.data.bsd68_ids,
     output:
-        "resources/bsd68_split.csv",
+        BSD68_SPLIT,
     log:
         "logs/split_bsd68/split_bsd68.log",
     benchmark:
@@ -93,7 +93,7 @@ rule split_bsd68:
 
 rule add_noise:
     input:
-        gray_pngs,
+        lookup(dpath="{dataset}", within=GRAY_PNGS),
     output:
         NOISY_NPZ,
     log:
@@ -127,7 +127,7 @@ rule patchify:
         mem_mb=data_mem_mb,
     params:
         patch_size=CONFIG.data.patch_size,
-        train_set=data_tag_train_set,
-        validation=data_tag_validation,
+        train_set=lookup(dpath="{data_tag}/train_set", within=DATA_TAG_TRAIN),
+        validation=lookup(dpath="{data_tag}/validation", within=DATA_TAG_TRAIN),
     script:
         "../scripts/patchify.py"

@@ -22,12 +22,12 @@ rule evaluate_torch:
         "../../envs/torch.yaml"
     threads: framework_threads()
     resources:
-        gpu=gpu_jobs_resource(),
+        gpu=JOB_GPUS,
     params:
-        arch=recipe_arch,
-        validation=recipe_validation_scheme,
+        arch=lookup(dpath="{recipe}/arch", within=RECIPE_TRAIN),
+        validation=lookup(dpath="{recipe}/validation/scheme", within=RECIPE_TRAIN),
         device=CONFIG.train.device,
-        precision=recipe_precision,
+        precision=lookup(dpath="{recipe}/precision", within=RECIPE_TRAIN),
         weights=list(CONFIG.eval.weights),
         tta=CONFIG.eval.tta,
     script:

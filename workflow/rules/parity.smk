@@ -30,9 +30,9 @@ rule parity_inputs:
     params:
         seed=SEED,
         batch_size=CONFIG.parity.batch_size,
-        masking=parity_masking,
+        masking=lookup(dpath="{arch}/masking", within=PARITY_TRAIN),
         # The initialisation the arch's (first) recipe trains from.
-        init=parity_init,
+        init=lookup(dpath="{arch}/init", within=PARITY_TRAIN),
     script:
         "../scripts/parity_inputs.py"
 
@@ -48,12 +48,13 @@ rule parity_torch:
         framework="torch",
     conda:
         "../../envs/torch.yaml"
-    threads: parity_threads()
+    # Parity jobs are small; on CPU they still get the cores so that no two share them.
+    threads: framework_threads()
     resources:
-        gpu=gpu_jobs_resource(),
+        gpu=JOB_GPUS,
     params:
         steps=CONFIG.parity.steps,
-        optimizer=parity_optimizer,
+        optimizer=lookup(dpath="{arch}/optimizer", within=PARITY_TRAIN),
         device=CONFIG.train.device,
     script:
         "../scripts/parity_framework.py"

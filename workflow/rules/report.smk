@@ -156,7 +156,7 @@ rule plot_training:
     params:
         # As in recipe_tables: the run of each input file, in the input lists' order.
         runs=recipe_runs,
-        validation=recipe_validation_scheme,
+        validation=lookup(dpath="{recipe}/validation/scheme", within=RECIPE_TRAIN),
     script:
         "../scripts/plot_training.py"
 
@@ -184,9 +184,9 @@ rule plot_final_psnr:
 
 rule plot_qualitative:
     input:
-        clean=gray_bsd68_pngs(),
+        clean=GRAY_PNGS["bsd68"],
         noisy=NOISY_NPZ.replace("{dataset}", "bsd68"),
-        split="resources/bsd68_split.csv",
+        split=BSD68_SPLIT,
         denoised=first_seed_files(EVAL_DIR, "denoised"),
         per_image=first_seed_files(EVAL_DIR, "per_image.csv"),
     output:

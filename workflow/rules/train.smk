@@ -26,11 +26,12 @@ rule train_torch:
         "../../envs/torch.yaml"
     threads: framework_threads()
     resources:
-        gpu=gpu_jobs_resource(),
+        gpu=JOB_GPUS,
     params:
-        train=recipe_train,
+        train=lookup(dpath="{recipe}", within=RECIPE_TRAIN),
         patch_size=CONFIG.data.patch_size,
-        checkpoint=run_checkpoint,
+        # The run's resume state: not an output, so a failed job keeps it.
+        checkpoint=CHECKPOINT,
     script:
         "../scripts/train.py"
 

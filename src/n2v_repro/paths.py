@@ -1,0 +1,39 @@
+"""The pipeline's path patterns, each defined once (docs/architecture.md describes the files).
+
+workflow/rules/common.smk builds the rules and target lists from them; the tools that read a
+finished run (tools/measured_doc.py, tools/cpu_tuning.py) format the same patterns. Paths are
+relative to the working directory. Wildcards: `{sigma}`, `{dataset}` (bsd400 or bsd68),
+`{data_tag}`, `{arch}`, `{init}`, `{seed}`, `{recipe}`, `{framework}`.
+"""
+
+from __future__ import annotations
+
+BSD68_SPLIT = "resources/bsd68_split.csv"
+NOISY_NPZ = "resources/noisy/sigma{sigma}/{dataset}.npz"
+PATCH_DIR = "resources/patches/{data_tag}/sigma{sigma}"
+INIT_WEIGHTS = "results/init/{arch}_{init}_seed{seed}.npz"
+# One training run: recipe x framework x sigma x seed. Its model, evaluation and resume state.
+RUN = "{recipe}/{framework}/sigma{sigma}/seed{seed}"
+MODEL_DIR = f"results/{RUN}/model"
+EVAL_DIR = f"results/{RUN}/eval"
+CHECKPOINT = f"results/{RUN}/checkpoint/checkpoint.npz"
+# The data jobs' benchmarks: their rules write them, the time breakdown sums them.
+DOWNLOAD_BENCHMARK = "benchmarks/download_bsds500/download_bsds500.tsv"
+GRAY_BENCHMARK = "benchmarks/to_gray/{dataset}.tsv"
+SPLIT_BENCHMARK = "benchmarks/split_bsd68/split_bsd68.tsv"
+NOISE_BENCHMARK = "benchmarks/add_noise/sigma{sigma}/{dataset}.tsv"
+PATCH_BENCHMARK = "benchmarks/patchify/{data_tag}/sigma{sigma}.tsv"
+TRAIN_BENCHMARK = f"benchmarks/train/{RUN}.tsv"
+EVAL_BENCHMARK = f"benchmarks/evaluate/{RUN}.tsv"
+RECIPE_TABLES = "results/tables/{recipe}"
+RECIPE_FIGURES = "results/figures/{recipe}"
+PARITY_DIR = "results/parity"
+PARITY_INPUTS = f"{PARITY_DIR}/inputs/{{arch}}.npz"
+PARITY_RESULT = f"{PARITY_DIR}/{{framework}}/{{arch}}.npz"
+# Verified downloads; not a declared output, so a failed job never deletes them.
+DOWNLOAD_CACHE = "resources/.download_cache"
+
+
+def run_path(pattern: str, recipe: str, framework: str, sigma: int | str, seed: int | str) -> str:
+    """`pattern` (RUN, MODEL_DIR, TRAIN_BENCHMARK, ...) of one training run."""
+    return pattern.format(recipe=recipe, framework=framework, sigma=sigma, seed=seed)
