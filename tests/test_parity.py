@@ -176,7 +176,7 @@ def test_parity_torch_vs_jittor(tmp_path, arch):
 
 
 def test_a_parity_failure_fails_only_the_gate_in_the_workflow(tmp_path):
-    """Through Snakemake with the default profile: framework_parity writes its table and the
+    """Through Snakemake with the default profile: parity_compare writes its table and the
     figure is drawn although rednet20 fails; parity_gate fails naming it; the run exits != 0."""
     from fake_results import fake_parity_result
     from pipeline_runner import merged, repo_data_config, run_snakemake, write_config
@@ -195,7 +195,7 @@ def test_a_parity_failure_fails_only_the_gate_in_the_workflow(tmp_path):
     config = write_config(tmp_path / "config.yaml", merged(repo_data_config(), change))
     targets = ["results/parity/passed.txt", "results/figures/parity.png"]
     # Only these rules may run: the fake per-framework results stand for the parity jobs.
-    allowed = ["--allowed-rules", "framework_parity", "parity_gate", "plot_parity", "-p"]
+    allowed = ["--allowed-rules", "parity_compare", "parity_gate", "plot_parity", "-p"]
     result = run_snakemake(tmp_path, config, targets, extra=allowed, cores=1)
     assert result.returncode != 0, result.stdout
     parity_dir = tmp_path / "results" / "parity"

@@ -1,6 +1,6 @@
 # Initial weights and the framework-parity check. PyTorch and Jittor run in separate jobs
 # (their own conda environments) and exchange only files: inputs -> per-framework results
-# -> comparison. framework_parity always writes the errors (and the report's table, failing
+# -> comparison. parity_compare always writes the errors (and the report's table, failing
 # archs in red); parity_gate then fails when forward outputs or gradients disagree beyond
 # parity.tolerance, so a failure is its own failed job while training, evaluation and the
 # report still complete (keep-going in profiles/default). src/n2v_repro/parity.py defines
@@ -43,7 +43,7 @@ rule parity_torch:
     output:
         PARITY_RESULT,
     log:
-        "logs/parity_framework/{framework}/{arch}.log",
+        "logs/parity_{framework}/{arch}.log",
     wildcard_constraints:
         framework="torch",
     conda:
@@ -57,7 +57,7 @@ rule parity_torch:
         optimizer=lookup(dpath="{arch}/optimizer", within=PARITY_TRAIN),
         device=CONFIG.train.device,
     script:
-        "../scripts/parity_framework.py"
+        "../scripts/parity_run_framework.py"
 
 
 use rule parity_torch as parity_jittor with:
@@ -67,7 +67,7 @@ use rule parity_torch as parity_jittor with:
         "../../envs/jittor.yaml"
 
 
-rule framework_parity:
+rule parity_compare:
     input:
         torch=expand(PARITY_RESULT, framework="torch", arch=PARITY_ARCHS),
         jittor=expand(PARITY_RESULT, framework="jittor", arch=PARITY_ARCHS),
@@ -81,7 +81,7 @@ rule framework_parity:
             labels={"table": "relative errors, passed / FAILED"},
         ),
     log:
-        "logs/framework_parity/framework_parity.log",
+        "logs/parity_compare/parity_compare.log",
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -89,7 +89,7 @@ rule framework_parity:
         archs=PARITY_ARCHS,
         tolerance=CONFIG.parity.tolerance,
     script:
-        "../scripts/framework_parity.py"
+        "../scripts/parity_compare.py"
 
 
 rule parity_gate:
