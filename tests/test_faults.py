@@ -27,7 +27,9 @@ from http_mirror import serve_directory, unreachable_url
 from pipeline_runner import run_snakemake, start_snakemake, write_config
 
 from n2v_repro import paths
+from n2v_repro.errors import UserError
 from n2v_repro.io import atomic as io_utils
+from n2v_repro.io.atomic import WriteError
 
 SIGMA = 25
 # The port recipe (validation on the BSD68 split), torch, first seed of config/test.yaml.
@@ -264,8 +266,12 @@ def test_working_directory_with_spaces(tmp_path: Path, fake: FakeBsds, mirror: s
 # --- a full disk: library level (every output goes through io_utils' atomic writes) ---------
 
 
+WRITE_ERRNO = {"code": errno.ENOSPC}  # the error the patched writers raise
+
+
 def disk_full(*_args: Any, **_kwargs: Any) -> None:
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    code = WRITE_ERRNO["code"]
+    raise OSError(code, os.strerror(code))
 
 
 def json_dump_until_full(data: Any, handle: Any, **_kwargs: Any) -> None:
@@ -298,19 +304,30 @@ def np_save_until_full(file: Any, *_args: Any, **_kwargs: Any) -> None:
         ),
     ],
 )
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
 def test_full_disk_leaves_old_file_and_no_partial_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, patched: str, replacement: Any, write: Any
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    patched: str,
+    replacement: Any,
+    write: Any,
+    code: int,
 ) -> None:
-    """The serialiser fails half-way with ENOSPC, after writing part of its output."""
+    """The serialiser fails half-way (full disk, read-only, no permission) after writing part
+    of its output: a user error naming the file, the free space and that a rerun resumes."""
     target = tmp_path / "out" / "result.bin"
     target.parent.mkdir()
     target.write_bytes(b"the old, complete result")
     old_mtime = target.stat().st_mtime_ns
     monkeypatch.setattr(patched, replacement)
-    with pytest.raises(OSError) as raised:
+    monkeypatch.setitem(WRITE_ERRNO, "code", code)
+    with pytest.raises(WriteError) as raised:
         write(target)
     monkeypatch.undo()
-    assert raised.value.errno == errno.ENOSPC
+    assert isinstance(raised.value, UserError) and raised.value.errno == code
+    message = str(raised.value)
+    assert f"cannot write {target}: {os.strerror(code)}" in message
+    assert "MiB free there" in message and "rerun" in message and "\n" not in message
     assert target.read_bytes() == b"the old, complete result"
     assert target.stat().st_mtime_ns == old_mtime
     assert [p.name for p in target.parent.iterdir()] == ["result.bin"], "temporary file left"
@@ -345,7 +362,7 @@ def test_full_tmpfs_leaves_old_file_and_no_partial_output(small_tmpfs: Path) -> 
     target = small_tmpfs / "weights.npz"
     io_utils.save_npz(target, {"w": np.zeros(16, np.float32)})
     old_bytes = target.read_bytes()
-    with pytest.raises(OSError) as raised:
+    with pytest.raises(WriteError, match=f"cannot write {target}: No space left") as raised:
         io_utils.save_npz(target, {"w": np.ones(250_000, np.float32)})
     assert raised.value.errno == errno.ENOSPC
     gc.collect()  # inside the test, so the filterwarnings mark covers the ZipFile's __del__

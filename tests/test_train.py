@@ -27,6 +27,7 @@ from n2v_repro.training.checkpoint import (
     TrainState,
     fingerprint,
     load_checkpoint,
+    previous_checkpoint,
     resume_state,
     save_checkpoint,
 )
@@ -278,9 +279,9 @@ def test_mismatched_checkpoint_starts_over_with_a_warning(
     state = TrainState(1, weights, {}, weights, 0.5, [])
     other = make_job(tmp_path, epochs=1, optimizer={"lr": 3e-4})
     save_checkpoint(job.checkpoint, state, other, fingerprint(other, data))
-    assert resume_state(job, fingerprint(job, data)) is None
+    assert resume_state(job, fingerprint(job, data), job.checkpoint) is None
     assert "starting over" in caplog.text
-    assert resume_state(other, fingerprint(other, data)) is not None
+    assert resume_state(other, fingerprint(other, data), other.checkpoint) is not None
 
 
 # --- interruption (subprocesses) ----------------------------------------------------------
@@ -393,6 +394,86 @@ def test_killed_run_resumes_to_the_same_weights(
     with open(job.out_dir / "monitor.csv", newline="") as handle:
         times = [float(row["time_s"]) for row in csv.DictReader(handle)]
     assert times == sorted(times)  # the resumed part continues the killed part's clock
+
+
+def corrupt(path: Path, how: str) -> None:
+    """Damage a checkpoint as a crash, a disk or a person might."""
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+    else:  # without its optimizer state, or without some of its weights
+        prefix = "optimizer/" if how == "no_optimizer" else "weights/enc"
+        kept = {k: v for k, v in np.load(path).items() if not k.startswith(prefix)}
+        np.savez(path, **kept)
+
+
+class StoppedAfterSavesError(Exception):
+    pass
+
+
+def run_until_saved(monkeypatch: pytest.MonkeyPatch, job: TrainJob, saves: int) -> None:
+    """Train until `saves` checkpoints are written, then stop as a killed job would."""
+    from n2v_repro.training import loop
+
+    written = []
+
+    def save_then_maybe_stop(*args: object) -> None:
+        save_checkpoint(*args)
+        written.append(1)
+        if len(written) == saves:
+            raise StoppedAfterSavesError
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_maybe_stop)
+    with pytest.raises(StoppedAfterSavesError):
+        train(job)
+    monkeypatch.undo()
+
+
+CORRUPTIONS = ["truncated", "random_bytes", "no_optimizer", "no_weights"]
+
+
+@pytest.mark.parametrize(
+    ("framework", "how", "damaged"),
+    [
+        *[pytest.param("torch", how, 1, id=f"torch-{how}") for how in CORRUPTIONS],
+        pytest.param("torch", "truncated", 2, id="torch-both-damaged"),
+        pytest.param("jittor", "random_bytes", 1, id="jittor-random_bytes", marks=JITTOR_MARKS),
+        pytest.param("jittor", "no_optimizer", 2, id="jittor-both-damaged", marks=JITTOR_MARKS),
+    ],
+)
+def test_damaged_checkpoint_is_moved_aside_and_the_run_still_matches(
+    tmp_path: Path,
+    uninterrupted: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    framework: str,
+    how: str,
+    damaged: int,
+) -> None:
+    """The newest checkpoint (or both kept ones) damaged: the rerun falls back to the previous
+    checkpoint (or to epoch 1), keeps the damaged files aside, and ends as if never stopped."""
+    skip_without_jittor(framework)
+    reference = uninterrupted(framework)
+    job = make_job(tmp_path, framework, **RESUME_CFG)
+    run_until_saved(monkeypatch, job, saves=3)
+    previous = previous_checkpoint(job.checkpoint)
+    for path in [job.checkpoint, previous][:damaged]:
+        corrupt(path, how)
+
+    with caplog.at_level("INFO"):
+        train(job)
+
+    for path in [job.checkpoint, previous][:damaged]:
+        assert path.with_name(path.name + ".bad-1").exists()  # kept for inspection
+        assert f"checkpoint {path} is unusable" in caplog.text
+    expected = "resuming from" if damaged == 1 else "starting from epoch 1"
+    assert expected in caplog.text
+    summary = json.loads((job.out_dir / "train_summary.json").read_text())
+    assert summary["resumed_from_epoch"] == (2 if damaged == 1 else 0)
+    for name in ("last.npz", "best.npz"):
+        assert_same_weights(load_weights(job.out_dir / name), load_weights(reference / name))
+    assert not job.checkpoint.exists() and not previous.exists()
 
 
 # --- jittor -------------------------------------------------------------------------------

@@ -15,18 +15,44 @@ permissions (tempfile.mkstemp would make every output private, 0o600).
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from n2v_repro.errors import UserError
+
 # The middle part of a temporary name: a pid, or mkstemp's random letters from older versions.
 _TEMP_TAG = re.compile(r"[A-Za-z0-9_]+")
+
+
+# Write failures that are the machine's state, not a bug: a full disk or quota, a read-only
+# file system, no permission.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class WriteError(UserError, OSError):
+    """An output could not be written for a reason the user can fix (disk, permissions)."""
+
+
+def _write_error(path: Path, error: OSError) -> WriteError:
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    return WriteError(
+        error.errno,
+        f"cannot write {path}: {error.strerror} ({free}); make room or fix the permissions "
+        "and rerun: finished outputs are kept and training resumes from its last checkpoint",
+    )
 
 
 def temporary_path(path: str | Path, suffix: str = ".tmp") -> Path:
@@ -56,12 +82,16 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """
     final = Path(path)
     suffix = suffix if suffix is not None else ".tmp"
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(final, suffix)
     tmp = temporary_path(final, suffix)
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(final, suffix)
         yield tmp
         os.replace(tmp, final)
+    except OSError as error:
+        if error.errno in _ENVIRONMENT_ERRNOS and not isinstance(error, WriteError):
+            raise _write_error(final, error) from error
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

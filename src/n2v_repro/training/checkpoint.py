@@ -11,6 +11,11 @@ logged warning, because a changed configuration makes Snakemake rerun the job on
 `epochs` is left out of the hash so that an unfinished run can be given more epochs (not
 under the cosine schedule, which is laid out over `epochs`); `device` so that it can move to
 another machine. A checkpoint from beyond the configured number of epochs is also discarded.
+
+The last two checkpoints are kept (`checkpoint.npz` and `checkpoint.prev.npz`). One that
+cannot be read, or whose arrays do not fit the model, is moved aside (`<name>.bad-<n>`, kept
+for inspection), named in the log, and the run resumes from the previous one, or from epoch
+1 when neither is usable; either way it ends as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from n2v_repro.backends.base import check_weights
 from n2v_repro.io.atomic import save_npz
 from n2v_repro.io.formats import arrays_under, load_npz, load_weights
 from n2v_repro.training.job import TrainJob
@@ -101,7 +108,20 @@ def save_checkpoint(path: Path, state: TrainState, job: TrainJob, run_hash: str)
         ("best", state.best_weights),
     ):
         arrays.update({f"{prefix}/{name}": value for name, value in group.items()})
+    if path.exists():
+        os.replace(path, previous_checkpoint(path))
     save_npz(path, arrays)
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint before `path` is kept: checkpoint.npz -> checkpoint.prev.npz."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def remove_checkpoints(path: Path) -> None:
+    """Delete a run's checkpoints (its outputs are written); moved-aside ones stay."""
+    path.unlink(missing_ok=True)
+    previous_checkpoint(path).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], TrainState]:
@@ -119,29 +139,49 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], TrainState]:
     return meta, state
 
 
-def resume_state(job: TrainJob, run_hash: str) -> TrainState | None:
-    """Return the checkpoint's state if it belongs to this run, else None (logging why)."""
-    if job.checkpoint is None or not job.checkpoint.exists():
-        return None
+class UnusableCheckpointError(Exception):
+    """A checkpoint that cannot be read or does not fit the model; the message says why."""
+
+
+def _read_state(path: Path, arch: str) -> tuple[dict[str, Any], TrainState]:
+    """(meta, state) of the checkpoint at `path`; UnusableCheckpointError naming what is wrong."""
+    if not zipfile.is_zipfile(path):
+        raise UnusableCheckpointError("not an .npz archive (truncated or overwritten)")
     try:
-        meta, state = load_checkpoint(job.checkpoint)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise RuntimeError(
-            f"checkpoint {job.checkpoint} is unreadable ({error}); delete it to start over"
-        ) from error
+        meta, state = load_checkpoint(path)
+        for group in (state.weights, state.best_weights):
+            check_weights(arch, group)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise UnusableCheckpointError(str(error)) from error
+    return meta, state
+
+
+def _move_aside(path: Path) -> Path:
+    number = 1
+    while (aside := path.with_name(f"{path.name}.bad-{number}")).exists():
+        number += 1
+    os.replace(path, aside)
+    return aside
+
+
+def resume_state(job: TrainJob, run_hash: str, path: Path) -> TrainState | None:
+    """Return the state of the checkpoint at `path` if it belongs to this run, else None.
+
+    None (logging why) when it belongs to another run; UnusableCheckpointError when it cannot
+    be read or does not fit the arch.
+    """
+    meta, state = _read_state(path, job.train.arch)
     expected = {"framework": job.framework, "arch": job.train.arch, "fingerprint": run_hash}
     differs = [key for key, value in expected.items() if meta.get(key) != value]
     if differs:
         logger.warning(
-            "checkpoint %s was made with another %s; starting over",
-            job.checkpoint,
-            "/".join(differs),
+            "checkpoint %s was made with another %s; starting over", path, "/".join(differs)
         )
         return None
     if state.epochs_done > job.train.epochs:
         logger.warning(
             "checkpoint %s is at epoch %d, beyond the configured %d epochs; starting over",
-            job.checkpoint,
+            path,
             state.epochs_done,
             job.train.epochs,
         )
@@ -150,15 +190,24 @@ def resume_state(job: TrainJob, run_hash: str) -> TrainState | None:
 
 
 def start_or_resume(job: TrainJob, run_hash: str, backend: Any) -> TrainState:
-    """Put the backend in the checkpoint's state, or in the initial one; return that state."""
-    state = resume_state(job, run_hash)
-    if state is not None:
-        backend.load_weights(state.weights)
-        backend.load_optimizer_state(state.optimizer)
-        logger.info("resuming from %s after epoch %d", job.checkpoint, state.epochs_done)
+    """Put the backend in the newest usable checkpoint's state, or in the initial one."""
+    newest_first = [job.checkpoint, previous_checkpoint(job.checkpoint)] if job.checkpoint else []
+    for path in (path for path in newest_first if path.exists()):
+        try:
+            state = resume_state(job, run_hash, path)
+            if state is None:
+                break  # another run's: starting over (logged)
+            backend.load_weights(state.weights)
+            backend.load_optimizer_state(state.optimizer)
+        except (UnusableCheckpointError, ValueError) as error:
+            aside = _move_aside(path)
+            logger.warning("checkpoint %s is unusable (%s); moved to %s", path, error, aside)
+            continue
+        logger.info("resuming from %s after epoch %d", path, state.epochs_done)
         return state
     init = load_weights(job.init_weights)
     backend.load_weights(init)
     # A fresh start must not append to the monitor file of a discarded run.
     job.partial_monitor.unlink(missing_ok=True)
+    logger.info("starting from epoch 1 with the initial weights %s", job.init_weights)
     return TrainState(0, backend.get_weights(), backend.optimizer_state(), init)

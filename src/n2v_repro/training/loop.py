@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from n2v_repro.backends.registry import FRAMEWORKS, make_backend
-from n2v_repro.training.checkpoint import TrainState, fingerprint, save_checkpoint, start_or_resume
+from n2v_repro.training.checkpoint import (
+    TrainState,
+    fingerprint,
+    remove_checkpoints,
+    save_checkpoint,
+    start_or_resume,
+)
 from n2v_repro.training.job import TrainingDivergedError, TrainJob
 from n2v_repro.training.monitor import ResourceMonitor
 from n2v_repro.training.outputs import last_monitor_time, write_outputs
@@ -215,7 +221,7 @@ def train(job: TrainJob, budget_s: float | None = None) -> TrainRun:
     final_validation = validate_all(backend, valid, data.mean, data.std, batch_size)
     write_outputs(job, backend, state, resumed_from, data, final_validation, len(epoch_valid))
     if job.checkpoint is not None:
-        job.checkpoint.unlink(missing_ok=True)
+        remove_checkpoints(job.checkpoint)
     job.partial_monitor.unlink(missing_ok=True)
     logger.info("done: %s", job.out_dir)
     return TrainRun(state, backend)
