@@ -126,7 +126,7 @@ def test_summarise_gives_both_test_sets_per_weights() -> None:
         {"id": "c", "subset": "valid", "weights": "last", "psnr": 40.0, "ssim": 0.9},
     ]
     summary = summarise(rows)
-    assert summary["test34"]["last"] == pytest.approx(
+    assert summary["bsd68_test"]["last"] == pytest.approx(
         {"n": 2, "psnr_mean": 25.0, "psnr_std": 5.0, "ssim_mean": 0.6, "ssim_std": 0.1}
     )
     assert summary["bsd68"]["last"]["n"] == 3
@@ -139,13 +139,13 @@ def test_summarise_never_scores_best_weights_on_the_images_that_chose_them() -> 
         for i, subset in (("a", "test"), ("b", "valid"))
         for weights in ("noisy", "last", "best")
     ]
-    # BSD68 split: the best weights were chosen on "b", which is in bsd68 but not in test34.
+    # BSD68 split: the best weights were chosen on "b", which is in bsd68 but not in bsd68_test.
     split = summarise(rows, "bsd68_split")
     assert set(split["bsd68"]) == {"noisy", "last"}
-    assert set(split["test34"]) == {"noisy", "last", "best"}
+    assert set(split["bsd68_test"]) == {"noisy", "last", "best"}
     # Held-out training images chose them: every test set may show them.
     heldout = summarise(rows, "heldout_train")
-    assert set(heldout["bsd68"]) == set(heldout["test34"]) == {"noisy", "last", "best"}
+    assert set(heldout["bsd68"]) == set(heldout["bsd68_test"]) == {"noisy", "last", "best"}
     with pytest.raises(ValueError, match="unknown validation scheme"):
         summarise(rows, "bsd68")
 
@@ -196,16 +196,16 @@ def test_run_evaluation_writes_the_contract_files(tmp_path: Path) -> None:
     assert reader.fieldnames == ["id", "subset", "weights", "psnr", "ssim"]
     assert len(rows) == 3 * len(images)
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
-    assert set(summary["test_sets"]) == {"test34", "bsd68"}
+    assert set(summary["test_sets"]) == {"bsd68_test", "bsd68"}
     # bsd68_split: the best weights were chosen on the valid images, part of bsd68
     assert set(summary["test_sets"]["bsd68"]) == {"noisy", "last"}
-    assert set(summary["test_sets"]["test34"]) == {"noisy", "last", "best"}
-    assert summary["test_sets"]["test34"]["last"]["n"] == 2
+    assert set(summary["test_sets"]["bsd68_test"]) == {"noisy", "last", "best"}
+    assert summary["test_sets"]["bsd68_test"]["last"]["n"] == 2
     assert (summary["recipe"], summary["seed"]) == ("port", 7)
     n_valid = sum(img.subset == "valid" for img in images)
     assert summary["validation"] == {
         "scheme": "bsd68_split",
-        "images_in_test_set": {"test34": 0, "bsd68": n_valid},
+        "images_in_test_set": {"bsd68_test": 0, "bsd68": n_valid},
     }
     assert summary["inference"]["device"] == "cpu"
 
@@ -289,7 +289,7 @@ def test_jittor_and_torch_score_identical_weights_alike(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     torch_scores = _evaluate_init_weights(tmp_path, "torch", "n2n_unet")["test_sets"]
     jittor_scores = _evaluate_init_weights(tmp_path, "jittor", "n2n_unet")["test_sets"]
-    for test_set in ("bsd68", "test34"):
+    for test_set in ("bsd68", "bsd68_test"):
         torch_last, jittor_last = torch_scores[test_set]["last"], jittor_scores[test_set]["last"]
         assert jittor_last["psnr_mean"] == pytest.approx(torch_last["psnr_mean"], abs=1e-4)
         assert jittor_last["ssim_mean"] == pytest.approx(torch_last["ssim_mean"], abs=1e-5)

@@ -142,7 +142,7 @@ def test_rows_average_over_seeds_and_never_score_weights_on_images_that_chose_th
     expected = {
         (recipe, test_set, str(sigma), weights, framework)
         for recipe in RECIPES
-        for test_set in ("bsd68", "test34")
+        for test_set in ("bsd68", "bsd68_test")
         for sigma in SIGMAS
         for weights in ("last", "best")
         for framework in FRAMEWORKS
@@ -179,7 +179,7 @@ def test_framework_difference_and_paired_test_on_jittor_rows(tables) -> None:
         difference = float(row["psnr_mean"]) - float(torch_row["psnr_mean"])
         assert float(row["jittor_minus_torch_psnr"]) == pytest.approx(difference)
         # The test, recomputed from the per-image files: pairs are (seed, image).
-        subsets = {"bsd68": ("valid", "test"), "test34": ("test",)}[test_set]
+        subsets = {"bsd68": ("valid", "test"), "bsd68_test": ("test",)}[test_set]
         diffs = []
         for seed in SEEDS:
             scores = {}

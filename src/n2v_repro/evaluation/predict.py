@@ -36,9 +36,9 @@ from n2v_repro.io.formats import (
 log = logging.getLogger(__name__)
 
 NOISY = "noisy"
-# Test sets of the summary: the original port scored the split's test half; the paper scores
-# all 68 images. Names are the full-data sizes; `n` in the summary says how many were used.
-TEST_SETS = {"test34": ("test",), "bsd68": ("valid", "test")}
+# Test sets of the summary: the original port scored the split's test subset (68 - n_valid
+# images); the paper scores all of BSD68. `n` in the summary says how many images were used.
+TEST_SETS = {"bsd68_test": ("test",), "bsd68": ("valid", "test")}
 WARMUP_PASSES = 2
 # Validation schemes (config key validation.scheme) and, for each, the test sets on which
 # the weights chosen by the validation loss ("best") may not be scored: their images chose

@@ -100,7 +100,7 @@ def plot_final_psnr(
                     markersize=12,
                     label=f"reference code, {weights}",
                 )
-        where = {"bsd68": "all BSD68", "test34": "BSD68 test half"}[test_set]
+        where = {"bsd68": "all BSD68", "bsd68_test": "BSD68 test half"}[test_set]
         ax.set_title(f"recipe {recipe}: {where}")
         ax.set_xlabel("noise σ (grey levels)")
         ax.set_ylabel("PSNR (dB)")

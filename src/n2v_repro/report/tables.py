@@ -46,16 +46,16 @@ from n2v_repro.report.references import (
 )
 from n2v_repro.throughput import patch_rates
 
-TEST_SET_ORDER = ("bsd68", "test34")
+TEST_SET_ORDER = ("bsd68", "bsd68_test")
 WEIGHTS_ORDER = ("last", "best")
 SIGNIFICANCE = 0.05
 # The test set a recipe's headline numbers come from: never one that chose its weights.
-REPORTED_TEST_SET = {"heldout_train": "bsd68", "bsd68_split": "test34"}
+REPORTED_TEST_SET = {"heldout_train": "bsd68", "bsd68_split": "bsd68_test"}
 
 Run = tuple[str, str, int, int]  # recipe, framework, sigma, seed
 
 TEST_SET_NOTE = (
-    "bsd68 = all BSD68 images in use (the paper's protocol); test34 = the split's test "
+    "bsd68 = all BSD68 images in use (the paper's protocol); bsd68_test = the split's test "
     "subset (the original port's protocol). PSNR/SSIM use data range 255 on the unclipped "
     "prediction; each seed's score is the mean over images, and the table gives the mean and "
     "the sample standard deviation of those over seeds (— with one seed)."
