@@ -15,7 +15,7 @@ LAYERS = [
     {"backends"},
     {"evaluation"},
     {"training"},
-    {"report", "parity", "bench", "gpu_check", "denoise", "plan"},
+    {"report", "parity", "bench", "gpu_check", "denoise", "run_plan"},
 ]
 
 

@@ -1,4 +1,4 @@
-"""What `bash run.sh` is about to run, and how long its training takes: `python -m n2v_repro.plan`.
+"""What `bash run.sh` will run and how long its training takes: `python -m n2v_repro.run_plan`.
 
 run.sh calls this before Snakemake. Without a GPU (no CUDA driver) and without `--full`, the
 run is the CPU reproduction: `config/cpu.yaml` is put first among the config files (so that
@@ -11,7 +11,7 @@ anyway). Rates differ between CPU models, so a rate measured elsewhere would mis
 estimate covers the training steps only, and says so. `--measured FILE` takes the rates from
 a bench JSON file instead.
 
-    python -m n2v_repro.plan --mode auto -- --configfile my-mirror.yaml
+    python -m n2v_repro.run_plan --mode auto -- --configfile my-mirror.yaml
 
 prints the plan on stderr and the Snakemake arguments, NUL-separated, on stdout.
 """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from n2v_repro import plan
+from n2v_repro import run_plan
 from n2v_repro.config import PipelineConfig, load_config
 from n2v_repro.machine import machine_name
 
@@ -30,15 +30,18 @@ CPU = "config/cpu.yaml"
 def test_cpu_run_puts_the_cpu_config_under_the_users_files(
     user_args: list[str], expected: list[str]
 ) -> None:
-    args = plan.snakemake_arguments(user_args, cpu_run=True)
+    args = run_plan.snakemake_arguments(user_args, cpu_run=True)
     assert args == expected
     # Snakemake merges them left to right: the user's files come after config/cpu.yaml
-    files = [str(p) for p in plan.config_files(args)]
+    files = [str(p) for p in run_plan.config_files(args)]
     assert files[0].endswith("config/config.yaml") and files[1] == CPU
 
 
 def test_full_run_keeps_the_arguments_and_drops_the_flag() -> None:
-    assert plan.snakemake_arguments(["--full", "--cores", "8"], cpu_run=False) == ["--cores", "8"]
+    assert run_plan.snakemake_arguments(["--full", "--cores", "8"], cpu_run=False) == [
+        "--cores",
+        "8",
+    ]
 
 
 def write_rates(path: Path, rates: dict[tuple[str, str], float]) -> Path:
@@ -69,15 +72,15 @@ def write_rates(path: Path, rates: dict[tuple[str, str], float]) -> Path:
 
 
 def test_estimate_is_patches_over_the_measured_rate(tmp_path: Path) -> None:
-    config = PipelineConfig.from_mapping(load_config(plan.DEFAULT_CONFIG, plan.CPU_CONFIG))
-    rates, machine = plan.read_rates(
+    config = PipelineConfig.from_mapping(load_config(run_plan.DEFAULT_CONFIG, run_plan.CPU_CONFIG))
+    rates, machine = run_plan.read_rates(
         write_rates(
             tmp_path / "bench.json",
             {("torch", "n2v_unet32"): 100.0, ("jittor", "n2v_unet32"): 50.0},
         )
     )
     assert machine == "Test CPU (2 CPUs)" and rates[("torch", "n2v_unet32", 16)] == 100.0
-    jobs = plan.training_jobs(config, rates)
+    jobs = run_plan.training_jobs(config, rates)
     train = config.recipe("cpu").train
     patches = train.epochs * train.steps_per_epoch * train.batch_size
     assert [(j.framework, j.sigma, j.patches) for j in jobs] == [
@@ -85,44 +88,44 @@ def test_estimate_is_patches_over_the_measured_rate(tmp_path: Path) -> None:
         ("jittor", 25, patches),
     ]
     assert [j.seconds for j in jobs] == [pytest.approx(patches / 100), pytest.approx(patches / 50)]
-    lines = plan.describe(config, jobs, machine, cpu_run=True, on_gpu=False)
+    lines = run_plan.describe(config, jobs, machine, cpu_run=True, on_gpu=False)
     text = " ".join(lines)
     assert "no GPU found" in text and "bash run.sh --full" in text
-    assert plan.format_duration(patches / 100 + patches / 50) in text
+    assert run_plan.format_duration(patches / 100 + patches / 50) in text
     assert "Test CPU (2 CPUs)" in text
 
 
 def test_no_estimate_without_a_rate_or_on_a_gpu(tmp_path: Path) -> None:
-    config = PipelineConfig.from_mapping(load_config(plan.DEFAULT_CONFIG))
-    jobs = plan.training_jobs(config, {})
+    config = PipelineConfig.from_mapping(load_config(run_plan.DEFAULT_CONFIG))
+    jobs = run_plan.training_jobs(config, {})
     assert all(job.seconds is None for job in jobs) and len(jobs) == 8
-    text = " ".join(plan.describe(config, jobs, "x", cpu_run=False, on_gpu=False))
+    text = " ".join(run_plan.describe(config, jobs, "x", cpu_run=False, on_gpu=False))
     assert "No measured CPU rate" in text and "ETA" in text
-    gpu = plan.describe(config, jobs, "x", cpu_run=False, on_gpu=True)
+    gpu = run_plan.describe(config, jobs, "x", cpu_run=False, on_gpu=True)
     assert gpu == [gpu[0]] and gpu[0].startswith("GPU found")
 
 
 def test_main_prints_arguments_and_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(plan, "cuda_driver_available", lambda: False)
+    monkeypatch.setattr(run_plan, "cuda_driver_available", lambda: False)
     measured = write_rates(tmp_path / "bench.json", {})
-    assert plan.main(["--measured", str(measured), "--", "-n"]) == 0
+    assert run_plan.main(["--measured", str(measured), "--", "-n"]) == 0
     out, err = capsys.readouterr()
     assert out.split("\0")[:-1] == ["-n", "--configfile", CPU]
     assert "no GPU found" in err
-    assert plan.main(["--measured", str(measured), "--", "--full", "-n"]) == 0
+    assert run_plan.main(["--measured", str(measured), "--", "--full", "-n"]) == 0
     out, err = capsys.readouterr()
     assert out.split("\0")[:-1] == ["-n"] and "no GPU found" not in err
-    assert plan.main(["--measured", str(measured), "--", "--config", "sigmas=[50]"]) == 0
+    assert run_plan.main(["--measured", str(measured), "--", "--config", "sigmas=[50]"]) == 0
     assert "--config values apply on top" in capsys.readouterr().err
 
 
 def test_bad_config_file_is_named_without_a_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("sigmas: [abc]\n")
-    with pytest.raises(plan.UserError, match="sigmas"):
-        plan.main(["--", "--configfile", str(bad)])
+    with pytest.raises(run_plan.UserError, match="sigmas"):
+        run_plan.main(["--", "--configfile", str(bad)])
 
 
 def test_calibration_measures_this_machines_rate(tmp_path: Path) -> None:
@@ -130,9 +133,9 @@ def test_calibration_measures_this_machines_rate(tmp_path: Path) -> None:
     torch_only = tmp_path / "torch.yaml"
     torch_only.write_text("frameworks: [torch]\n")
     config = PipelineConfig.from_mapping(
-        load_config(plan.DEFAULT_CONFIG, plan.CPU_CONFIG, torch_only)
+        load_config(run_plan.DEFAULT_CONFIG, run_plan.CPU_CONFIG, torch_only)
     )
-    rates, machine = plan.read_rates(plan.calibrate(config, tmp_path / "calibration.json"))
+    rates, machine = run_plan.read_rates(run_plan.calibrate(config, tmp_path / "calibration.json"))
     train = config.recipe("cpu").train
     assert rates[("torch", train.arch, train.batch_size)] > 0
     assert machine == machine_name()
