@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import csv
+import errno
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +316,85 @@ def test_a_failure_midway_leaves_no_output(tmp_path):
         else:
             assert not (tmp_path / "new").exists()  # parents made for it are removed too
         assert not list(tmp_path.glob("**/.*.denoise-*"))
+
+
+def test_several_unreadable_images_are_all_named(tmp_path):
+    good = good_input(tmp_path / "in")
+    model_dir(tmp_path / "model")
+    for name in ("b.png", "c.png"):
+        (good / name).write_bytes(b"\x89PNG not really")
+    assert_fails(tmp_path, r"2 of 3 images unusable: cannot read image .*b\.png.*; cannot read "
+                 r"image .*c\.png")  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weights_are_refused(tmp_path, value):
+    good_input(tmp_path / "in")
+    weights_path = model_dir(tmp_path / "model")
+    weights = make_init_weights(ARCH, 4)
+    first = next(iter(weights))
+    weights[first].flat[0] = value
+    save_npz(weights_path, weights)
+    assert_fails(tmp_path, rf"best\.npz: NaN or infinite values in 1 of .* \({first}\)")
+
+
+def test_non_finite_output_is_refused(tmp_path):
+    good_input(tmp_path / "in")
+    model_dir(tmp_path / "model")
+    backend = torch_backend()
+    backend.predict = lambda inputs: np.full(inputs.shape, np.nan, np.float32)
+    with pytest.raises(DenoiseError, match=r"a\.png: the network's output holds NaN"):
+        run_denoise(options(tmp_path), backend=backend, report=lambda _: None)
+    assert not (tmp_path / "out").exists()
+
+
+def other_file_system_folder(tmp_path: Path) -> Path:
+    """A new folder on another file system than tmp_path (/dev/shm), or skip."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system (/dev/shm) here")
+    folder = Path(tempfile.mkdtemp(dir=shm))
+    return folder
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_output_folder_on_another_file_system(tmp_path, existing):
+    """--output a symlink to (or a folder under a symlink to) another file system."""
+    good_input(tmp_path / "in")
+    model_dir(tmp_path / "model")
+    elsewhere = other_file_system_folder(tmp_path)
+    try:
+        (tmp_path / "link").symlink_to(elsewhere)
+        output = tmp_path / "link" if existing else tmp_path / "link" / "new"
+        run_denoise(options(tmp_path, output=output), report=lambda _: None)
+        assert [p.name for p in output.iterdir()] == ["a.png"]
+        assert not list(elsewhere.glob("**/.*.denoise-*"))
+    finally:
+        shutil.rmtree(elsewhere)
+
+
+def test_output_below_a_file(tmp_path):
+    good_input(tmp_path / "in")
+    model_dir(tmp_path / "model")
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(DenoiseError, match=r"--output .*afile/sub: .*afile is a file"):
+        run_denoise(options(tmp_path, output=tmp_path / "afile" / "sub"))
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_unwritable_output_location(tmp_path, monkeypatch, code):
+    """A read-only file system or no permission (injected: root ignores permissions)."""
+    good_input(tmp_path / "in")
+    model_dir(tmp_path / "model")
+
+    def refuse(*_args: object, **_kwargs: object) -> str:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(denoise.tempfile, "mkdtemp", refuse)
+    with pytest.raises(
+        DenoiseError, match=rf"--output .*out: cannot write there \({os.strerror(code)}"
+    ):
+        run_denoise(options(tmp_path))
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):

@@ -176,3 +176,11 @@ def test_the_frameworks_are_listed_once() -> None:
     assert tuple(frameworks["default"]) == FRAMEWORKS
     assert set(FRAMEWORK_COLOURS) == set(FRAMEWORKS)
     assert set(FRAMEWORK_OFFSET) == set(FRAMEWORKS)
+
+
+def test_weights_with_nan_are_refused_where_any_caller_reads_them(tmp_path: Path) -> None:
+    """The one reader of weight files (evaluation, denoise command) refuses NaN/inf."""
+    path = tmp_path / "last.npz"
+    formats.save_weights(path, {"a": np.ones(3, np.float32), "b": np.array([1.0, np.inf])})
+    with pytest.raises(formats.NonFiniteWeightsError, match=r"last\.npz: NaN or .* 1 of 2 .*\(b\)"):
+        formats.load_weights(path)

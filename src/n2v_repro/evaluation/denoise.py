@@ -41,7 +41,7 @@ from n2v_repro.data.transforms import check_stats, denormalise, normalise
 from n2v_repro.errors import UserError
 from n2v_repro.evaluation.metrics import psnr, ssim
 from n2v_repro.evaluation.predict import Predictor, predict_image, read_train_stats, reflect_pad
-from n2v_repro.io.formats import FormatError, load_weights
+from n2v_repro.io.formats import FormatError, NonFiniteWeightsError, load_weights
 from n2v_repro.models.card import ModelCardError, card_path, read_model_card
 from n2v_repro.models.spec import ARCHS, parameter_shapes
 
@@ -76,6 +76,8 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
         raise DenoiseError(f"weights file {path} not found")
     try:
         return load_weights(path)
+    except NonFiniteWeightsError as error:
+        raise DenoiseError(f"{error}: use weights of a run that trained normally") from None
     except (OSError, FormatError) as error:
         raise DenoiseError(
             f"{path} is not a weights file (an .npz written by training, e.g. "
@@ -216,6 +218,23 @@ def read_image(path: str | Path) -> UserImage:
     scale = 1.0 if depth == 8 else MAX_8BIT / MAX_16BIT
     pixels = (gray.astype(np.float64) * scale).astype(np.float32)
     return UserImage(path, pixels, depth, was_colour)
+
+
+def read_images(paths: Sequence[Path]) -> list[UserImage]:
+    """Decode every image; one error naming each image that cannot be used."""
+    images, problems = [], []
+    for path in paths:
+        try:
+            images.append(read_image(path))
+        except DenoiseError as error:
+            problems.append(str(error))
+    if len(problems) == 1:
+        raise DenoiseError(problems[0])
+    if problems:
+        raise DenoiseError(
+            f"{len(problems)} of {len(paths)} images unusable: " + "; ".join(problems)
+        )
+    return images
 
 
 def _fits_16_bits(array: np.ndarray) -> bool:
@@ -377,14 +396,26 @@ def make_predictor(model: Model, options: DenoiseOptions) -> Predictor:
 
 
 class _Staging:
-    """Outputs are written here and moved into the output folder only when all succeeded."""
+    """Outputs are written here and moved into the output folder only when all succeeded.
+
+    The staging folder is made on the output's own file system (inside an existing output
+    folder, else beside it), so the final moves are renames, never copies across devices.
+    """
 
     def __init__(self, final: Path):
         self.final = final
-        missing = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
-        final.parent.mkdir(parents=True, exist_ok=True)
+        missing = [p for p in final.parents if not p.exists()]
         self.created_parents = missing  # deepest first: removed on failure if still empty
-        self.folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.denoise-", dir=final.parent))
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            where = final if final.is_dir() else final.parent
+            self.folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.denoise-", dir=where))
+        except (FileExistsError, NotADirectoryError):
+            files = [p for p in reversed(final.parents) if p.exists() and not p.is_dir()]
+            blocking = files[0] if files else final.parent
+            raise DenoiseError(f"--output {final}: {blocking} is a file, not a folder") from None
+        except OSError as error:
+            raise DenoiseError(f"--output {final}: cannot write there ({error.strerror})") from None
 
     def commit(self) -> None:
         if not self.final.exists():
@@ -417,7 +448,7 @@ def run_denoise(
     paths = find_images(options.input)
     names = _plan_outputs(paths, options)
     references = _clean_references(paths, options.clean)
-    images = [read_image(p) for p in paths]  # all decoded before anything is written
+    images = read_images(paths)  # all decoded before anything is written
     clean_images = {p: read_image(c) for p, c in references.items()}
     for image in images:
         if image.was_colour:
@@ -471,6 +502,11 @@ def _denoise_one(
         noisy = add_gaussian_noise(image.pixels, options.add_noise, seed, image.path.stem)
         reference = reference or image
     pred = predict_tiled(backend, noisy, model.mean, model.std, options.tile, options.overlap)
+    if not np.isfinite(pred).all():
+        raise DenoiseError(
+            f"{image.path}: the network's output holds NaN or infinite values with "
+            f"{options.weights}; nothing was written"
+        )
     write_image(folder / names[0], from_units(pred, image.bit_depth))
     if options.add_noise is not None:
         write_image(folder / names[1], from_units(noisy, image.bit_depth))

@@ -85,6 +85,10 @@ class FormatError(UserError, ValueError):
     """A file does not have the format its reader expects."""
 
 
+class NonFiniteWeightsError(FormatError):
+    """A weights file holds NaN or infinite values (e.g. saved from a diverged run)."""
+
+
 # --- shared helpers -------------------------------------------------------------------------
 
 
@@ -333,6 +337,13 @@ def load_weights(path: PathLike) -> dict[str, np.ndarray]:
     weights = load_npz(path)
     if not weights:
         raise FormatError(f"{path}: holds no weights")
+    bad = [name for name, array in weights.items() if not np.isfinite(array).all()]
+    if bad:
+        raise NonFiniteWeightsError(
+            f"{path}: NaN or infinite values in {len(bad)} of {len(weights)} arrays "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); a network cannot "
+            "predict with them"
+        )
     return weights
 
 
