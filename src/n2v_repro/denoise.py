@@ -22,6 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
+from n2v_repro.backends.registry import FRAMEWORKS
 from n2v_repro.evaluation.denoise import DenoiseError, DenoiseOptions, Result, run_denoise
 from n2v_repro.models.spec import ARCHS
 
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True, help="folder for the results")
     parser.add_argument(
         "--framework",
-        choices=["torch", "jittor"],
+        choices=FRAMEWORKS,
         default=None,
         help="default: the framework that trained the weights",
     )
