@@ -1,15 +1,14 @@
 """Offline CUDA preparation of Jittor (backends/jittor_env.py).
 
 This machine has nvcc 13 but no driver and no cuBLAS, so a CUDA import of Jittor cannot run
-here. The tests check three things instead: the facts the preparation relies on, read from the
-installed Jittor 1.3.11 source (they fail if Jittor changes); the preparation itself, on a
-toolkit laid out as on the GPU machine (nvcc wrapper in /usr/local/bin, cuBLAS and cuRAND only
-in NVIDIA's pip wheels); and the helper_cuda.h patch, compiled with the real nvcc 13.
+here. The tests check two things instead: the preparation itself, on a toolkit laid out as on
+the GPU machine (nvcc wrapper in /usr/local/bin, cuBLAS and cuRAND only in NVIDIA's pip
+wheels); and the helper_cuda.h patch, applied to the installed Jittor's header and compiled
+with the real nvcc 13.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 import subprocess
@@ -134,62 +133,6 @@ inline int findIntegratedGPU() {
 """
 
 
-# --- the facts, read from the installed Jittor -----------------------------------------------
-
-
-def jittor_source(relative: str) -> str:
-    return (jittor_dir().parent / relative).read_text()
-
-
-def test_every_jittor_download_is_one_the_preparation_switches_off() -> None:
-    tree = ast.parse(jittor_source("jittor/compile_extern.py"))
-    downloading = {
-        node.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.FunctionDef)
-        and any(
-            isinstance(call, ast.Call) and getattr(call.func, "id", "") == "download_url_to_local"
-            for call in ast.walk(node)
-        )
-    }
-    # install_cub runs only for CUDA < 11; each other one is behind a switch we set to 0.
-    guards = {
-        "install_mkl": "use_mkl",
-        "install_cutt": "use_cutt",
-        "install_cutlass": "use_cutlass",
-        "install_nccl": "use_nccl",
-    }
-    assert downloading == {"install_cub", *guards}
-    source = jittor_source("jittor/compile_extern.py")
-    for flag in [*guards.values(), "use_mpi"]:
-        assert f'os.environ.get("{flag}", "1")=="1"' in source, flag
-        assert OFFLINE_CUDA_FLAGS[flag] == "0"
-    assert 'if int(os.environ.get("conv_opt", "0")):\n        libs = ["cublas", "curand"]' in source
-    assert '"libcudnn_ops_infer.so"' in source  # cuDNN 8 names: cuDNN 9 fails the import
-
-
-def test_jittor_finds_nvcc_from_env_then_path_else_downloads_a_toolkit() -> None:
-    compiler = jittor_source("jittor/compiler.py")
-    assert "env_or_try_find('nvcc_path', 'nvcc')" in compiler
-    assert "install_cuda.has_installation()" in compiler  # a jtcuda folder wins over nvcc_path
-    assert 'cuda_lib = os.path.abspath(os.path.join(cuda_dir, "..", "lib64"))' in compiler
-    assert 'ctypes.CDLL(cuda_lib+"/libcudart.so", dlopen_flags)' in compiler
-    assert "while os.path.islink(full_path):" in compiler  # symlinks resolved, scripts not
-    install = jittor_source("jittor_utils/install_cuda.py")
-    assert 'cuda_tgz = "cuda12.2_cudnn8_linux.tgz"' in install
-    assert 'if "nvcc_path" in os.environ and os.environ["nvcc_path"] == "":' in install
-    misc = jittor_source("jittor_utils/misc.py")
-    assert "urllib.request.urlretrieve(\n                url, file_path," in misc  # no timeout
-
-
-def test_installed_helper_cuda_reads_the_members_cuda_13_removed() -> None:
-    text = (jittor_dir() / HELPER_CUDA).read_text()
-    if PATCH_MARKER in text:
-        pytest.skip("this Jittor's helper_cuda.h is already patched")
-    assert text.count("deviceProp.computeMode") == 3
-    assert text.count("deviceProp.clockRate") == 1
-
-
 # --- the preparation --------------------------------------------------------------------------
 
 
@@ -197,8 +140,10 @@ def test_prepared_for_cuda_switches_every_download_off(gpu_machine, monkeypatch)
     monkeypatch.setattr(jittor_env, "cuda_driver_available", lambda: True)
     monkeypatch.delitem(sys.modules, "jittor", raising=False)
     assert prepare_jittor_env("cuda") == "cuda"
-    for flag, value in OFFLINE_CUDA_FLAGS.items():
-        assert os.environ[flag] == value
+    # Jittor 1.3.11's compile_extern.py downloads MKL, cutt, cutlass, NCCL and MPI unless
+    # these are "0" (and CUB only for CUDA < 11).
+    for flag in ("use_mkl", "use_cutt", "use_cutlass", "use_nccl", "use_mpi"):
+        assert os.environ[flag] == "0", flag
     assert os.environ["conv_opt"] == "1"  # noqa: SIM112 - only cuDNN 9 there
     nvcc = Path(os.environ["nvcc_path"])  # noqa: SIM112
     assert nvcc.is_file() and os.access(nvcc, os.X_OK)
@@ -323,6 +268,16 @@ def test_real_nvcc_here_lacks_cublas_and_says_so(tmp_path, monkeypatch) -> None:
 
 
 # --- the helper_cuda.h patch -------------------------------------------------------------------
+
+
+def test_patch_fits_the_installed_helper_cuda(tmp_path: Path) -> None:
+    header = tmp_path / "helper_cuda.h"
+    shutil.copy(jittor_dir() / HELPER_CUDA, header)
+    if PATCH_MARKER in header.read_text():
+        pytest.skip("this Jittor's helper_cuda.h is already patched")
+    assert patch_helper_cuda(header)
+    patched = header.read_text()
+    assert "deviceProp.computeMode" not in patched and "deviceProp.clockRate" not in patched
 
 
 def test_patch_is_idempotent_and_rejects_another_header(tmp_path: Path) -> None:

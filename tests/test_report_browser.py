@@ -5,9 +5,9 @@ rule runs for real: download, gray, split, noise, patches, initial weights, both
 both recipes and both seeds, parity, the evaluations, tables, figures. Then
 `snakemake --report` builds the self-contained HTML and headless Chromium renders it.
 
-Checks, from the outputs: every final table and figure exists, the PSNR/SSIM table has a row
-per recipe x test set x weights x framework over both seeds, and none scores weights on
-images that chose them; from the rendered DOM: the landing page shows the compact summary
+Checks, from the outputs: parity passed, every run trained its epochs and denoised every
+image, the PSNR/SSIM table has a row per recipe x test set x weights x framework over both
+seeds, and none scores weights on images that chose them; from the rendered DOM: the landing page shows the compact summary
 table; from the layout at 1400 and 1920 px: the summary table and Snakemake's rule graph do
 not overlap and the page title is not cut off; from a screenshot: the page is not blank.
 Needs /usr/bin/chromium (CI installs it: `apt-get install -y chromium`); the browser checks
@@ -35,35 +35,6 @@ pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RECIPES = ("paper", "port")  # config/test.yaml: held-out training images, the BSD68 split
 SEEDS = (1, 2)
-FIGURES = [
-    "final_psnr.png",
-    "parity.png",
-    *[
-        f"{recipe}/{name}"
-        for recipe in RECIPES
-        for name in (
-            "loss_curves.png",
-            "valid_psnr_ssim.png",
-            "valid_psnr_time.png",
-            "epoch_time.png",
-            "memory_utilisation.png",
-            "qualitative_sigma25.png",
-        )
-    ],
-]
-TABLES = [
-    "psnr_ssim.csv",
-    "psnr_ssim.html",
-    "summary.html",
-    "benchmark.csv",
-    "time_breakdown.csv",
-    "time_breakdown.html",
-    *[
-        f"{recipe}/{name}"
-        for recipe in RECIPES
-        for name in ("psnr_ssim.csv", "psnr_ssim.html", "benchmark.csv", "benchmark.html")
-    ],
-]
 # Window sizes of the layout check: the two widths, at common screen heights.
 WINDOWS = [(1400, 900), (1920, 1080)]
 # Appended to a copy of the report: once the app has drawn the landing page, write the boxes
@@ -137,13 +108,9 @@ def report(pipeline_run: Path) -> Path:
     return pipeline_run / "results" / "report.html"
 
 
-def test_every_final_output_exists(pipeline_run: Path) -> None:
+def test_parity_passes_and_every_run_has_its_epochs_and_images(pipeline_run: Path) -> None:
+    # Snakemake's exit status already says that every final output was written.
     results = pipeline_run / "results"
-    for name in TABLES:
-        assert (results / "tables" / name).stat().st_size > 0, name
-    for name in FIGURES:
-        assert (results / "figures" / name).stat().st_size > 0, name
-    assert (results / "parity" / "parity.json").exists()
     # The report's parity table, and the gate's mark that every arch in use passed.
     assert "<td>FAILED</td>" not in (results / "parity" / "parity.html").read_text()
     parity_rows = (results / "parity" / "parity.csv").read_text().splitlines()[1:]
