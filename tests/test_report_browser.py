@@ -7,9 +7,10 @@ both recipes and both seeds, parity, the evaluations, tables, figures. Then
 
 Checks, from the outputs: parity passed, every run trained its epochs and denoised every
 image, the PSNR/SSIM table has a row per recipe x test set x weights x framework over both
-seeds, and none scores weights on images that chose them; from the rendered DOM: the landing page shows the compact summary
-table; from the layout at 1400 and 1920 px: the summary table and Snakemake's rule graph do
-not overlap and the page title is not cut off; from a screenshot: the page is not blank.
+seeds, and none scores weights on images that chose them; from the rendered DOM: the landing
+page shows the compact summary table; from the layout at 1400 and 1920 px: the summary table
+and Snakemake's rule graph do not overlap and the page title is not cut off; from a
+screenshot: the page is not blank.
 Needs /usr/bin/chromium (CI installs it: `apt-get install -y chromium`); the browser checks
 are skipped with a message when it is absent.
 """
