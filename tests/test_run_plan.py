@@ -128,8 +128,12 @@ def test_bad_config_file_is_named_without_a_traceback(tmp_path: Path) -> None:
         run_plan.main(["--", "--configfile", str(bad)])
 
 
-def test_calibration_measures_this_machines_rate(tmp_path: Path) -> None:
+def test_calibration_measures_this_machines_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The estimate's rates come from training steps run here, not from another CPU's file."""
+    monkeypatch.setattr(run_plan, "CALIBRATION_SECONDS", 0.5)  # a rate, not a good one
+    monkeypatch.setattr(run_plan, "CALIBRATION_WARMUP", 1)
     torch_only = tmp_path / "torch.yaml"
     torch_only.write_text("frameworks: [torch]\n")
     config = PipelineConfig.from_mapping(

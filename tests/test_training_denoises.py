@@ -34,13 +34,15 @@ from n2v_repro.training.loop import TrainJob, train
 SIGMA = 25
 SIZE = 96
 MIN_GAIN_DB = 3.0
-PATCH = {"n2n_unet": 64, "n2v_unet32": 32, "n2v_unet": 32}
-BATCH = {"n2n_unet": 2, "n2v_unet32": 4, "n2v_unet": 4}
+PATCH = {"n2n_unet": 64, "n2v_unet32": 32}
+BATCH = {"n2n_unet": 2, "n2v_unet32": 4}
 # Steps per arch: enough for a clear gain on these pictures, measured on this 2-core CPU
-# (torch: n2n_unet +8.9 dB after 150 steps of 4 x 32^2, n2v_unet32 +7.4 after 600, n2v_unet
-# +6.6 after 500).
-STEPS = {"n2n_unet": 150, "n2v_unet32": 600, "n2v_unet": 500}
-INIT = {"n2n_unet": "torch_default", "n2v_unet32": "glorot_uniform", "n2v_unet": "glorot_uniform"}
+# (torch: n2n_unet +8.9 dB after 150 steps of 4 x 32^2, n2v_unet32 +7.4 after 600). The
+# paper's n2v_unet is the same U-Net built by the same code at twice the width (models.spec);
+# training it here took 100-150 s per framework for no code path n2v_unet32 does not run, so
+# its computations are checked by the parity gate instead.
+STEPS = {"n2n_unet": 150, "n2v_unet32": 600}
+INIT = {"n2n_unet": "torch_default", "n2v_unet32": "glorot_uniform"}
 
 
 def picture(rng: np.random.Generator) -> np.ndarray:
@@ -163,15 +165,3 @@ def test_torch_denoises(pictures: dict, tmp_path: Path, arch: str) -> None:
 @pytest.mark.parametrize("arch", ["n2n_unet", "n2v_unet32"])
 def test_jittor_denoises(pictures: dict, tmp_path: Path, arch: str) -> None:
     assert train_and_denoise(pictures, tmp_path, "jittor", arch) >= MIN_GAIN_DB
-
-
-# The paper's U-Net: 500 steps of a 3 M-parameter network, about 90 s per framework here.
-@pytest.mark.slow
-def test_torch_n2v_unet_denoises(pictures: dict, tmp_path: Path) -> None:
-    assert train_and_denoise(pictures, tmp_path, "torch", "n2v_unet") >= MIN_GAIN_DB
-
-
-@pytest.mark.slow
-@pytest.mark.jittor
-def test_jittor_n2v_unet_denoises(pictures: dict, tmp_path: Path) -> None:
-    assert train_and_denoise(pictures, tmp_path, "jittor", "n2v_unet") >= MIN_GAIN_DB
