@@ -1,7 +1,10 @@
 """A bad configuration stops `snakemake -n` before any job, with the offending key named.
 
 Each case writes a config that differs from a valid one in one key; the valid one is checked
-to pass first, so a failure can only come from that key.
+to pass first, so a failure can only come from that key. The Snakefile validates the merged
+config in one place (common.smk: `PipelineConfig.from_mapping`, its ConfigError raised as a
+WorkflowError), so every case's message is checked on the files Snakemake merges, in-process,
+and one case runs through `snakemake -n` to show that message stopping the run.
 """
 
 from __future__ import annotations
@@ -10,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_runner import merged, repo_data_config, run_snakemake, write_config
+from pipeline_runner import (
+    REPO_ROOT,
+    TEST_CONFIG,
+    merged,
+    repo_data_config,
+    run_snakemake,
+    write_config,
+)
+
+from n2v_repro.config import ConfigError, load_config
 
 # A target that needs only the repository's manifest files: the dry run builds the DAG of
 # the data stage without touching the network.
@@ -94,9 +106,20 @@ def test_valid_config_passes_dry_run(tmp_path: Path) -> None:
     ("change", "expected_words"),
     [pytest.param(change, words, id=name) for name, change, words in BAD_CONFIGS],
 )
-def test_bad_config_fails_before_any_job(
+def test_bad_config_names_the_key(
     tmp_path: Path, change: dict[str, Any], expected_words: list[str]
 ) -> None:
+    """The config files as Snakemake merges them: config.yaml, test.yaml, then the user's."""
+    users = write_config(tmp_path / "config.yaml", merged(repo_data_config(), change))
+    with pytest.raises(ConfigError) as raised:
+        load_config(REPO_ROOT / "config" / "config.yaml", TEST_CONFIG, users)
+    for word in expected_words:
+        assert word in str(raised.value), f"{word!r} not in the error message:\n{raised.value}"
+
+
+def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
+    # A cross-key check (the validation tiles the data set holds), not only the schema.
+    [(change, expected_words)] = [(c, w) for n, c, w in BAD_CONFIGS if n.startswith("more valid")]
     returncode, output = dry_run(tmp_path, change)
     assert returncode != 0, output
     assert "invalid configuration" in output or "config key" in output, output
