@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -105,6 +105,19 @@ def check_batch(arch: str, inputs: np.ndarray, targets: np.ndarray, mask: np.nda
 
 def as_float32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def layer_call_name(layer: str, recorded: Mapping[str, Any]) -> str:
+    """Name one call of `layer` among those `recorded` so far: `enc_down.conv`, then `#2`, ...
+
+    n2n_unet applies some of its blocks several times; every call is a layer of its own.
+    """
+    if layer not in recorded:
+        return layer
+    calls = 2
+    while f"{layer}#{calls}" in recorded:
+        calls += 1
+    return f"{layer}#{calls}"
 
 
 class Adam(ABC):
@@ -203,6 +216,24 @@ class Backend(ABC):
     def optimizer_state(self) -> dict[str, np.ndarray]:
         return self._adam().state()
 
+    def apply_gradients(self, grads: dict[str, np.ndarray]) -> None:
+        """Take one Adam step with the given gradients (by trainable name), no loss computed.
+
+        Parity checks the optimizer on prescribed gradients with it, apart from the network.
+        """
+        adam = self._adam()
+        shapes = parameter_shapes(self.arch)
+        problems = [f"missing {name}" for name in self.trainable if name not in grads]
+        problems += [f"unexpected {name}" for name in grads if name not in self.trainable]
+        problems += [
+            f"{name}: shape {np.shape(grads[name])}, expected {shapes[name]}"
+            for name in self.trainable
+            if name in grads and tuple(np.shape(grads[name])) != shapes[name]
+        ]
+        if problems:
+            raise ValueError(f"gradients do not fit {self.arch}: " + "; ".join(problems[:5]))
+        self._apply_gradients(adam, {name: as_float32(grads[name]) for name in self.trainable})
+
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         self._adam().load_state(state)
 
@@ -246,6 +277,20 @@ class Backend(ABC):
         check_batch(self.arch, inputs, targets, mask)
         return self._loss_and_grads(*map(as_float32, (inputs, targets, mask)))
 
+    def traced_loss_and_grads(
+        self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
+    ) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """`loss_and_grads`, and the layers' outputs in the forward pass the gradients came from.
+
+        The third result holds the output of every call of every `models.spec.layers` layer,
+        in call order (`layer_call_name`), and each batch-norm running statistic (by its
+        parameter name) as that forward pass updated it, before it was restored.
+        """
+        check_batch(self.arch, inputs, targets, mask)
+        layers: dict[str, np.ndarray] = {}
+        loss, grads = self._loss_and_grads(*map(as_float32, (inputs, targets, mask)), layers)
+        return loss, grads, layers
+
     def masked_loss(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float:
         """Eval-mode masked loss, no gradient (validation)."""
         check_batch(self.arch, inputs, targets, mask)
@@ -278,9 +323,17 @@ class Backend(ABC):
         """Read device scalars from `_train_step` back as one float32 array."""
 
     @abstractmethod
+    def _apply_gradients(self, adam: Any, grads: dict[str, np.ndarray]) -> None: ...
+
+    @abstractmethod
     def _loss_and_grads(
-        self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
-    ) -> tuple[float, dict[str, np.ndarray]]: ...
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        mask: np.ndarray,
+        layers: dict[str, np.ndarray] | None = None,
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """Loss and gradients; with `layers`, fill it as `traced_loss_and_grads` says."""
 
     @abstractmethod
     def _masked_loss(self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> float: ...

@@ -11,15 +11,17 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from n2v_repro.backends.base import Adam, Backend
+from n2v_repro.backends.base import Adam, Backend, layer_call_name
 from n2v_repro.backends.jittor_env import cuda_driver_available, prepare_jittor_env
 from n2v_repro.config import OptimizerConfig
 from n2v_repro.models.spec import is_buffer
+from n2v_repro.models.spec import layers as spec_layers
 
 
 def set_cpu_threads(threads: int) -> None:
@@ -56,6 +58,43 @@ def import_jittor(device: str) -> tuple[ModuleType, str]:
         resolved = "cuda" if device == "cuda" or (device == "auto" and usable) else "cpu"
     jt.flags.use_cuda = 1 if resolved == "cuda" else 0
     return jt, resolved
+
+
+@contextlib.contextmanager
+def recorded_layers(model: Any, arch: str) -> Iterator[dict[str, Any]]:
+    """Record the output Var of every call of every `spec.layers` layer while the block runs.
+
+    Each layer instance's execute is wrapped, and put back afterwards as it was (an
+    instance's own execute included): Jittor's own register_forward_hook swaps the class's
+    __call__ for good.
+    """
+    outputs: dict[str, Any] = {}
+    modules = {}
+    for layer in spec_layers(arch):
+        module = model
+        for part in layer.name.split("."):
+            module = getattr(module, part)
+        modules[layer.name] = module
+    own = {name: module.__dict__.get("execute") for name, module in modules.items()}
+
+    def recording(name: str, execute: Any) -> Any:
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            out = execute(*args, **kwargs)
+            outputs[layer_call_name(name, outputs)] = out
+            return out
+
+        return recorded
+
+    for name, module in modules.items():
+        module.execute = recording(name, module.execute)
+    try:
+        yield outputs
+    finally:
+        for name, module in modules.items():
+            if own[name] is None:
+                del module.execute
+            else:
+                module.execute = own[name]
 
 
 class JittorAdam(Adam):
@@ -180,12 +219,28 @@ class JittorBackend(Backend):
     def _gather_losses(self, losses: list[Any]) -> np.ndarray:
         return self.jt.concat([loss.reshape((1,)) for loss in losses]).numpy()
 
+    def _apply_gradients(self, adam: JittorAdam, grads: dict[str, np.ndarray]) -> None:
+        adam.update({name: self.jt.array(g) for name, g in grads.items()})
+        self.jt.sync_all()
+
     def _loss_and_grads(
-        self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        mask: np.ndarray,
+        layers: dict[str, np.ndarray] | None = None,
     ) -> tuple[float, dict[str, np.ndarray]]:
         state = self.model.state_dict()
         buffers = {k: v.numpy().copy() for k, v in state.items() if is_buffer(k)}
-        loss, grads = self._forward_backward(inputs, targets, mask)
+        if layers is None:
+            loss, grads = self._forward_backward(inputs, targets, mask)
+        else:
+            with recorded_layers(self.model, self.arch) as outputs:
+                loss, grads = self._forward_backward(inputs, targets, mask)
+            # One execution of the whole graph: the outputs read are those the gradients used.
+            self.jt.sync([loss, *grads.values(), *outputs.values()])
+            layers |= {name: out.numpy().copy() for name, out in outputs.items()}
+            layers |= {name: state[name].numpy().copy() for name in buffers}
         result = float(loss.item()), {name: g.numpy().copy() for name, g in grads.items()}
         for name, value in buffers.items():
             state[name].update(self.jt.array(value))

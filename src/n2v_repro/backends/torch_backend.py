@@ -6,14 +6,23 @@ jittor_backend.py implements the same methods, in the same order, in Jittor.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from n2v_repro.backends.base import Adam, Backend, check_batch, check_weights
+from n2v_repro.backends.base import (
+    Adam,
+    Backend,
+    check_batch,
+    check_images,
+    check_weights,
+    layer_call_name,
+)
 from n2v_repro.config import OptimizerConfig
 from n2v_repro.models.spec import is_buffer, trainable_names
+from n2v_repro.models.spec import layers as spec_layers
 from n2v_repro.models.torch_nets import build_model
 
 
@@ -89,6 +98,49 @@ class TorchAdam(Adam):
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy().copy()
+
+
+# (flat indices, values) of one layer call's output to overwrite (`recorded_layers`).
+Replacement = tuple[np.ndarray, np.ndarray]
+
+
+@contextlib.contextmanager
+def recorded_layers(
+    model: torch.nn.Module, arch: str, replace: Mapping[str, Replacement] | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the output of every call of every `spec.layers` layer while the block runs.
+
+    `replace` overwrites some elements of a layer call's output before the network goes on
+    (the float64 reference put on a float32 framework's side of a ReLU kink, parity.py); the
+    gradient passes through them as through the rest.
+    """
+    outputs: dict[str, torch.Tensor] = {}
+
+    def hook(layer: str) -> Any:
+        def record(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+            name = layer_call_name(layer, outputs)
+            if replace is not None and name in replace:
+                index, values = replace[name]
+                flat = output.reshape(-1)
+                delta = torch.zeros_like(flat)
+                at = torch.from_numpy(np.asarray(index, np.int64)).to(flat.device)
+                new = torch.from_numpy(np.asarray(values)).to(flat.device, flat.dtype)
+                delta[at] = new - flat[at].detach()
+                output = (flat + delta).view_as(output)
+            outputs[name] = output.detach()
+            return output
+
+        return record
+
+    handles = [
+        model.get_submodule(layer.name).register_forward_hook(hook(layer.name))
+        for layer in spec_layers(arch)
+    ]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class TorchBackend(Backend):
@@ -175,12 +227,31 @@ class TorchBackend(Backend):
     def _gather_losses(self, losses: list[torch.Tensor]) -> np.ndarray:
         return torch.stack(losses).cpu().numpy()
 
+    def _apply_gradients(self, adam: TorchAdam, grads: dict[str, np.ndarray]) -> None:
+        for name, p in self._params.items():
+            p.grad = self._tensor(grads[name])
+        adam.update()
+
     def _loss_and_grads(
-        self, inputs: np.ndarray, targets: np.ndarray, mask: np.ndarray
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        mask: np.ndarray,
+        layers: dict[str, np.ndarray] | None = None,
     ) -> tuple[float, dict[str, np.ndarray]]:
         buffers = {k: v.clone() for k, v in self._module_state().items() if is_buffer(k)}
-        loss = self._forward_backward(inputs, targets, mask)
+        recording = (
+            recorded_layers(self.model, self.arch)
+            if layers is not None
+            else contextlib.nullcontext({})
+        )
+        with recording as outputs:
+            loss = self._forward_backward(inputs, targets, mask)
         grads = {name: _numpy(p.grad) for name, p in self._params.items()}
+        if layers is not None:
+            layers |= {name: _numpy(out.float()) for name, out in outputs.items()}
+            state = self._module_state()
+            layers |= {name: _numpy(state[name]) for name in buffers}
         with torch.no_grad():
             for name, tensor in self._module_state().items():
                 if name in buffers:
@@ -221,29 +292,50 @@ class TorchBackend(Backend):
             torch.cuda.synchronize()
 
 
+def float64_model(arch: str, weights: dict[str, np.ndarray]) -> torch.nn.Module:
+    """`arch` in float64 on the CPU with `weights` (buffers included)."""
+    check_weights(arch, weights)
+    model = build_model(arch).double()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not name.endswith("num_batches_tracked"):
+                tensor.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float64)))
+    return model
+
+
 def float64_loss_and_grads(
     arch: str,
     weights: dict[str, np.ndarray],
     inputs: np.ndarray,
     targets: np.ndarray,
     mask: np.ndarray,
-) -> tuple[float, dict[str, np.ndarray]]:
-    """Train-mode masked loss and gradients computed in float64 on the CPU.
+    replace: Mapping[str, Replacement] | None = None,
+) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """`Backend.traced_loss_and_grads` computed in float64 on the CPU: the parity reference.
 
-    The reference against which the parity check measures both frameworks' float32
-    gradients: where float32 itself is ill-conditioned, PyTorch's own float32 error against
-    it says how close two correct float32 implementations can be expected to agree.
+    `replace` as in `recorded_layers`: the recorded outputs are those the network went on
+    with. Layer outputs and gradients are float64 numpy arrays.
     """
-    check_weights(arch, weights)
     check_batch(arch, inputs, targets, mask)
-    model = build_model(arch).double().train()
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not name.endswith("num_batches_tracked"):
-                tensor.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float64)))
+    model = float64_model(arch, weights).train()
     x, t, m = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (inputs, targets, mask))
-    loss = masked_mse(model(x), t, m)
+    with recorded_layers(model, arch, replace) as outputs:
+        loss = masked_mse(model(x), t, m)
     loss.backward()
     named = dict(model.named_parameters())
     grads = {name: named[name].grad.numpy().copy() for name in trainable_names(arch)}
-    return float(loss.detach()), grads
+    recorded = {name: out.numpy().copy() for name, out in outputs.items()}
+    recorded |= {
+        name: tensor.numpy().copy()
+        for name, tensor in model.state_dict().items()
+        if is_buffer(name)
+    }
+    return float(loss.detach()), grads, recorded
+
+
+@torch.no_grad()
+def float64_predict(arch: str, weights: dict[str, np.ndarray], inputs: np.ndarray) -> np.ndarray:
+    """`Backend.predict` computed in float64 on the CPU."""
+    check_images(arch, inputs)
+    model = float64_model(arch, weights).eval()
+    return model(torch.from_numpy(np.asarray(inputs, dtype=np.float64))).numpy()

@@ -176,5 +176,20 @@ def biases_before_batch_norm(arch: str) -> list[str]:
     ]
 
 
+def activation_inputs(arch: str) -> list[str]:
+    """List the layers whose output goes into a ReLU (n2n_unet's last conv: a leaky ReLU).
+
+    The derivative of these activations jumps at 0, so a unit within rounding of 0 can
+    sit on either side in float32 (framework parity, `parity.py`). REDNet's skip sums are
+    ReLU inputs too, but sums of two ReLU outputs: never below 0.
+    """
+    if arch in N2V_WIDTHS:
+        return [layer.name for layer in layers(arch) if layer.kind == "batch_norm"]
+    if arch == "n2n_unet":
+        return [layer.name for layer in layers(arch) if layer.kind == "conv"]
+    # REDNet: every conv and transposed conv but the last, linear, one.
+    return [layer.name for layer in layers(arch)][:-1]
+
+
 def trainable_names(arch: str) -> list[str]:
     return [name for name in parameter_shapes(arch) if not is_buffer(name)]
