@@ -7,12 +7,16 @@ the real layout.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from n2v_repro import parity, paths
+from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.config import OptimizerConfig
 from n2v_repro.evaluation.predict import run_evaluation
 from n2v_repro.io.atomic import save_npz
 from n2v_repro.io.formats import (
@@ -200,38 +204,78 @@ def write_evaluation(
     )
 
 
-def fake_parity_result(arch: str, scale: float = 0.0, seed: int = 0) -> dict[str, np.ndarray]:
-    """A `parity.run_framework`-shaped result; `scale` adds relative noise to every array."""
-    rng = np.random.default_rng(seed)
+# The fake parity results' Adam: 1 step with these settings, from the inputs' seed.
+FAKE_ADAM = OptimizerConfig(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, semantics="torch")
+FAKE_SEED = 3
+
+
+@functools.lru_cache
+def _exact_adam(arch: str, semantics: str) -> dict[str, np.ndarray]:
+    settings = dataclasses.replace(FAKE_ADAM, semantics=semantics)
+    return parity.adam_reference(arch, settings, FAKE_SEED, 1)
+
+
+def fake_parity_reference(arch: str) -> dict[str, np.ndarray]:
+    """A `parity.run_reference`-shaped result: the "exact" values (float64) of three layers,
+    the first batch norm's statistics, the eval output, the loss and every gradient."""
     base = np.random.default_rng(99)
-
-    def value(shape: tuple[int, ...]) -> np.ndarray:
-        v = base.standard_normal(shape).astype(np.float32)
-        return v * (1 + scale * rng.standard_normal(shape)).astype(np.float32)
-
-    out = {"forward": value((1, 1, 64, 64)), "loss": np.array(1.5), "steps": np.array(2)}
-    for name in arch_spec.trainable_names(arch):
-        out[f"grad/{name}"] = value((3,))
-        out[f"grad64/{name}"] = out[f"grad/{name}"].astype(np.float64) * (1 + 1e-7)
-    for name in arch_spec.parameter_shapes(arch):
-        for semantics in parity.SEMANTICS:
-            out[f"after_{semantics}/{name}"] = value((3,))
+    names = [layer.name for layer in arch_spec.layers(arch)[:3]]
+    out: dict[str, np.ndarray] = {"layer_names": np.array(names)}
+    out |= {f"layer/{name}": base.standard_normal(64) for name in names}
+    norms = [layer.name for layer in arch_spec.layers(arch) if layer.kind == "batch_norm"][:1]
+    for name in norms:
+        out |= {f"buffer/{name}.{b}": base.standard_normal(4) for b in arch_spec.BN_BUFFERS}
+    out |= {"eval_output": base.standard_normal((1, 1, 8, 8)), "loss": np.array(1.5)}
+    out |= {f"grad/{name}": base.standard_normal(3) for name in arch_spec.trainable_names(arch)}
+    for framework in FRAMEWORKS:
+        out[f"kink_flips/{framework}"] = np.array(0)
+        out[f"kink_distance/{framework}"] = np.array(0.0)
     return out
 
 
+def fake_parity_result(arch: str, scale: float = 1e-7, seed: int = 0) -> dict[str, np.ndarray]:
+    """A `parity.run_framework`-shaped result: the reference's values and float64 Adam's,
+    in float32 with relative noise of `scale` (float32 rounding: 1e-7)."""
+    rng = np.random.default_rng(seed)
+
+    def noisy(value: np.ndarray) -> np.ndarray:
+        value = np.asarray(value)
+        return (value * (1 + scale * rng.standard_normal(value.shape))).astype(np.float32)
+
+    ref = fake_parity_reference(arch)
+    out = {"layer_names": ref["layer_names"], "steps": np.array(1), "seed": np.array(FAKE_SEED)}
+    out["adam_settings"] = np.array([FAKE_ADAM.lr, *FAKE_ADAM.betas, FAKE_ADAM.eps])
+    for key, value in ref.items():
+        if key.startswith(("layer/", "grad/")) or key in ("eval_output", "loss"):
+            out[key] = noisy(value)
+        elif key.startswith("buffer/"):
+            out[key] = noisy(value).astype(np.float64)
+    for semantics in parity.SEMANTICS:
+        exact = _exact_adam(arch, semantics)
+        out |= {f"adam_{semantics}/{name}": noisy(value) for name, value in exact.items()}
+    return out
+
+
+def save_fake_parity(
+    folder: Path, arch: str, jittor_scale: float = 1e-7, jittor: dict | None = None
+) -> tuple[Path, Path, Path]:
+    """Write the torch, jittor and reference files of `arch` under the pipeline's paths in
+    `folder` (results/parity): PyTorch with float32 rounding, Jittor with `jittor_scale`
+    (or the `jittor` result given). Returns the three paths."""
+    files = tuple(folder / part / f"{arch}.npz" for part in ("torch", "jittor", "reference"))
+    save_npz(files[0], fake_parity_result(arch))
+    save_npz(files[1], jittor or fake_parity_result(arch, scale=jittor_scale, seed=1))
+    save_npz(files[2], fake_parity_reference(arch))
+    return files
+
+
 def write_parity(root: Path, tolerance: float = 1e-4) -> list[dict]:
-    """parity.json and parity.csv, by the real comparison of two fake framework results."""
+    """parity.json and parity.csv, by the real comparison of fake framework results."""
     folder = root / "results" / "parity"
-    torch_paths, jittor_paths = [], []
-    for arch in PARITY_ARCHS:
-        torch_paths.append(folder / "torch" / f"{arch}.npz")
-        jittor_paths.append(folder / "jittor" / f"{arch}.npz")
-        save_npz(torch_paths[-1], fake_parity_result(arch))
-        save_npz(jittor_paths[-1], fake_parity_result(arch, scale=tolerance / 100, seed=1))
+    files = [save_fake_parity(folder, arch) for arch in PARITY_ARCHS]
     return parity.compare_frameworks(
         list(PARITY_ARCHS),
-        torch_paths,
-        jittor_paths,
+        *zip(*files, strict=True),
         folder / "parity.json",
         folder / "parity.csv",
         tolerance,

@@ -11,7 +11,7 @@ from fake_results import run_dir, write_parity, write_results_tree
 from PIL import Image
 
 from n2v_repro.io.formats import read_history
-from n2v_repro.report import figures
+from n2v_repro.report import figures, figures_eval
 from n2v_repro.report.figures import FRAMEWORK_COLOURS, make_training_figures
 from n2v_repro.report.figures_eval import (
     make_final_psnr_figure,
@@ -181,18 +181,17 @@ def test_qualitative_grid_rows_and_columns(tmp_path: Path, frameworks: tuple[str
     assert pictures[3].shape[0] > 2.3 * pictures[1].shape[0]
 
 
-def test_parity_figure_reads_every_relative_error_column(tmp_path: Path) -> None:
+def test_parity_figure_reads_each_checks_measure_over_its_threshold(tmp_path: Path) -> None:
     records = write_parity(tmp_path, tolerance=1e-4)
     errors = read_parity(tmp_path / "results/parity/parity.csv")
     assert list(errors) == [record["arch"] for record in records]
     for record in records:
         bars = errors[record["arch"]]
-        # The errors parity.py computes, and none of its other columns (names, threshold).
-        assert {"forward_rel_error", "grad_rel_error", "params_rel_error_torch_semantics"} <= set(
-            bars
-        )
-        assert not {"grad_threshold", "grad_worst_param", "steps", "passed"} & set(bars)
-        assert all(value == pytest.approx(record[name], rel=1e-12) for name, value in bars.items())
+        # One bar per check: Jittor's measure at the layer the check names, over its threshold.
+        assert list(bars) == list(figures_eval.PARITY_CHECKS.values())
+        for check, label in figures_eval.PARITY_CHECKS.items():
+            ratio = record[f"{check}_error_jittor"] / record[f"{check}_threshold"]
+            assert bars[label] == pytest.approx(ratio, rel=1e-12) and 0 < ratio < 1
     output = tmp_path / "parity.png"
     make_parity_figure(
         parity_csv=tmp_path / "results/parity/parity.csv",
@@ -203,19 +202,15 @@ def test_parity_figure_reads_every_relative_error_column(tmp_path: Path) -> None
 
 
 def test_parity_figure_marks_a_failing_arch_in_red(tmp_path: Path, monkeypatch) -> None:
-    from fake_results import fake_parity_result
+    from fake_results import save_fake_parity
 
     from n2v_repro import parity
-    from n2v_repro.io.atomic import save_npz
-    from n2v_repro.report import figures_eval
 
     paths = {}
-    for arch, noise in (("n2n_unet", 1e-6), ("rednet10", 1e-2)):  # rednet10 fails
-        paths[arch] = (tmp_path / f"t_{arch}.npz", tmp_path / f"j_{arch}.npz")
-        save_npz(paths[arch][0], fake_parity_result(arch))
-        save_npz(paths[arch][1], fake_parity_result(arch, scale=noise, seed=1))
+    for arch, noise in (("n2n_unet", 1e-7), ("rednet10", 1e-2)):  # rednet10 fails
+        paths[arch] = save_fake_parity(tmp_path / "parity", arch, jittor_scale=noise)
     parity.compare_frameworks(
-        list(paths), [t for t, _ in paths.values()], [j for _, j in paths.values()],
+        list(paths), *zip(*paths.values(), strict=True),
         tmp_path / "parity.json", tmp_path / "parity.csv", tolerance=1e-4,
     )  # fmt: skip
     assert figures_eval.failed_archs(tmp_path / "parity.csv") == ["rednet10"]

@@ -30,6 +30,8 @@ RECIPE_FIGURES = "results/figures/{recipe}"
 PARITY_DIR = "results/parity"
 PARITY_INPUTS = f"{PARITY_DIR}/inputs/{{arch}}.npz"
 PARITY_RESULT = f"{PARITY_DIR}/{{framework}}/{{arch}}.npz"
+# The float64 reference of both frameworks' results (parity.run_reference).
+PARITY_REFERENCE = f"{PARITY_DIR}/reference/{{arch}}.npz"
 # Verified downloads; not a declared output, so a failed job never deletes them.
 DOWNLOAD_CACHE = "resources/.download_cache"
 

@@ -23,6 +23,7 @@ from n2v_repro.paths import (
     NOISY_NPZ,
     PARITY_DIR,
     PARITY_INPUTS,
+    PARITY_REFERENCE,
     PARITY_RESULT,
     PATCH_BENCHMARK,
     PATCH_DIR,

@@ -1,10 +1,11 @@
 # Initial weights and the framework-parity check. PyTorch and Jittor run in separate jobs
 # (their own conda environments) and exchange only files: inputs -> per-framework results
-# -> comparison. parity_compare always writes the errors (and the report's table, failing
-# archs in red); parity_gate then fails when forward outputs or gradients disagree beyond
-# parity.tolerance, so a failure is its own failed job while training, evaluation and the
-# report still complete (keep-going in profiles/default). src/n2v_repro/parity.py defines
-# the errors.
+# -> the float64 reference (PyTorch on the CPU, after both: it needs their kink units) ->
+# comparison. parity_compare always writes the measures (and the report's table, failing
+# archs in red); parity_gate then fails when a framework's layer outputs, gradients or Adam
+# steps differ from float64 beyond the criterion, so a failure is its own failed job while
+# training, evaluation and the report still complete (keep-going in profiles/default).
+# src/n2v_repro/parity.py defines the measures and the criterion.
 
 
 rule make_init_weights:
@@ -67,10 +68,28 @@ use rule parity_torch as parity_jittor with:
         "../../envs/jittor.yaml"
 
 
+rule parity_reference:
+    input:
+        inputs=PARITY_INPUTS,
+        torch=expand(PARITY_RESULT, framework="torch", allow_missing=True),
+        jittor=expand(PARITY_RESULT, framework="jittor", allow_missing=True),
+    output:
+        PARITY_REFERENCE,
+    log:
+        "logs/parity_reference/{arch}.log",
+    conda:
+        "../../envs/torch.yaml"
+    # float64 on the CPU whatever the device; the cores, as the framework jobs.
+    threads: framework_threads()
+    script:
+        "../scripts/parity_reference.py"
+
+
 rule parity_compare:
     input:
         torch=expand(PARITY_RESULT, framework="torch", arch=PARITY_ARCHS),
         jittor=expand(PARITY_RESULT, framework="jittor", arch=PARITY_ARCHS),
+        reference=expand(PARITY_REFERENCE, arch=PARITY_ARCHS),
     output:
         json=f"{PARITY_DIR}/parity.json",
         csv=f"{PARITY_DIR}/parity.csv",
@@ -78,7 +97,7 @@ rule parity_compare:
             f"{PARITY_DIR}/parity.html",
             caption="../report/parity_table.rst",
             category=report_category("parity"),
-            labels={"table": "relative errors, passed / FAILED"},
+            labels={"table": "per-layer measures against float64, passed / FAILED"},
         ),
     log:
         "logs/parity_compare/parity_compare.log",

@@ -11,6 +11,7 @@ with script_log(snakemake.log[0]):
         archs=list(snakemake.params.archs),
         torch_paths=list(snakemake.input.torch),
         jittor_paths=list(snakemake.input.jittor),
+        reference_paths=list(snakemake.input.reference),
         json_path=snakemake.output.json,
         csv_path=snakemake.output.csv,
         html_path=snakemake.output.html,

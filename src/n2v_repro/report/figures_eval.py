@@ -11,7 +11,6 @@ import numpy as np
 from n2v_repro.evaluation.predict import to_uint8
 from n2v_repro.io.atomic import atomic_open
 from n2v_repro.io.formats import (
-    PARITY_COLUMNS,
     load_noisy_set,
     read_gray_png,
     read_parity_csv,
@@ -19,6 +18,7 @@ from n2v_repro.io.formats import (
     read_per_image,
     read_split,
 )
+from n2v_repro.parity import FACTOR, FLOOR
 from n2v_repro.report.figures import framework_colour, frameworks_of, panel_grid, save_figure
 from n2v_repro.report.html_pages import render_figure
 from n2v_repro.report.references import (
@@ -32,8 +32,8 @@ from n2v_repro.report.tables import REPORTED_TEST_SET, psnr_ssim_rows, read_summ
 
 # Horizontal offset of each framework's marker at a sigma, so error bars do not overlap.
 FRAMEWORK_OFFSET = {"torch": -0.6, "jittor": 0.6}
-# The parity figure's bars: every relative error parity.csv records.
-PARITY_ERROR_COLUMNS = tuple(column for column in PARITY_COLUMNS if "rel_error" in column)
+# The parity figure's bars: each check's named layer, Jittor's measure over its threshold.
+PARITY_CHECKS = {"forward": "forward (layer)", "grad": "gradient (layer)", "adam": "Adam"}
 
 
 # --- final PSNR -----------------------------------------------------------------------------
@@ -204,9 +204,17 @@ def _titled(name: str, value: float | None) -> str:
 
 
 def read_parity(parity_csv: str | Path) -> dict[str, dict[str, float]]:
-    """{arch: {quantity: relative error}} from the relative-error columns of parity.csv."""
+    """{arch: {check: Jittor's measure / its threshold}} from parity.csv; above 1 fails.
+
+    NaN where a check was not measured (an arch whose layers did not even match).
+    """
+
+    def ratio(row: dict[str, str], check: str) -> float:
+        value, limit = row[f"{check}_error_jittor"], row[f"{check}_threshold"]
+        return float(value) / float(limit) if value and limit else float("nan")
+
     return {
-        row["arch"]: {key: float(row[key]) for key in PARITY_ERROR_COLUMNS}
+        row["arch"]: {label: ratio(row, check) for check, label in PARITY_CHECKS.items()}
         for row in read_parity_csv(parity_csv)
     }
 
@@ -221,11 +229,13 @@ FAILED_COLOUR = "#b00020"
 
 def plot_parity(
     errors: Mapping[str, Mapping[str, float]],
-    tolerance: float,
+    line: float,
     path: str | Path,
     failed: Sequence[str] = (),
+    line_label: str = "threshold",
+    ylabel: str = "Jittor's measure / its threshold",
 ):
-    """Bars of each relative error per arch; a failing arch is labelled FAILED in red."""
+    """Bars of each quantity per arch against a dashed `line`; a failing arch is FAILED in red."""
     quantities = list(dict.fromkeys(q for per_arch in errors.values() for q in per_arch))
     archs = list(errors)
     fig, axes = panel_grid(1, 1)
@@ -234,7 +244,7 @@ def plot_parity(
     width = 0.8 / max(1, len(archs))
     positions = np.arange(len(quantities))
     values = [v for per_arch in errors.values() for v in per_arch.values()]
-    positive = [v for v in values if v > 0] + [tolerance]
+    positive = [v for v in values if v > 0] + [line]
     # Log scale: the axis starts a decade below the smallest error; exact zeros sit on it.
     bottom = 10.0 ** (np.floor(np.log10(min(positive))) - 1)
     for index, arch in enumerate(archs):
@@ -246,13 +256,14 @@ def plot_parity(
             for bar in bars:
                 bar.set_edgecolor(FAILED_COLOUR)
                 bar.set_linewidth(2.0)
-        ax.bar_label(bars, [f"{v:.1e}" if v > 0 else "0" for v in raw], fontsize="x-small")
-    ax.axhline(tolerance, color="black", linestyle="--", label=f"tolerance {tolerance:g}")
+        texts = [f"{v:.1e}" if v > 0 else ("0" if v == 0 else "—") for v in raw]
+        ax.bar_label(bars, texts, fontsize="x-small")
+    ax.axhline(line, color="black", linestyle="--", label=line_label)
     ax.set_yscale("log")
     ax.set_ylim(bottom=bottom)
     ax.set_xticks(positions, [q.replace("_", " ") for q in quantities], rotation=20, ha="right")
-    ax.set_ylabel("relative error, Jittor vs PyTorch")
-    ax.set_title("Framework parity with identical weights and batches")
+    ax.set_ylabel(ylabel)
+    ax.set_title("Framework parity against float64, identical weights and batches")
     if failed:
         ax.text(
             0.01,
@@ -275,6 +286,7 @@ def plot_parity(
 def make_parity_figure(
     *, parity_csv: str | Path, parity_json: str | Path, output: str | Path
 ) -> None:
-    """parity.png: each relative error against the tolerance the parity job judged by."""
+    """parity.png: each check's named measure over its threshold (parity.DEFINITION)."""
     tolerance = float(read_parity_json(parity_json)["tolerance"])
-    plot_parity(read_parity(parity_csv), tolerance, output, failed_archs(parity_csv))
+    label = f"threshold ({FACTOR:g} x PyTorch's own error, within [{FLOOR:g}, {tolerance:g}])"
+    plot_parity(read_parity(parity_csv), 1.0, output, failed_archs(parity_csv), label)

@@ -1,0 +1,20 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
+from n2v_repro.framework_site import use_framework_site  # noqa: E402
+
+# Before numpy is imported, as the framework jobs (docs/gpu.md): this is a torch job.
+use_framework_site("torch")
+from n2v_repro.logs import script_log  # noqa: E402
+
+with script_log(snakemake.log[0]):
+    from n2v_repro.parity import run_reference
+
+    run_reference(
+        snakemake.wildcards.arch,
+        inputs_path=snakemake.input.inputs,
+        framework_paths={"torch": snakemake.input.torch[0], "jittor": snakemake.input.jittor[0]},
+        output_path=snakemake.output[0],
+        threads=snakemake.threads,
+    )
