@@ -15,6 +15,7 @@ import pytest
 import yaml
 from fake_bsds import FakeBsds, make_fake_bsds
 
+from n2v_repro import parity
 from n2v_repro.config import PipelineConfig, load_config
 from n2v_repro.data.download import DownloadError
 from n2v_repro.gpu_check import check, pack
@@ -105,10 +106,12 @@ def test_what_the_budget_cannot_fit_is_recorded_as_skipped(fake, tmp_path):
 
 def test_the_markdown_shows_each_figure_and_a_failing_arch():
     record = {
-        "arch": "rednet10", "forward_rel_error": 2e-3, "loss_rel_error": 1e-6,
-        "grad_rel_error": 5e-2, "grad_threshold": 1e-4, "grad_worst_param": "head.weight",
-        "grad_rel_error_torch_vs_float64": 1e-6, "params_rel_error_torch_semantics": 3e-5,
-        "passed": False,
+        "arch": "rednet10", "forward_layer": "conv3", "forward_error_jittor": 2e-3,
+        "forward_error_torch": 3e-7, "forward_threshold": 3e-6, "grad_layer": "deconv5",
+        "grad_error_jittor": 5e-2, "grad_error_torch": 1e-6, "grad_threshold": 1e-5,
+        "adam_layer": "keras: conv1", "adam_error_jittor": 2e-7, "adam_error_torch": 3e-7,
+        "adam_threshold": 3e-6, "kink_flips_torch": 0, "kink_flips_jittor": 2, "passed": False,
+        "failure": "forward at conv3: Jittor 0.002 from float64 > threshold 3e-06",
     }  # fmt: skip
     runs = [
         {"framework": "torch", "arch": "n2v_unet", "batch_size": 128, "precision": "tf32",
@@ -142,7 +145,8 @@ def test_the_markdown_shows_each_figure_and_a_failing_arch():
     }  # fmt: skip
     page = check.render_markdown(results)
     assert "NVIDIA H200" in page and "torch 2.11.0+cu130" in page
-    assert "| rednet10 | 2.00e-03 |" in page and "| **FAILED** |" in page
+    assert "| rednet10 | conv3 | 2.00e-03 | 3.00e-07 | 3.00e-06 | deconv5 | 5.00e-02 |" in page
+    assert "| 0 / 2 | **FAILED**: forward at conv3: Jittor 0.002 from float64" in page
     assert "| n2v_unet | 128 | tf32 | 6123 | skipped: time budget | — | 2048 |" in page
     assert "| torch | ok | tf32 | 300 | 280 | 13000 | 32 | 5931 | 94 | 3100 | 27.71 | 0.7801 |" in (
         page
@@ -233,7 +237,7 @@ def test_smoke_check_runs_every_phase_on_the_cpu(fake, tmp_path):
 
     (record,) = phases["parity"]["records"]
     assert record["arch"] == "n2n_unet" and record["passed"]
-    assert record["forward_rel_error"] < 1e-5 and record["grad_rel_error"] < 1e-4
+    assert all(record[f"{c}_error_jittor"] <= record[f"{c}_threshold"] for c in parity.CHECKS)
 
     runs = {r["framework"]: r for r in phases["bench"]["records"]}
     assert set(runs) == {"torch", "jittor"}

@@ -4,7 +4,8 @@ Phases, each given what is left of `Limits.budget_s` up to its own cap, a framew
 always in its own process (`worker`, `bench`):
 
 1. parity on the device in strict fp32 for every arch, the torch and Jittor workers at
-   once (Jittor compiles meanwhile), while this process makes the training data (`pack`);
+   once (Jittor compiles meanwhile), while this process makes the training data (`pack`),
+   then the float64 reference on the CPU in a torch worker (`parity.run_reference`);
 2. throughput (`bench`): each framework x arch x batch size x precision, timed after
    warm-up between device synchronisations, with peak memory and NVML busy percentage;
 3. the paper recipe (config/config.yaml + config/paper.yaml, sigma 25) trained for a wall
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +70,7 @@ class Limits:
 
 FULL = Limits(
     budget_s=540.0,
-    parity_s=120.0,
+    parity_s=150.0,
     bench_s={"torch": 75.0, "jittor": 90.0},
     train_s=300.0,
     min_train_s=60.0,
@@ -306,6 +308,16 @@ class Check:
             outcome[framework] = {"status": status, "archs": found.get("archs", {})}
             self.say(f"parity {framework} worker: {status}")
         phase["workers"] = outcome
+        both = [arch for arch in self.plan.archs if self._ran(outcome, arch, FRAMEWORKS)]
+        if both:
+            # PyTorch in float64 on the CPU, after both: it needs their kink units.
+            reference_task = {"kind": "parity_reference", "archs": both, "dir": str(folder)}
+            if self.plan.threads:
+                reference_task["threads"] = self.plan.threads
+            worker = self.start_worker("torch", "parity_reference", reference_task)
+            status, found = self.finish_worker(*worker, deadline - self.clock.elapsed())
+            outcome["reference"] = {"status": status, "archs": found.get("archs", {})}
+            self.say(f"parity float64 reference worker: {status}")
         self.compare_parity(folder, outcome)
         self.save()
         return data
@@ -352,27 +364,39 @@ class Check:
         )
         return data
 
+    @staticmethod
+    def _ran(outcome: dict[str, Any], arch: str, workers: Sequence[str]) -> bool:
+        return all(
+            outcome.get(w, {}).get("archs", {}).get(arch, {}).get("status") == "ok" for w in workers
+        )
+
     def compare_parity(self, folder: Path, outcome: dict[str, Any]) -> None:
         from n2v_repro.parity import compare_frameworks
 
         phase = self.results["phases"]["parity"]
-        both = [
-            arch
-            for arch in self.plan.archs
-            if all(outcome[fw]["archs"].get(arch, {}).get("status") == "ok" for fw in FRAMEWORKS)
-        ]
+        steps = (*FRAMEWORKS, "reference")
+        both = [arch for arch in self.plan.archs if self._ran(outcome, arch, steps)]
+
+        def status(step: str, arch: str) -> str:
+            ran = outcome.get(step, {"status": "not run", "archs": {}})
+            return ran["archs"].get(arch, {}).get("status", ran["status"])
+
         phase["not_compared"] = {
-            arch: {fw: outcome[fw]["archs"].get(arch, {}).get("status", outcome[fw]["status"])
-                   for fw in FRAMEWORKS}
+            arch: {
+                step: status(step, arch)
+                for step in steps
+                if step != "reference" or self._ran(outcome, arch, FRAMEWORKS)
+            }
             for arch in self.plan.archs
             if arch not in both
-        }  # fmt: skip
+        }
         records = []
         if both:
             records = compare_frameworks(
                 both,
                 [str(folder / "torch" / f"{arch}.npz") for arch in both],
                 [str(folder / "jittor" / f"{arch}.npz") for arch in both],
+                [str(folder / "reference" / f"{arch}.npz") for arch in both],
                 folder / "parity.json",
                 folder / "parity.csv",
                 self.plan.tolerance,
@@ -383,9 +407,13 @@ class Check:
         )
         for record in records:
             self.say(
-                f"parity {record['arch']}: forward {record['forward_rel_error']:.2e}, gradient "
-                f"{record['grad_rel_error']:.2e} (threshold {record['grad_threshold']:.1e}): "
-                + ("passed" if record["passed"] else "FAILED")
+                f"parity {record['arch']}: "
+                + ", ".join(
+                    f"{check} {record[f'{check}_error_jittor']:.2e} (threshold "
+                    f"{record[f'{check}_threshold']:.1e})"
+                    for check in ("forward", "grad", "adam")
+                )
+                + (": passed" if record["passed"] else f": FAILED: {record['failure']}")
             )
         for arch, why in phase["not_compared"].items():
             self.say(f"parity {arch}: not compared ({why})")
@@ -581,22 +609,27 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{settings['batch_size']}, {settings['steps']} Adam steps, tolerance "
             f"{settings['tolerance']:g})",
             "",
-            "| arch | forward | loss | gradient | gradient threshold | worst gradient | "
-            "torch vs float64 | params after steps | result |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "Each framework against float64, per layer (parity.DEFINITION): the layer named, "
+            "Jittor's measure, PyTorch float32's, and Jittor's threshold.",
+            "",
+            "| arch | forward: layer | Jittor | PyTorch | threshold | gradient: layer | "
+            "Jittor | PyTorch | threshold | Adam: layer | Jittor | PyTorch | threshold | "
+            "kink units (PyTorch / Jittor) | result |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in parity.get("records", []):
-            lines.append(
-                f"| {r['arch']} | {r['forward_rel_error']:.2e} | {r['loss_rel_error']:.2e} | "
-                f"{r['grad_rel_error']:.2e} | {r['grad_threshold']:.2e} | "
-                f"{r['grad_worst_param']} | "
-                f"{r['grad_rel_error_torch_vs_float64']:.2e} | "
-                f"{r['params_rel_error_torch_semantics']:.2e} | "
-                + ("passed" if r["passed"] else "**FAILED**")
-                + " |"
-            )
+            cells = [r["arch"]]
+            for check in ("forward", "grad", "adam"):
+                cells.append(f"{r.get(f'{check}_layer', '—')}")
+                cells += [
+                    _num(r.get(f"{check}_{key}"), ".2e")
+                    for key in ("error_jittor", "error_torch", "threshold")
+                ]
+            cells.append(f"{r.get('kink_flips_torch', '—')} / {r.get('kink_flips_jittor', '—')}")
+            cells.append("passed" if r["passed"] else f"**FAILED**: {r['failure']}")
+            lines.append("| " + " | ".join(cells) + " |")
         for arch, why in parity.get("not_compared", {}).items():
-            lines.append(f"| {arch} | not compared: {why} |||||||| **FAILED** |")
+            lines.append(f"| {arch} | not compared: {why} |" + "|" * 12 + " **FAILED** |")
         lines.append("")
     if "bench" in phases:
         lines += _bench_markdown(phases["bench"])

@@ -2,14 +2,16 @@
 
 Usage: `python -m n2v_repro.gpu_check.worker TASK`.
 
-TASK is a JSON file written by `gpu_check.check`: its `kind` (parity or train), the
-framework and what to do. The worker first puts the framework's own package folder first on
-the path (`use_framework_site`: Jittor's numpy < 2 on the GPU machine), before anything
-imports numpy, then writes its results to the task's `result` file, after every arch or
-stage, so a worker killed at its time limit leaves what it finished.
+TASK is a JSON file written by `gpu_check.check`: its `kind` (parity, parity_reference or
+train), the framework and what to do. The worker first puts the framework's own package
+folder first on the path (`use_framework_site`: Jittor's numpy < 2 on the GPU machine),
+before anything imports numpy, then writes its results to the task's `result` file, after
+every arch or stage, so a worker killed at its time limit leaves what it finished.
 
 - parity: `parity.run_framework` for each arch on the inputs the parent wrote, strict fp32
-  (the backends' default precision), the float64 reference on the torch side.
+  (the backends' default precision).
+- parity_reference (torch, after both frameworks' parity): `parity.run_reference`, the
+  float64 reference on the CPU, for each arch.
 - train: the paper recipe trained by the pipeline's own loop (`training.loop.train`, without
   a checkpoint) for a wall budget: no epoch is begun that would end past it. Then every
   BSD68 image is denoised with the last and the best weights and scored (PSNR/SSIM, data
@@ -106,6 +108,33 @@ def run_parity(task: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def run_parity_reference(task: dict[str, Any]) -> dict[str, Any]:
+    from n2v_repro.backends.registry import FRAMEWORKS
+    from n2v_repro.parity import run_reference
+
+    folder = Path(task["dir"])
+    result: dict[str, Any] = {"framework": "torch", "archs": {}}
+    write_result(Path(task["result"]), result)
+    for arch in task["archs"]:
+        start = time.monotonic()
+        try:
+            run_reference(
+                arch,
+                folder / "inputs" / f"{arch}.npz",
+                {framework: folder / framework / f"{arch}.npz" for framework in FRAMEWORKS},
+                folder / "reference" / f"{arch}.npz",
+                threads=task.get("threads"),
+            )
+            status = "ok"
+        except Exception as error:  # the other archs are still worth running
+            traceback.print_exc()
+            status = f"failed: {type(error).__name__}: {error}"[:500]
+        result["archs"][arch] = {"status": status, "seconds": time.monotonic() - start}
+        print(f"parity reference {arch}: {status} in {time.monotonic() - start:.1f} s")
+        write_result(Path(task["result"]), result)
+    return result
+
+
 # --- timed training -------------------------------------------------------------------------
 
 
@@ -187,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     use_framework_site(task["framework"])  # before anything imports numpy
     if task["kind"] == "parity":
         run_parity(task)
+    elif task["kind"] == "parity_reference":
+        run_parity_reference(task)
     elif task["kind"] == "train":
         run_train(task)
     else:
