@@ -103,19 +103,12 @@ def jittor_optim_reference(steps: int) -> dict[str, np.ndarray]:
     return {k: p.numpy() for k, p in params.items()}
 
 
-def test_torch_semantics_match_torch_optim_adam():
-    expected = torch_optim_reference(3)
-    got = run_torch_adam("torch", 3)
+@pytest.mark.parametrize("framework", ["torch", pytest.param("jittor", marks=pytest.mark.jittor)])
+def test_torch_semantics_match_torch_optim_adam(framework):
+    run, rtol = {"torch": (run_torch_adam, 1e-6), "jittor": (run_jittor_adam, 1e-5)}[framework]
+    expected, got = torch_optim_reference(3), run("torch", 3)
     for k in START:
-        np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-9)
-
-
-@pytest.mark.jittor
-def test_jittor_torch_semantics_match_torch_optim_adam():
-    expected = torch_optim_reference(3)
-    got = run_jittor_adam("torch", 3)
-    for k in START:
-        np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(got[k], expected[k], rtol=rtol, atol=1e-9)
 
 
 @pytest.mark.jittor
@@ -145,26 +138,22 @@ def test_unknown_semantics_rejected():
 # --- weights -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", arch_spec.ARCHS)
-def test_torch_weights_roundtrip(arch):
+@pytest.mark.parametrize(
+    ("framework", "arch"),
+    [
+        *[("torch", arch) for arch in arch_spec.ARCHS],
+        pytest.param("jittor", "n2v_unet", marks=pytest.mark.jittor),
+    ],
+)
+def test_weights_roundtrip(framework, arch):
+    """Both frameworks start from the same initial weights (numpy arrays), bit for bit."""
     weights = make_init_weights(arch, 5)
-    b = make_backend("torch", arch, device="cpu")
+    b = make_backend(framework, arch, device="cpu")
     b.load_weights(weights)
     got = b.get_weights()
     assert set(got) == set(weights)
     for k in weights:
         assert got[k].dtype == np.float32
-        np.testing.assert_array_equal(got[k], weights[k])
-
-
-@pytest.mark.jittor
-def test_jittor_weights_roundtrip():
-    weights = make_init_weights("n2v_unet", 5)
-    b = make_backend("jittor", "n2v_unet", device="cpu")
-    b.load_weights(weights)
-    got = b.get_weights()
-    assert set(got) == set(weights)
-    for k in weights:
         np.testing.assert_array_equal(got[k], weights[k])
 
 
@@ -313,8 +302,8 @@ def test_jittor_backend_survives_a_child_killed_by_a_signal() -> None:
 # --- the hot path: foreach Adam, deferred loss reads, precision ---------------------------
 
 
-def numpy_adam_reference(semantics: str, steps: int) -> dict[str, np.ndarray]:
-    """Adam written out per parameter in float64, the formulas of backends/base.py."""
+def numpy_adam_reference(steps: int) -> dict[str, np.ndarray]:
+    """Keras' Adam (eps added to the uncorrected sqrt(v)) in float64, the formulas of base.py."""
     b1, b2 = ADAM["betas"]
     params = {k: v.astype(np.float64) for k, v in START.items()}
     m = {k: np.zeros_like(v) for k, v in params.items()}
@@ -324,19 +313,15 @@ def numpy_adam_reference(semantics: str, steps: int) -> dict[str, np.ndarray]:
             g = grads[k].astype(np.float64)
             m[k] = b1 * m[k] + (1 - b1) * g
             v[k] = b2 * v[k] + (1 - b2) * g * g
-            if semantics == "torch":
-                denom = np.sqrt(v[k]) / np.sqrt(1 - b2**t) + ADAM["eps"]
-                params[k] = params[k] - ADAM["lr"] / (1 - b1**t) * m[k] / denom
-            else:
-                step_size = ADAM["lr"] * np.sqrt(1 - b2**t) / (1 - b1**t)
-                params[k] = params[k] - step_size * m[k] / (np.sqrt(v[k]) + ADAM["eps"])
+            step_size = ADAM["lr"] * np.sqrt(1 - b2**t) / (1 - b1**t)
+            params[k] = params[k] - step_size * m[k] / (np.sqrt(v[k]) + ADAM["eps"])
     return params
 
 
-@pytest.mark.parametrize("semantics", ["torch", "keras"])
-def test_foreach_adam_equals_the_reference_update(semantics):
-    got = run_torch_adam(semantics, 3)
-    expected = numpy_adam_reference(semantics, 3)
+def test_foreach_adam_keras_semantics_equal_the_reference_update():
+    """Torch semantics are checked against torch.optim.Adam above."""
+    got = run_torch_adam("keras", 3)
+    expected = numpy_adam_reference(3)
     for k in expected:
         np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-9)
 

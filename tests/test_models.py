@@ -61,21 +61,7 @@ def test_jittor_names_and_shapes_match_spec(arch):
     assert {k: tuple(v.shape) for k, v in state.items()} == arch_spec.parameter_shapes(arch)
 
 
-def test_shared_blocks_appear_once():
-    names = arch_spec.parameter_shapes("n2n_unet")
-    assert "enc_down.conv.weight" in names and "dec_up.conv1.weight" in names
-    assert not any(name.startswith(("enc_down2", "dec_up2")) for name in names)
-
-
 def test_strides():
-    assert arch_spec.ARCH_STRIDE == {
-        "n2n_unet": 32,
-        "n2v_unet": 4,
-        "n2v_unet32": 4,
-        "rednet10": 2,
-        "rednet20": 2,
-        "rednet30": 2,
-    }
     for arch in ARCHS:
         model = models_torch.build_model(arch).eval()
         stride = arch_spec.ARCH_STRIDE[arch]
@@ -238,18 +224,3 @@ def test_initialisation_schemes_differ_and_unknown_is_named():
     )
     with pytest.raises(ValueError, match="he_normal"):
         make_init_weights("n2v_unet32", 3, "he_normal")
-
-
-@pytest.mark.jittor
-@pytest.mark.parametrize("scheme", ["torch_default", "glorot_uniform"])
-def test_both_frameworks_start_from_the_same_weights(scheme):
-    from n2v_repro.backends.registry import make_backend
-
-    weights = make_init_weights("n2v_unet32", 5, scheme)
-    for framework in ("torch", "jittor"):
-        backend = make_backend(framework, "n2v_unet32", device="cpu")
-        backend.load_weights(weights)
-        loaded = backend.get_weights()
-        assert set(loaded) == set(weights)
-        for name, value in weights.items():
-            np.testing.assert_array_equal(loaded[name], value, err_msg=f"{framework} {name}")
