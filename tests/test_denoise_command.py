@@ -202,14 +202,12 @@ def assert_fails(tmp_path: Path, match: str, **overrides: object) -> None:
     assert not [p for p in tmp_path.iterdir() if ".denoise-" in p.name]
 
 
-def test_missing_weights_file(tmp_path):
-    good_input(tmp_path / "in")
-    assert_fails(tmp_path, r"weights file .*best\.npz not found")
-
-
-@pytest.mark.parametrize("content", ["png", "text", "npy"])
+@pytest.mark.parametrize("content", ["missing", "png", "text", "npy"])
 def test_wrong_weights_file(tmp_path, content):
     good_input(tmp_path / "in")
+    if content == "missing":
+        assert_fails(tmp_path, r"weights file .*best\.npz not found")
+        return
     weights = model_dir(tmp_path / "model")
     if content == "png":
         weights.write_bytes((tmp_path / "in" / "a.png").read_bytes())
@@ -221,17 +219,17 @@ def test_wrong_weights_file(tmp_path, content):
     assert_fails(tmp_path, r"best\.npz is not a weights file")
 
 
-def test_weights_of_another_arch(tmp_path):
+@pytest.mark.parametrize(
+    ("weights_arch", "option", "match"),
+    [
+        ("n2n_unet", {}, r"arch mismatch: .*does not fit rednet10 .*they are n2n_unet weights"),
+        (ARCH, {"arch": "rednet20"}, r"--arch rednet20, but .*model\.json says .*rednet10"),
+    ],
+)
+def test_arch_mismatch(tmp_path, weights_arch, option, match):
     good_input(tmp_path / "in")
-    model_dir(tmp_path / "model", arch="n2n_unet", card_arch=ARCH)
-    assert_fails(tmp_path, r"arch mismatch: .*does not fit rednet10 .*they are n2n_unet weights")
-
-
-def test_arch_option_disagreeing_with_model_json(tmp_path):
-    good_input(tmp_path / "in")
-    model_dir(tmp_path / "model")
-    assert_fails(tmp_path, r"arch mismatch: --arch rednet20, but .*model\.json says .*rednet10",
-                 arch="rednet20")  # fmt: skip
+    model_dir(tmp_path / "model", arch=weights_arch, card_arch=ARCH)
+    assert_fails(tmp_path, match, **option)
 
 
 def test_weights_without_model_json(tmp_path):
@@ -246,13 +244,19 @@ def test_weights_without_model_json(tmp_path):
     assert (tmp_path / "out" / "a.png").exists() and result.metrics is None
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "float", "empty_folder", "missing"])
+@pytest.mark.parametrize(
+    "kind", ["garbage", "several", "truncated", "float", "empty_folder", "missing"]
+)
 def test_unreadable_images(tmp_path, kind):
     good = good_input(tmp_path / "in")
     model_dir(tmp_path / "model")
     if kind == "garbage":
         (good / "b.png").write_bytes(b"\x89PNG not really")
         match = r"cannot read image .*b\.png"
+    elif kind == "several":  # every unusable image is named
+        for name in ("b.png", "c.png"):
+            (good / name).write_bytes(b"\x89PNG not really")
+        match = r"2 of 3 images unusable: cannot read image .*b\.png.*; cannot read image .*c\.png"
     elif kind == "truncated":
         full = tmp_path / "full.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)).save(full)
@@ -280,11 +284,16 @@ def test_clean_reference_errors(tmp_path):
                  clean=tmp_path / "clean")  # fmt: skip
 
 
-def test_output_must_not_overwrite_the_input(tmp_path):
+@pytest.mark.parametrize(
+    ("output", "match"),
+    [("in", "would overwrite an input"), ("afile/sub", r"--output .*afile/sub: .*afile is a file")],
+)
+def test_output_that_cannot_be(tmp_path, output, match):
     good_input(tmp_path / "in")
     model_dir(tmp_path / "model")
-    with pytest.raises(DenoiseError, match="would overwrite an input"):
-        run_denoise(options(tmp_path, output=tmp_path / "in"))
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(DenoiseError, match=match):
+        run_denoise(options(tmp_path, output=tmp_path / output))
 
 
 def test_a_failure_midway_leaves_no_output(tmp_path):
@@ -316,15 +325,6 @@ def test_a_failure_midway_leaves_no_output(tmp_path):
         else:
             assert not (tmp_path / "new").exists()  # parents made for it are removed too
         assert not list(tmp_path.glob("**/.*.denoise-*"))
-
-
-def test_several_unreadable_images_are_all_named(tmp_path):
-    good = good_input(tmp_path / "in")
-    model_dir(tmp_path / "model")
-    for name in ("b.png", "c.png"):
-        (good / name).write_bytes(b"\x89PNG not really")
-    assert_fails(tmp_path, r"2 of 3 images unusable: cannot read image .*b\.png.*; cannot read "
-                 r"image .*c\.png")  # fmt: skip
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
@@ -371,14 +371,6 @@ def test_output_folder_on_another_file_system(tmp_path, existing):
         assert not list(elsewhere.glob("**/.*.denoise-*"))
     finally:
         shutil.rmtree(elsewhere)
-
-
-def test_output_below_a_file(tmp_path):
-    good_input(tmp_path / "in")
-    model_dir(tmp_path / "model")
-    (tmp_path / "afile").write_text("not a folder")
-    with pytest.raises(DenoiseError, match=r"--output .*afile/sub: .*afile is a file"):
-        run_denoise(options(tmp_path, output=tmp_path / "afile" / "sub"))
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
