@@ -44,6 +44,19 @@ def test_pixel_stats_float64_two_pass() -> None:
     assert stats["std"] == pytest.approx(values.std(), rel=1e-9)
 
 
+def _pngs(folder: Path, images: dict[str, np.ndarray]) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    for image_id, pixels in images.items():
+        Image.fromarray(pixels, mode="L").save(folder / f"{image_id}.png")
+    return [folder / f"{image_id}.png" for image_id in images]
+
+
+def _outputs(folder: Path) -> dict[str, Path]:
+    names = {"train": "train.npy", "index": "train_index.csv", "stats": "train_stats.json",
+             "valid": "valid_tiles.npz"}  # fmt: skip
+    return {key: folder / "out" / name for key, name in names.items()}
+
+
 def _setup(tmp_path: Path, shapes: dict[str, tuple[int, int]], valid: set[str]) -> dict:
     rng = np.random.default_rng(3)
     clean = {i: rng.integers(0, 256, s, dtype=np.uint8) for i, s in shapes.items()}
@@ -57,36 +70,22 @@ def _setup(tmp_path: Path, shapes: dict[str, tuple[int, int]], valid: set[str]) 
         "3": rng.normal(100, 50, (70, 40)).astype(np.float32),
     }
     np.savez(tmp_path / "bsd400.npz", **train)
-    pngs = []
-    for image_id, pixels in clean.items():
-        pngs.append(tmp_path / "gray" / f"{image_id}.png")
-        pngs[-1].parent.mkdir(exist_ok=True)
-        Image.fromarray(pixels, mode="L").save(pngs[-1])
+    pngs = _pngs(tmp_path / "gray", clean)
     write_split(tmp_path / "split.csv", {i: ("valid" if i in valid else "test") for i in shapes})
-    outputs = {
-        k: tmp_path / "out" / name
-        for k, name in [
-            ("train", "train.npy"),
-            ("index", "train_index.csv"),
-            ("stats", "train_stats.json"),
-            ("valid", "valid_tiles.npz"),
-        ]
-    }
-    return {"clean": clean, "noisy": noisy, "train": train, "pngs": pngs, "outputs": outputs}
+    return dict(clean=clean, noisy=noisy, train=train, pngs=pngs, outputs=_outputs(tmp_path))
+
+
+def _patchify_split(tmp_path: Path, s: dict) -> None:
+    """patchify of the port recipe: validation on the BSD68 split."""
+    patchify(train_npz=tmp_path / "bsd400.npz", bsd68_npz=tmp_path / "bsd68.npz",
+             split_csv=tmp_path / "split.csv", clean_bsd68_pngs=s["pngs"], patch_size=32,
+             outputs=s["outputs"], validation=BSD68_SPLIT)  # fmt: skip
 
 
 def test_patchify_writes_the_contract_formats(tmp_path: Path) -> None:
     shapes = {"20": (70, 100), "9": (100, 70), "31": (64, 64), "4": (33, 33)}
     s = _setup(tmp_path, shapes, valid={"20", "9", "31"})
-    patchify(
-        train_npz=tmp_path / "bsd400.npz",
-        bsd68_npz=tmp_path / "bsd68.npz",
-        split_csv=tmp_path / "split.csv",
-        clean_bsd68_pngs=s["pngs"],
-        patch_size=32,
-        outputs=s["outputs"],
-        validation=BSD68_SPLIT,
-    )
+    _patchify_split(tmp_path, s)
 
     flat = np.load(s["outputs"]["train"], mmap_mode="r")
     assert flat.dtype == np.float32 and flat.ndim == 1
@@ -119,15 +118,7 @@ def test_patchify_missing_validation_image_names_it(tmp_path: Path) -> None:
     s = _setup(tmp_path, {"20": (64, 64), "9": (64, 64)}, valid={"20"})
     write_split(tmp_path / "split.csv", {"20": "valid", "9": "test", "77": "valid"})
     with pytest.raises(PatchError, match="validation id 77"):
-        patchify(
-            train_npz=tmp_path / "bsd400.npz",
-            bsd68_npz=tmp_path / "bsd68.npz",
-            split_csv=tmp_path / "split.csv",
-            clean_bsd68_pngs=s["pngs"],
-            patch_size=32,
-            outputs=s["outputs"],
-            validation=BSD68_SPLIT,
-        )
+        _patchify_split(tmp_path, s)
     assert not s["outputs"]["valid"].exists()
 
 
@@ -140,34 +131,22 @@ def _training_set(tmp_path: Path, ids: list[str], shape: tuple[int, int] = (70, 
     clean = {i: rng.integers(0, 256, shape, dtype=np.uint8) for i in ids}
     noisy = {i: c + rng.normal(0, 25, shape).astype(np.float32) for i, c in clean.items()}
     np.savez(tmp_path / "bsd400.npz", **noisy)
-    pngs = []
-    for image_id, pixels in clean.items():
-        pngs.append(tmp_path / "gray400" / f"{image_id}.png")
-        pngs[-1].parent.mkdir(exist_ok=True)
-        Image.fromarray(pixels, mode="L").save(pngs[-1])
-    outputs = {
-        key: tmp_path / "out" / name
-        for key, name in [
-            ("train", "train.npy"),
-            ("index", "train_index.csv"),
-            ("stats", "train_stats.json"),
-            ("valid", "valid_tiles.npz"),
-        ]
-    }
-    return {"clean": clean, "noisy": noisy, "pngs": pngs, "outputs": outputs}
+    pngs = _pngs(tmp_path / "gray400", clean)
+    return {"clean": clean, "noisy": noisy, "pngs": pngs, "outputs": _outputs(tmp_path)}
+
+
+def _patchify_heldout(tmp_path: Path, t: dict, heldout: int, **train400: Path | str) -> None:
+    """patchify of the paper recipe: validation on the last `heldout` training images."""
+    patchify(train_npz=tmp_path / "bsd400.npz", clean_train_pngs=t["pngs"], patch_size=32,
+             outputs=t["outputs"], validation=ValidationConfig("heldout_train", heldout),
+             **train400)  # fmt: skip
 
 
 def test_heldout_train_validates_on_the_last_training_images_and_trains_on_the_rest(
     tmp_path: Path,
 ) -> None:
     t = _training_set(tmp_path, ["5", "40", "7", "100"])  # id order 5, 7, 40, 100
-    patchify(
-        train_npz=tmp_path / "bsd400.npz",
-        clean_train_pngs=t["pngs"],
-        patch_size=32,
-        outputs=t["outputs"],
-        validation=ValidationConfig("heldout_train", 2),
-    )
+    _patchify_heldout(tmp_path, t, 2)
     with open(t["outputs"]["index"], newline="") as handle:
         assert [r["id"] for r in csv.DictReader(handle)] == ["5", "7"]
     stats = json.loads(t["outputs"]["stats"].read_text())
@@ -184,13 +163,7 @@ def test_heldout_train_validates_on_the_last_training_images_and_trains_on_the_r
 def test_heldout_train_must_leave_a_training_image(tmp_path: Path) -> None:
     t = _training_set(tmp_path, ["1", "2"])
     with pytest.raises(PatchError, match="heldout_images"):
-        patchify(
-            train_npz=tmp_path / "bsd400.npz",
-            clean_train_pngs=t["pngs"],
-            patch_size=32,
-            outputs=t["outputs"],
-            validation=ValidationConfig("heldout_train", 2),
-        )
+        _patchify_heldout(tmp_path, t, 2)
     assert not t["outputs"]["train"].exists()
 
 
@@ -219,15 +192,7 @@ def test_train400_crops_are_cut_in_table_order_and_checked(tmp_path: Path) -> No
         for k, (i, (top, left)) in enumerate(corners.items(), start=1)
     ]
     table = _crop_table(tmp_path / "crops.txt", rows)
-    patchify(
-        train_npz=tmp_path / "bsd400.npz",
-        clean_train_pngs=t["pngs"],
-        patch_size=32,
-        outputs=t["outputs"],
-        validation=ValidationConfig("heldout_train", 1),
-        train_set="train400",
-        crops_file=table,
-    )
+    _patchify_heldout(tmp_path, t, 1, train_set="train400", crops_file=table)
     with open(t["outputs"]["index"], newline="") as handle:
         index = list(csv.DictReader(handle))
     assert {r["id"] for r in index} == {"40", "5"}  # 7, last in table order, is held out
@@ -247,15 +212,7 @@ def test_train400_crops_are_cut_in_table_order_and_checked(tmp_path: Path) -> No
     rows[1] = (*rows[1][:5], "0" * 64)
     _crop_table(table, rows)
     with pytest.raises(CropError, match="test_002"):
-        patchify(
-            train_npz=tmp_path / "bsd400.npz",
-            clean_train_pngs=t["pngs"],
-            patch_size=32,
-            outputs=t["outputs"],
-            validation=ValidationConfig("heldout_train", 1),
-            train_set="train400",
-            crops_file=table,
-        )
+        _patchify_heldout(tmp_path, t, 1, train_set="train400", crops_file=table)
 
 
 def test_repository_crop_table_covers_bsd400_once() -> None:
