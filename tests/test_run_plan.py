@@ -38,35 +38,19 @@ def test_cpu_run_puts_the_cpu_config_under_the_users_files(
 
 
 def test_full_run_keeps_the_arguments_and_drops_the_flag() -> None:
-    assert run_plan.snakemake_arguments(["--full", "--cores", "8"], cpu_run=False) == [
-        "--cores",
-        "8",
-    ]
+    args = run_plan.snakemake_arguments(["--full", "--cores", "8"], cpu_run=False)
+    assert args == ["--cores", "8"]
 
 
 def write_rates(path: Path, rates: dict[tuple[str, str], float]) -> Path:
+    """bench.json: this CPU's rates, and a CUDA record that a CPU estimate must not use."""
+    run = {"status": "ok", "device": "cpu", "batch_size": 16}
     records = [
-        {
-            "framework": f,
-            "arch": a,
-            "patches_per_s": r,
-            "status": "ok",
-            "device": "cpu",
-            "batch_size": 16,
-            "machine": "Test CPU (2 CPUs)",
-        }
+        {"framework": f, "arch": a, "patches_per_s": r, **run, "machine": "Test CPU (2 CPUs)"}
         for (f, a), r in rates.items()
     ]
-    records.append(
-        {
-            "framework": "torch",
-            "arch": "n2v_unet32",
-            "patches_per_s": 1e6,
-            "status": "ok",
-            "device": "cuda",
-            "batch_size": 16,
-        }
-    )
+    cuda = {**run, "device": "cuda"}
+    records.append({"framework": "torch", "arch": "n2v_unet32", "patches_per_s": 1e6, **cuda})
     path.write_text(json.dumps(records))
     return path
 
@@ -134,8 +118,8 @@ def test_calibration_measures_this_machines_rate(
     """The estimate's rates come from training steps run here, not from another CPU's file."""
     monkeypatch.setattr(run_plan, "CALIBRATION_SECONDS", 0.5)  # a rate, not a good one
     monkeypatch.setattr(run_plan, "CALIBRATION_WARMUP", 1)
-    torch_only = tmp_path / "torch.yaml"
-    torch_only.write_text("frameworks: [torch]\n")
+    torch_only = tmp_path / "torch.yaml"  # batches of 2: the bench times at least 20 steps
+    torch_only.write_text("frameworks: [torch]\nrecipe_book: {cpu: {batch_size: 2}}\n")
     config = PipelineConfig.from_mapping(
         load_config(run_plan.DEFAULT_CONFIG, run_plan.CPU_CONFIG, torch_only)
     )
