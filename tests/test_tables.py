@@ -18,7 +18,7 @@ from fake_results import (
 from scipy import stats
 
 from n2v_repro.io.formats import read_history, read_per_image, write_history
-from n2v_repro.report.references import PAPER_PSNR, REFERENCE_CODE_PSNR, REFERENCE_RECIPE
+from n2v_repro.report.references import PAPER_PSNR, REFERENCE_CODE_PSNR
 from n2v_repro.report.tables import (
     benchmark_rows,
     make_tables,
@@ -233,7 +233,6 @@ def test_no_deviation_note_when_the_paper_recipe_is_the_reference(tables, tmp_pa
     runs = [run for run in tables["runs"] if run[0] == "paper"]
     out = _make(tables["root"], runs, {"paper": _settings("heldout_train")}, tmp_path)
     assert "differs from the reference" not in out["psnr_ssim_html"].read_text()
-    assert set(REFERENCE_RECIPE) >= {"epochs", "validation.scheme", "init", "train_set"}
 
 
 def test_summary_page_is_compact_and_shows_each_recipes_clean_test_set(tables) -> None:
@@ -285,21 +284,10 @@ def _history(path: Path, epochs: list[tuple[float, float]]) -> Path:
     rows, wall = [], 0.0
     for epoch, (patches, seconds) in enumerate(epochs, start=1):
         wall += seconds + 0.5 + 0.25
-        rows.append(
-            {
-                "epoch": epoch,
-                "lr": 1e-3,
-                "train_loss": 1.0,
-                "valid_loss": 1.0,
-                "valid_psnr": 25.0,
-                "valid_ssim": 0.7,
-                "epoch_time_s": seconds,
-                "patches_per_s": patches / seconds,
-                "valid_time_s": 0.5,
-                "checkpoint_time_s": 0.25,
-                "wall_time_s": wall,
-            }
-        )
+        rows.append({"epoch": epoch, "lr": 1e-3, "train_loss": 1.0, "valid_loss": 1.0,
+                     "valid_psnr": 25.0, "valid_ssim": 0.7, "epoch_time_s": seconds,
+                     "patches_per_s": patches / seconds, "valid_time_s": 0.5,
+                     "checkpoint_time_s": 0.25, "wall_time_s": wall})  # fmt: skip
     write_history(path, rows)
     return path
 
