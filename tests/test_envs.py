@@ -119,10 +119,11 @@ def test_env_pins_match_requirements(name: str) -> None:
         )
 
 
-@pytest.mark.parametrize("name", ["torch", "analysis"])
-def test_numpy_2_outside_the_jittor_env(name: str) -> None:
+@pytest.mark.parametrize(("name", "numpy_major"), [("torch", 2), ("analysis", 2), ("jittor", 1)])
+def test_numpy_2_only_outside_the_jittor_env(name: str, numpy_major: int) -> None:
+    """Jittor 1.3.11 returns garbage from Var.numpy() under numpy 2 (docs/migration.md)."""
     version = conda_packages(load_env(name))["numpy"]
-    assert int(version.split(".")[0]) >= 2, f"envs/{name}.yaml pins numpy {version}"
+    assert int(version.split(".")[0]) == numpy_major, f"envs/{name}.yaml pins numpy {version}"
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
@@ -133,12 +134,6 @@ def test_env_holds_no_foreign_framework(name: str) -> None:
             assert framework_packages <= packages, f"envs/{name}.yaml lacks its framework"
         else:
             assert not packages & framework_packages, f"envs/{name}.yaml holds {framework}"
-
-
-def test_jittor_env_keeps_numpy_below_2() -> None:
-    """Jittor 1.3.11 returns garbage from Var.numpy() under numpy 2 (docs/migration.md)."""
-    version = conda_packages(load_env("jittor"))["numpy"]
-    assert version is not None and int(version.split(".")[0]) < 2
 
 
 def test_rules_point_at_existing_envs() -> None:
@@ -249,30 +244,11 @@ def envs(tmp_path_factory: pytest.TempPathFactory) -> EnvBuilder:
 
 
 @pytest.mark.slow
-def test_analysis_env_runs_data_stage(envs: EnvBuilder) -> None:
-    envs.stage("analysis", "data")
-    patches = envs.workdir / f"resources/patches/{env_stages.DATA_TAG}/sigma25"
-    for name in ("train.npy", "train_index.csv", "train_stats.json", "valid_tiles.npz"):
-        assert (patches / name).is_file(), name
-    assert (envs.workdir / env_stages.INIT).is_file()
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["torch", "jittor"])
 def test_framework_env_trains_and_evaluates_alone(envs: EnvBuilder, framework: str) -> None:
+    """The data stage in the analysis env, then training and evaluation in the framework's;
+    each stage first fails if its env can find a framework it must not hold (env_stages)."""
     envs.stage("analysis", "data")
-    python = envs.python(framework)
-    other = "jittor" if framework == "torch" else "torch"
-    # The other framework is not importable at all in this environment.
-    probe = subprocess.run(
-        [str(python), "-c", f"import {other}"],
-        env=clean_environment(envs.cache_root),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, probe.stderr
     envs.stage(framework, framework)
     run = envs.workdir / env_stages.run_path(framework)
     models = run / "model"
