@@ -15,32 +15,20 @@ def _clean(shape: tuple[int, int] = (48, 64), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
 
 
-def test_psnr_mse_one_is_48_13_db() -> None:
+# An error of +-1 on every pixel, and +-25 (sigma 25 noise: the paper's 20.17 dB noisy input,
+# outside 0..255 on dark and bright pixels, where clipping would hide part of the error).
+@pytest.mark.parametrize(("error", "expected_db"), [(1.0, 48.1308), (25.0, 20.1720)])
+def test_psnr_by_hand_of_an_unclipped_prediction(error: float, expected_db: float) -> None:
     clean = _clean()
-    pred = clean.astype(np.float32) + np.where(np.arange(clean.size) % 2, 1.0, -1.0).reshape(
-        clean.shape
-    )
-    assert psnr(clean, pred) == pytest.approx(10 * math.log10(255.0**2), abs=1e-9)
-    assert psnr(clean, pred) == pytest.approx(48.1308, abs=1e-4)
-
-
-def test_psnr_of_sigma_25_noise_is_about_20_17_db() -> None:
-    # MSE 625 -> 10 log10(65025 / 625) = 20.172 dB, the paper's noisy-input figure.
-    clean = np.full((10, 10), 100, np.uint8)
-    pred = clean + np.where(np.arange(100) % 2, 25.0, -25.0).reshape(10, 10)
-    assert psnr(clean, pred) == pytest.approx(20.1720, abs=1e-4)
+    pred = clean + np.where(np.arange(clean.size) % 2, error, -error).reshape(clean.shape)
+    assert psnr(clean, pred) == pytest.approx(10 * math.log10(255.0**2 / error**2), abs=1e-9)
+    assert psnr(clean, pred) == pytest.approx(expected_db, abs=1e-4)
 
 
 def test_identical_images_give_inf_psnr_and_ssim_one() -> None:
     clean = _clean()
     assert psnr(clean, clean.astype(np.float32)) == math.inf
     assert ssim(clean, clean.astype(np.float32)) == pytest.approx(1.0)
-
-
-def test_psnr_uses_unclipped_prediction() -> None:
-    clean = np.zeros((8, 8), np.uint8)
-    pred = np.full((8, 8), -5.0, np.float32)  # out of range: clipping would hide the error
-    assert psnr(clean, pred) == pytest.approx(10 * math.log10(255.0**2 / 25.0))
 
 
 def test_psnr_agrees_with_skimage_at_data_range_255() -> None:
