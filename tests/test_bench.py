@@ -108,37 +108,24 @@ def test_batches_are_the_same_for_both_frameworks():
 @pytest.mark.jittor
 @pytest.mark.slow
 def test_bench_both_frameworks_writes_records(tmp_path, capsys):
+    """n2n_unet and the three REDNets (none, then more skip connections) in both frameworks."""
     out = tmp_path / "bench.json"
+    archs = ["n2n_unet", "rednet10", "rednet20", "rednet30"]
     bench.main(
-        ["--archs", "n2n_unet", "--steps", "2", "--warmup", "1", "--batch-size", "1",
+        ["--archs", *archs, "--steps", "2", "--warmup", "1", "--batch-size", "1",
          "--device", "cpu", "--threads", "1", "--json", str(out)]
     )  # fmt: skip
     records = json.loads(out.read_text())
-    assert [r["framework"] for r in records] == ["torch", "jittor"]
+    assert [(r["framework"], r["arch"]) for r in records] == [
+        (framework, arch) for framework in ("torch", "jittor") for arch in archs
+    ]
     for record in records:
-        assert record["arch"] == "n2n_unet" and record["device"] == "cpu"
+        assert record["device"] == "cpu" and record["last_loss"] > 0
         assert record["batch_size"] == 1 and record["steps"] == 2 and record["threads"] == 1
         assert record["patches_per_s"] > 0 and record["seconds"] > 0
         assert record["framework"] in record["versions"]
         assert record["precision"] == "fp32" and record["status"] == "ok"
         assert record["gpu_busy_percent"] is None  # no NVML sampling on the CPU
         assert record["speed_levers"] == []  # stock: each framework's own ops and defaults
-    assert "jittor/torch n2n_unet batch 1 fp32 (stock)" in capsys.readouterr().out
-
-
-@pytest.mark.jittor
-@pytest.mark.slow
-def test_bench_reports_the_rednets_for_both_frameworks(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    rednets = ["rednet10", "rednet20", "rednet30"]
-    bench.main(
-        ["--archs", *rednets, "--steps", "1", "--warmup", "0", "--batch-size", "1",
-         "--device", "cpu", "--threads", "1", "--json", str(out)]
-    )  # fmt: skip
-    records = json.loads(out.read_text())
-    assert [(r["framework"], r["arch"]) for r in records] == [
-        (framework, arch) for framework in ("torch", "jittor") for arch in rednets
-    ]
-    assert all(r["patches_per_s"] > 0 and r["last_loss"] > 0 for r in records)
     printed = capsys.readouterr().out
-    assert all(f"jittor/torch {arch} batch 1 fp32 (stock):" in printed for arch in rednets)
+    assert all(f"jittor/torch {arch} batch 1 fp32 (stock):" in printed for arch in archs)
