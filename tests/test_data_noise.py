@@ -7,16 +7,13 @@ import pytest
 from PIL import Image
 
 from n2v_repro.data.noise import NoiseError, add_gaussian_noise, noisy_set, write_noisy_sets
-from n2v_repro.io.formats import FormatError
+from n2v_repro.io.formats import FormatError, write_gray_png
 
 
 def _write_pngs(folder: Path, images: dict[str, np.ndarray]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
     for image_id, pixels in images.items():
-        paths.append(folder / f"{image_id}.png")
-        Image.fromarray(pixels, mode="L").save(paths[-1])
-    return paths
+        write_gray_png(folder / f"{image_id}.png", pixels)
+    return [folder / f"{image_id}.png" for image_id in images]
 
 
 def test_same_key_same_noise_regardless_of_other_images(tmp_path: Path) -> None:

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from n2v_repro.config import ValidationConfig
 from n2v_repro.data.gray import pixel_digest
 from n2v_repro.data.patches import PatchError, patchify, pixel_stats, tile_grid, tile_image
 from n2v_repro.data.train400 import CropError, locate_crops, read_crops
-from n2v_repro.io.formats import write_split
+from n2v_repro.io.formats import write_gray_png, write_split
 
 BSD68_SPLIT = ValidationConfig("bsd68_split", 4)
 
@@ -45,9 +44,8 @@ def test_pixel_stats_float64_two_pass() -> None:
 
 
 def _pngs(folder: Path, images: dict[str, np.ndarray]) -> list[Path]:
-    folder.mkdir(exist_ok=True)
     for image_id, pixels in images.items():
-        Image.fromarray(pixels, mode="L").save(folder / f"{image_id}.png")
+        write_gray_png(folder / f"{image_id}.png", pixels)
     return [folder / f"{image_id}.png" for image_id in images]
 
 
