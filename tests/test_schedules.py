@@ -23,13 +23,8 @@ def rates(kind: str, losses: list[float], initial_lr: float = 1e-3, **keys: floa
 
 
 def test_step_lr_halves_every_step_epochs() -> None:
-    assert [step_lr(1e-4, e, 50, 0.5) for e in (0, 49, 50, 99, 100)] == [
-        1e-4,
-        1e-4,
-        5e-5,
-        5e-5,
-        2.5e-5,
-    ]
+    got = [step_lr(1e-4, e, 50, 0.5) for e in (0, 49, 50, 99, 100)]
+    assert got == [1e-4, 1e-4, 5e-5, 5e-5, 2.5e-5]
     with pytest.raises(ValueError):
         step_lr(1e-4, -1, 50, 0.5)
 

@@ -368,21 +368,15 @@ def test_slurm_cpu_profile_runs_jobs_through_sbatch(
 
 
 def test_compile_workers_follow_the_slurm_allocation() -> None:
-    assert (
-        jittor_env.compile_workers({"SLURM_CPUS_PER_TASK": "4", "SLURM_MEM_PER_NODE": "64000"}) == 4
-    )
+    def workers(cpus: str, **memory: str) -> int:
+        return jittor_env.compile_workers({"SLURM_CPUS_PER_TASK": cpus, **memory})
+
+    assert workers("4", SLURM_MEM_PER_NODE="64000") == 4
     # 8 CPUs but 8000 MB: Jittor's 3 GB per compile process leaves room for two.
-    assert (
-        jittor_env.compile_workers({"SLURM_CPUS_PER_TASK": "8", "SLURM_MEM_PER_NODE": "8000"}) == 2
-    )
-    per_cpu = {"SLURM_CPUS_PER_TASK": "4", "SLURM_MEM_PER_CPU": "4000"}
-    assert jittor_env.compile_workers(per_cpu) == 4
-    assert (
-        jittor_env.compile_workers({"SLURM_CPUS_PER_TASK": "64", "SLURM_MEM_PER_NODE": "1000000"})
-        == 16
-    )
-    outside = jittor_env.compile_workers({})
-    assert 1 <= outside <= len(os.sched_getaffinity(0))
+    assert workers("8", SLURM_MEM_PER_NODE="8000") == 2
+    assert workers("4", SLURM_MEM_PER_CPU="4000") == 4
+    assert workers("64", SLURM_MEM_PER_NODE="1000000") == 16
+    assert 1 <= jittor_env.compile_workers({}) <= len(os.sched_getaffinity(0))
 
 
 @pytest.mark.jittor
