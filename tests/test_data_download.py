@@ -70,14 +70,6 @@ def test_local_folder_and_file_url_mirrors(tmp_path: Path, fake: FakeBsds) -> No
     _assert_verified(outputs, fake)
 
 
-def test_unreachable_mirror_then_good_one_succeeds(tmp_path: Path, fake: FakeBsds) -> None:
-    outputs = _outputs(tmp_path, fake, fake.train_ids)
-    with serve_directory(fake.images) as base:
-        results = download_images(outputs, fake.manifest, [unreachable_url(), base], tmp_path / "c")
-    assert {r.source for r in results} == {base}
-    _assert_verified(outputs, fake)
-
-
 def test_checksum_mismatch_names_file_and_mirror_and_keeps_the_rest(
     tmp_path: Path, fake: FakeBsds
 ) -> None:
