@@ -62,14 +62,6 @@ def test_temporary_file_of_a_killed_write_is_removed_by_the_next_write(tmp_path:
     )
 
 
-def test_temporary_name_is_derived_from_the_target(tmp_path: Path) -> None:
-    target = tmp_path / "weights.npz"
-    with atomic_path(target, suffix=".part") as tmp:
-        assert tmp == tmp_path / f".weights.npz.{os.getpid()}.part"
-        tmp.write_bytes(b"x")
-    assert target.read_bytes() == b"x" and not tmp.exists()
-
-
 @pytest.fixture
 def umask() -> Iterator[Callable[[int], None]]:
     original = os.umask(0o022)
