@@ -290,29 +290,17 @@ def np_save_until_full(file: Any, *_args: Any, **_kwargs: Any) -> None:
 @pytest.mark.parametrize(
     ("patched", "replacement", "write"),
     [
-        pytest.param(
-            "json.dump",
-            json_dump_until_full,
-            lambda p: io_utils.write_json(p, {"mean": 1.0}),
-            id="write_json",
-        ),
-        pytest.param(
-            "numpy.savez",
-            np_save_until_full,
-            lambda p: io_utils.save_npz(p, {"w": np.ones(4, np.float32)}),
-            id="save_npz",
-        ),
+        pytest.param("json.dump", json_dump_until_full,
+                     lambda p: io_utils.write_json(p, {"mean": 1.0}), id="write_json"),
+        pytest.param("numpy.savez", np_save_until_full,
+                     lambda p: io_utils.save_npz(p, {"w": np.ones(4, np.float32)}), id="save_npz"),
     ],
-)
+)  # fmt: skip
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
 def test_full_disk_leaves_old_file_and_no_partial_output(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    patched: str,
-    replacement: Any,
-    write: Any,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, patched: str, replacement: Any, write: Any,
     code: int,
-) -> None:
+) -> None:  # fmt: skip
     """The serialiser fails half-way (full disk, read-only, no permission) after writing part
     of its output: a user error naming the file, the free space and that a rerun resumes."""
     target = tmp_path / "out" / "result.bin"
