@@ -69,20 +69,12 @@ MEASURE_SCRIPT = """
 
 def _chromium(user_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
         f"--user-data-dir={user_dir}",
         # The report is a JavaScript app: let it render before the DOM is read.
-        "--virtual-time-budget=15000",
-        *args,
-    ]
+        "--virtual-time-budget=15000", *args,
+    ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
 
 
