@@ -25,6 +25,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,25 @@ def _framework_facts(framework: str, device: str) -> dict[str, Any]:
 # --- parity ---------------------------------------------------------------------------------
 
 
+def _each_arch(
+    task: dict[str, Any], result: dict[str, Any], label: str, run_one: Callable[[str], None]
+) -> dict[str, Any]:
+    """Run `run_one(arch)` for every arch of the task, recording each one's status and time."""
+    write_result(Path(task["result"]), result)
+    for arch in task["archs"]:
+        start = time.monotonic()
+        try:
+            run_one(arch)
+            status = "ok"
+        except Exception as error:  # the other archs are still worth running
+            traceback.print_exc()
+            status = f"failed: {type(error).__name__}: {error}"[:500]
+        result["archs"][arch] = {"status": status, "seconds": time.monotonic() - start}
+        print(f"{label} {arch}: {status} in {time.monotonic() - start:.1f} s")
+        write_result(Path(task["result"]), result)
+    return result
+
+
 def run_parity(task: dict[str, Any]) -> dict[str, Any]:
     from n2v_repro.config import OptimizerConfig, from_plain
     from n2v_repro.parity import run_framework
@@ -85,27 +105,20 @@ def run_parity(task: dict[str, Any]) -> dict[str, Any]:
     framework, folder = task["framework"], Path(task["dir"])
     result: dict[str, Any] = {"framework": framework, "archs": {}}
     result["facts"] = framework_facts(framework, task["device"])
-    write_result(Path(task["result"]), result)
-    for arch in task["archs"]:
-        start = time.monotonic()
-        try:
-            run_framework(
-                framework,
-                arch,
-                inputs_path=folder / "inputs" / f"{arch}.npz",
-                output_path=folder / framework / f"{arch}.npz",
-                steps=task["steps"],
-                optimizer=from_plain(OptimizerConfig, task["optimizer"]),
-                device=task["device"],
-            )
-            status = "ok"
-        except Exception as error:  # the other archs are still worth running
-            traceback.print_exc()
-            status = f"failed: {type(error).__name__}: {error}"[:500]
-        result["archs"][arch] = {"status": status, "seconds": time.monotonic() - start}
-        print(f"parity {framework} {arch}: {status} in {time.monotonic() - start:.1f} s")
-        write_result(Path(task["result"]), result)
-    return result
+    optimizer = from_plain(OptimizerConfig, task["optimizer"])
+
+    def one(arch: str) -> None:
+        run_framework(
+            framework,
+            arch,
+            inputs_path=folder / "inputs" / f"{arch}.npz",
+            output_path=folder / framework / f"{arch}.npz",
+            steps=task["steps"],
+            optimizer=optimizer,
+            device=task["device"],
+        )
+
+    return _each_arch(task, result, f"parity {framework}", one)
 
 
 def run_parity_reference(task: dict[str, Any]) -> dict[str, Any]:
@@ -113,26 +126,17 @@ def run_parity_reference(task: dict[str, Any]) -> dict[str, Any]:
     from n2v_repro.parity import run_reference
 
     folder = Path(task["dir"])
-    result: dict[str, Any] = {"framework": "torch", "archs": {}}
-    write_result(Path(task["result"]), result)
-    for arch in task["archs"]:
-        start = time.monotonic()
-        try:
-            run_reference(
-                arch,
-                folder / "inputs" / f"{arch}.npz",
-                {framework: folder / framework / f"{arch}.npz" for framework in FRAMEWORKS},
-                folder / "reference" / f"{arch}.npz",
-                threads=task.get("threads"),
-            )
-            status = "ok"
-        except Exception as error:  # the other archs are still worth running
-            traceback.print_exc()
-            status = f"failed: {type(error).__name__}: {error}"[:500]
-        result["archs"][arch] = {"status": status, "seconds": time.monotonic() - start}
-        print(f"parity reference {arch}: {status} in {time.monotonic() - start:.1f} s")
-        write_result(Path(task["result"]), result)
-    return result
+
+    def one(arch: str) -> None:
+        run_reference(
+            arch,
+            folder / "inputs" / f"{arch}.npz",
+            {framework: folder / framework / f"{arch}.npz" for framework in FRAMEWORKS},
+            folder / "reference" / f"{arch}.npz",
+            threads=task.get("threads"),
+        )
+
+    return _each_arch(task, {"framework": "torch", "archs": {}}, "parity reference", one)
 
 
 # --- timed training -------------------------------------------------------------------------
