@@ -68,16 +68,21 @@ def check_optimizer_state(state: dict[str, np.ndarray], names: list[str]) -> int
     return int(np.asarray(state["step"]))
 
 
+def misfits(arrays: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Name every array of `shapes` that is missing or wrongly shaped, and every extra one."""
+    problems = [f"missing {name}" for name in shapes if name not in arrays]
+    problems += [f"unexpected {name}" for name in arrays if name not in shapes]
+    problems += [
+        f"{name}: shape {tuple(np.shape(arrays[name]))}, expected {shape}"
+        for name, shape in shapes.items()
+        if name in arrays and tuple(np.shape(arrays[name])) != shape
+    ]
+    return problems
+
+
 def check_weights(arch: str, weights: dict[str, np.ndarray]) -> None:
     """Raise ValueError naming every missing, unexpected or wrongly shaped array."""
-    shapes = parameter_shapes(arch)
-    problems = [f"missing {name}" for name in shapes if name not in weights]
-    problems += [f"unexpected {name}" for name in weights if name not in shapes]
-    problems += [
-        f"{name}: shape {tuple(np.shape(weights[name]))}, expected {shape}"
-        for name, shape in shapes.items()
-        if name in weights and tuple(np.shape(weights[name])) != shape
-    ]
+    problems = misfits(weights, parameter_shapes(arch))
     if problems:
         raise ValueError(f"weights do not fit {arch}: " + "; ".join(problems))
 
@@ -201,8 +206,12 @@ class Backend(ABC):
                 f"Adam semantics must be one of {ADAM_SEMANTICS}, not {settings.semantics!r}"
             )
         b1, b2 = settings.betas
-        numbers = {"lr": float(settings.lr), "betas": (float(b1), float(b2))}
-        self._optimizer = self._make_adam(replace(settings, eps=float(settings.eps), **numbers))
+        numbers = {
+            "lr": float(settings.lr),
+            "betas": (float(b1), float(b2)),
+            "eps": float(settings.eps),
+        }
+        self._optimizer = self._make_adam(replace(settings, **numbers))
 
     def _adam(self) -> Adam:
         if self._optimizer is None:
@@ -223,13 +232,7 @@ class Backend(ABC):
         """
         adam = self._adam()
         shapes = parameter_shapes(self.arch)
-        problems = [f"missing {name}" for name in self.trainable if name not in grads]
-        problems += [f"unexpected {name}" for name in grads if name not in self.trainable]
-        problems += [
-            f"{name}: shape {np.shape(grads[name])}, expected {shapes[name]}"
-            for name in self.trainable
-            if name in grads and tuple(np.shape(grads[name])) != shapes[name]
-        ]
+        problems = misfits(grads, {name: shapes[name] for name in self.trainable})
         if problems:
             raise ValueError(f"gradients do not fit {self.arch}: " + "; ".join(problems[:5]))
         self._apply_gradients(adam, {name: as_float32(grads[name]) for name in self.trainable})

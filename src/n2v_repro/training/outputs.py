@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,14 +31,14 @@ def throughput(history: list[dict[str, float]], batch_size: int, steps: int) -> 
     return {"patches": int(patches.sum()), **patch_rates(patches, times)}
 
 
-def last_monitor_time(path: Any) -> float:
+def last_monitor_time(path: Path) -> float:
     """Largest time_s in an existing monitor CSV (0 when absent), to continue its clock."""
     if not path.exists() or path.stat().st_size == 0:
         return 0.0
     return _column_max(read_monitor(path)["time_s"]) or 0.0
 
 
-def _monitor_summary(path: Any) -> dict[str, float | None]:
+def _monitor_summary(path: Path) -> dict[str, float | None]:
     """Peaks over the whole monitor CSV, all resumed parts included; the mean GPU use."""
     columns = read_monitor(path)
     gpu_util = columns["gpu_util_percent"][~np.isnan(columns["gpu_util_percent"])]
