@@ -511,9 +511,9 @@ def compare_arch(
     lr, b1, b2, eps = settings[0]
     all_params = layer_parameters(arch)
     adam = []
+    seed = int(results["torch"]["seed"])
     for semantics in SEMANTICS:
         config = OptimizerConfig(lr=lr, betas=(b1, b2), eps=eps, semantics=semantics)
-        seed = int(results["torch"]["seed"])
         after = {
             "reference": adam_reference(arch, config, seed, record["steps"]),
             **{fw: arrays_under(r, f"adam_{semantics}") for fw, r in results.items()},
@@ -530,8 +530,8 @@ def compare_arch(
 
     checks = {"forward": forward, "grad": grads, "adam": adam}
     failures = []
-    for check, measures in checks.items():
-        shown = named_measure(check, measures, tolerance)
+    named = {check: named_measure(check, measures, tolerance) for check, measures in checks.items()}
+    for check, shown in named.items():
         record |= {
             f"{check}_layer": shown.name,
             f"{check}_error_torch": shown.torch,
@@ -540,8 +540,7 @@ def compare_arch(
         }
         if shown.failed(tolerance):
             failures.append(describe(check, shown, tolerance))
-    worst_grad = named_measure("grad", grads, tolerance)
-    record["grad_cosine_jittor"] = worst_grad.cosine
+    record["grad_cosine_jittor"] = named["grad"].cosine
     record["grad_error_jittor_unmatched"] = unmatched
     for fw in results:
         record[f"kink_flips_{fw}"] = int(ref[f"kink_flips/{fw}"])
