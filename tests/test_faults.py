@@ -321,6 +321,14 @@ def test_full_disk_leaves_old_file_and_no_partial_output(
     assert [p.name for p in target.parent.iterdir()] == ["result.bin"], "temporary file left"
 
 
+def test_a_failed_read_inside_a_write_keeps_its_own_error(tmp_path: Path) -> None:
+    """EACCES on a file the block reads (a local mirror's image) is not the target's."""
+    source = tmp_path / "mirror" / "3096.jpg"
+    with pytest.raises(PermissionError) as raised, io_utils.atomic_path(tmp_path / "out" / "a"):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(source))
+    assert not isinstance(raised.value, WriteError) and raised.value.filename == str(source)
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path: Path):
     """A 256 KiB tmpfs, where the machine lets the test mount one (root in a VM); else skip."""

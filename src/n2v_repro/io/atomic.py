@@ -55,6 +55,18 @@ def _write_error(path: Path, error: OSError) -> WriteError:
     )
 
 
+def _about_target(error: OSError, final: Path) -> bool:
+    """Whether the error is the write's own, not one of a file the block read (a source).
+
+    Errors of writes through a handle (a full disk) name no file; those of the folder, the
+    temporary file or the target name one in the target's folder or above it.
+    """
+    if isinstance(error, WriteError):
+        return False
+    names = [Path(n) for n in (error.filename, error.filename2) if isinstance(n, str | os.PathLike)]
+    return all(p.parent == final.parent or p in (final, *final.parents) for p in names)
+
+
 def temporary_path(path: str | Path, suffix: str = ".tmp") -> Path:
     """Return the temporary name an atomic write of `path` by this process uses."""
     final = Path(path)
@@ -89,7 +101,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, final)
     except OSError as error:
-        if error.errno in _ENVIRONMENT_ERRNOS and not isinstance(error, WriteError):
+        if error.errno in _ENVIRONMENT_ERRNOS and _about_target(error, final):
             raise _write_error(final, error) from error
         raise
     finally:
