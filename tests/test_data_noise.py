@@ -65,3 +65,17 @@ def test_write_noisy_sets_keys_and_rejects_colour_png(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match=r"9\.png.*mode RGB"):
         write_noisy_sets({"b": ([rgb], tmp_path / "noisy" / "b.npz")}, 10, 1)
     assert not (tmp_path / "noisy" / "b.npz").exists()
+
+
+def test_second_realisation_is_independent_and_leaves_the_first_unchanged() -> None:
+    """N2N's second copy: new noise of the same statistics; realisation 0 is the pipeline's."""
+    clean = np.full((200, 200), 100, dtype=np.uint8)
+    first = add_gaussian_noise(clean, 25, 123, "101") - 100.0
+    again = add_gaussian_noise(clean, 25, 123, "101", realisation=0) - 100.0
+    second = add_gaussian_noise(clean, 25, 123, "101", realisation=1) - 100.0
+    assert np.array_equal(first, again)
+    assert abs(np.corrcoef(first.ravel(), second.ravel())[0, 1]) < 0.02
+    assert second.std() == pytest.approx(25, rel=0.02)
+    assert second.min() < -50 and second.max() > 50  # neither clipped nor rounded
+    with pytest.raises(NoiseError, match="realisation"):
+        add_gaussian_noise(clean, 25, 123, "101", realisation=2)

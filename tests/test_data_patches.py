@@ -232,3 +232,33 @@ def test_locate_crops_finds_the_exact_block_only() -> None:
     changed[5, 5] ^= 1
     found = locate_crops({"x": crop, "y": changed}, images)
     assert found == {"x": [("a", 7, 13)], "y": []}
+
+
+@pytest.mark.parametrize("target", ["clean", "noisy2"])
+def test_patchify_writes_the_targets_of_n2c_and_n2n(tmp_path: Path, target: str) -> None:
+    """N2C's clean and N2N's second-realisation targets line up with the noisy source."""
+    t = _training_set(tmp_path, ["5", "40", "7", "100"])
+    second = {i: n + np.float32(3.5) for i, n in t["noisy"].items()}
+    np.savez(tmp_path / "bsd400_noisy2.npz", **second)
+    outputs = {**t["outputs"], "target": tmp_path / "train_target.npy"}
+    patchify(train_npz=tmp_path / "bsd400.npz", clean_train_pngs=t["pngs"], patch_size=32,
+             outputs=outputs, validation=ValidationConfig("heldout_train", 2), target=target,
+             train2_npz=tmp_path / "bsd400_noisy2.npz")  # fmt: skip
+    expected = t["clean"] if target == "clean" else second
+    flat = np.load(outputs["target"])
+    assert flat.dtype == np.float32
+    np.testing.assert_array_equal(
+        flat, np.concatenate([expected[i].ravel() for i in ("5", "7")]).astype(np.float32)
+    )
+    with np.load(outputs["valid"]) as tiles:
+        assert ("noisy2" in tiles.files) == (target == "noisy2")
+        if target == "noisy2":
+            np.testing.assert_array_equal(tiles["noisy2"][5], second["100"][0:32, 32:64])
+
+
+def test_patchify_n2n_needs_heldout_validation(tmp_path: Path) -> None:
+    t = _training_set(tmp_path, ["5", "7"])
+    with pytest.raises(PatchError, match="held-out"):
+        patchify(train_npz=tmp_path / "bsd400.npz", clean_train_pngs=t["pngs"], patch_size=32,
+                 outputs={**t["outputs"], "target": tmp_path / "t.npy"},
+                 validation=ValidationConfig("bsd68_split", 2), target="clean")  # fmt: skip

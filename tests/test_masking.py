@@ -183,3 +183,19 @@ def test_masked_mse_rejects_empty_mask_and_shape_mismatch() -> None:
         masked_mse(np.ones((2, 2)), np.zeros((2, 2)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="one shape"):
         masked_mse(np.ones((2, 2)), np.zeros((2, 3)), np.ones((2, 2)))
+
+
+def test_median_replacement_excludes_the_centre_and_clips_at_the_border() -> None:
+    """N2V2: median of the clipped (2r+1)^2 window without the masked pixel itself."""
+    patches = np.arange(5 * 6, dtype=np.float32).reshape(1, 5, 6) ** 2
+    inputs, targets, mask = mask_patches(
+        patches, np.random.default_rng(3), percentage=100, radius=1, replacement="median"
+    )
+    assert mask.all()  # 100 %: every pixel masked
+    for y in range(5):
+        for x in range(6):
+            window = targets[0, max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].ravel().tolist()
+            window.remove(targets[0, y, x])
+            assert inputs[0, y, x] == np.median(window), (y, x)
+    with pytest.raises(ValueError, match="replacement"):
+        mask_patches(patches, np.random.default_rng(0), replacement="mean")

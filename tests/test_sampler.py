@@ -441,3 +441,39 @@ def test_prefetching_argument_errors(tmp_path: Path) -> None:
         PrefetchingSampler(serial, start_step=-1)
     with PrefetchingSampler(serial) as prefetching, pytest.raises(ValueError, match="step"):
         prefetching.batch(-2)
+
+
+@pytest.mark.parametrize("method", ["n2c", "n2n"])
+def test_n2c_and_n2n_batches_pair_each_noisy_crop_with_its_target(
+    tmp_path: Path, method: str
+) -> None:
+    """Same crop and transform of input and target, nothing masked, loss over every pixel."""
+    images = random_images([(40, 50), (30, 60)])
+    folder = write_training_data(tmp_path, images)
+    targets = {f"img{n:03d}": image * 0.5 + 7 for n, image in enumerate(images)}
+    write_train_source(targets, folder / "train_target.npy", folder / "target_index.csv")
+    data = load_training_data(folder, "clean" if method == "n2c" else "noisy2")
+    sampler = PatchSampler(data, 16, 8, True, MASKING, 123, method)
+    batch = sampler.batch(3)
+    raw = sampler.raw_patches(3)
+    np.testing.assert_allclose(denormalise(batch.inputs[:, 0], 100.0, 50.0), raw, atol=1e-3)
+    np.testing.assert_allclose(
+        denormalise(batch.targets[:, 0], 100.0, 50.0), raw * 0.5 + 7, atol=1e-3
+    )
+    assert batch.mask.min() == 1.0 and batch.masked.all()
+    with pytest.raises(ValueError, match="training targets"):
+        PatchSampler(load_training_data(folder), 16, 8, True, MASKING, 123, method)
+
+
+def test_n2v2_replaces_masked_pixels_by_their_window_median(tmp_path: Path) -> None:
+    images = random_images([(40, 50)])
+    sampler = PatchSampler(
+        load_training_data(write_training_data(tmp_path, images)), 16, 4, False, MASKING, 1, "n2v2"
+    )
+    batch = sampler.batch(0)
+    patch, target = batch.inputs[:, 0], batch.targets[:, 0]
+    for b, y, x in np.argwhere(batch.mask[:, 0] == 1):
+        window = target[b, max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3].copy()
+        centre = (y - max(y - 2, 0), x - max(x - 2, 0))
+        neighbours = np.delete(window.ravel(), centre[0] * window.shape[1] + centre[1])
+        assert patch[b, y, x] == pytest.approx(np.median(neighbours), abs=1e-6)

@@ -107,8 +107,22 @@ rule add_noise:
         mem_mb=data_mem_mb,
     params:
         seed=SEED,
+        realisation=0,
     script:
         "../scripts/add_noise.py"
+
+
+# Noise2Noise's second, independent realisation of the training images (only runs with N2N).
+use rule add_noise as add_noise2 with:
+    output:
+        NOISY2_NPZ,
+    log:
+        "logs/add_noise/sigma{sigma}/{dataset}_noisy2.log",
+    benchmark:
+        NOISE2_BENCHMARK
+    params:
+        seed=SEED,
+        realisation=1,
 
 
 rule patchify:
@@ -125,9 +139,21 @@ rule patchify:
     threads: 1
     resources:
         mem_mb=data_mem_mb,
+    wildcard_constraints:
+        data_tag=r"(bsd400|train400)_(bsd68_split|heldout\d+)",
     params:
         patch_size=CONFIG.data.patch_size,
         train_set=lookup(dpath="{data_tag}/train_set", within=DATA_TAG_TRAIN),
         validation=lookup(dpath="{data_tag}/validation", within=DATA_TAG_TRAIN),
+        target=lookup(dpath="{data_tag}", within=DATA_TAG_TARGET),
     script:
         "../scripts/patchify.py"
+
+
+# The data sets of N2C and N2N add their training targets (clean or second realisation).
+use rule patchify as patchify_with_targets with:
+    output:
+        **patch_files("{data_tag}", "{sigma}"),
+        target=PATCH_TARGET,
+    wildcard_constraints:
+        data_tag=r"(bsd400|train400)_heldout\d+_(clean|noisy2)",

@@ -1,4 +1,4 @@
-"""Add one fixed Gaussian noise realisation per image of one set, for one sigma."""
+"""Add one fixed Gaussian noise realisation (the first, or N2N's second) per image of one set."""
 
 import sys
 from pathlib import Path
@@ -13,4 +13,5 @@ with script_log(snakemake.log[0]):
         datasets={snakemake.wildcards.dataset: (list(snakemake.input), snakemake.output[0])},
         sigma=int(snakemake.wildcards.sigma),
         seed=snakemake.params.seed,
+        realisation=snakemake.params.realisation,
     )

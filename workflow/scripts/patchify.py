@@ -14,9 +14,7 @@ with script_log(snakemake.log[0]):
     patchify(
         train_npz=inputs.bsd400,
         patch_size=snakemake.params.patch_size,
-        outputs={
-            key: getattr(snakemake.output, key) for key in ("train", "index", "stats", "valid")
-        },
+        outputs=dict(snakemake.output.items()),
         validation=from_plain(ValidationConfig, snakemake.params.validation),
         train_set=snakemake.params.train_set,
         crops_file=inputs.get("crops"),
@@ -24,4 +22,6 @@ with script_log(snakemake.log[0]):
         bsd68_npz=inputs.get("bsd68"),
         split_csv=inputs.get("split"),
         clean_bsd68_pngs=list(inputs.get("clean_bsd68", [])),
+        target=snakemake.params.target,
+        train2_npz=inputs.get("bsd400_noisy2"),
     )

@@ -146,6 +146,17 @@ def _training_images(
     return {c.image_id: np.ascontiguousarray(c.cut(noisy[c.image_id])) for c in crops}, clean
 
 
+def _write_targets(
+    path: str | Path, targets: Mapping[str, np.ndarray], train_ids: Sequence[str]
+) -> None:
+    """Write the training targets flat, in the training source's order (sorted by id).
+
+    One index then serves both arrays (`write_train_source`).
+    """
+    order = sorted(train_ids, key=id_sort_key)
+    write_train_pixels(path, [targets[i].astype(np.float32) for i in order])
+
+
 def patchify(
     *,
     train_npz: str | Path,
@@ -158,8 +169,13 @@ def patchify(
     bsd68_npz: str | Path | None = None,
     split_csv: str | Path | None = None,
     clean_bsd68_pngs: Sequence[str | Path] = (),
+    target: str = "noisy",
+    train2_npz: str | Path | None = None,
 ) -> None:
     """Write the four patch files (keys of `outputs`: train, index, stats, valid).
+
+    A method that does not learn from its input alone also gets its training targets (key
+    target).
 
     Parameters
     ----------
@@ -172,10 +188,22 @@ def patchify(
     train_set : bsd400 (whole images) or train400 (DnCNN's crops, `crops_file`).
     clean_train_pngs : clean training PNGs `<folder>/<id>.png`: the held-out tiles' references
         and the Train400 pixel check; unused for bsd400 with bsd68_split.
+    target : the method's training target (`TrainConfig.target`). noisy (N2V, N2V2): the
+        input itself, nothing more is written. clean (N2C): the clean training images, flat
+        like the noisy ones (outputs["target"]). noisy2 (N2N): the second noise realisation
+        of `train2_npz`, flat, and its held-out tiles as valid_tiles' noisy2.
     """
     missing = {"train", "index", "stats", "valid"} - set(outputs)
+    if target != "noisy":
+        missing |= {"target"} - set(outputs)
     if missing:
         raise PatchError(f"outputs lack the keys {sorted(missing)}")
+    if target not in ("noisy", "clean", "noisy2"):
+        raise PatchError(f"unknown training target {target!r}; expected noisy, clean or noisy2")
+    if target != "noisy" and validation.scheme != "heldout_train":
+        raise PatchError(f"training target {target} validates on held-out training images only")
+    if target == "noisy2" and train2_npz is None:
+        raise PatchError("training target noisy2 needs the second noisy training set")
     clean_train = {Path(p).stem: Path(p) for p in clean_train_pngs}
     images, clean_crops = _training_images(
         load_noisy_set(train_npz), train_set, crops_file, clean_train
@@ -220,6 +248,19 @@ def patchify(
     else:
         raise PatchError(f"unknown validation scheme {validation.scheme!r}")
 
+    if target == "noisy2":
+        second, _ = _training_images(load_noisy_set(train2_npz), train_set, crops_file, clean_train)
+        tiles["noisy2"] = valid_tiles(second, clean, valid_ids, patch_size)["noisy"]
+        _write_targets(outputs["target"], second, train_ids)
+    elif target == "clean":
+        missing_clean = [i for i in train_ids if i not in clean_crops and i not in clean_train]
+        if missing_clean:
+            raise PatchError(f"no clean PNG for the training images {missing_clean[:10]}")
+        clean_images = {
+            i: clean_crops[i] if i in clean_crops else read_gray_png(clean_train[i])
+            for i in train_ids
+        }
+        _write_targets(outputs["target"], clean_images, train_ids)
     train = {i: images[i] for i in train_ids}
     rows = write_train_source(train, outputs["train"], outputs["index"])
     stats = pixel_stats(train)

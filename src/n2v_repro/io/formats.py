@@ -28,6 +28,8 @@ SPLIT_COLUMNS = ("id", "subset")
 SUBSETS = ("valid", "test")
 INDEX_COLUMNS = ("id", "offset", "height", "width")
 VALID_TILE_KEYS = ("noisy", "clean", "ids")
+# Noise2Noise's validation targets: the tiles' second noise realisation (only in its patch sets).
+VALID_NOISY2 = "noisy2"
 HISTORY_COLUMNS = (
     "epoch",
     "lr",
@@ -298,11 +300,15 @@ def read_train_stats(path: PathLike) -> tuple[float, float]:
 
 
 def save_valid_tiles(path: PathLike, tiles: Mapping[str, np.ndarray]) -> None:
-    """Write the validation tiles: noisy (N, P, P) float32, clean uint8, ids (N,) str."""
+    """Write the validation tiles: noisy (N, P, P) float32, clean uint8, ids (N,) str.
+
+    Noise2Noise's sets add noisy2, the tiles' second noise realisation (float32).
+    """
     missing = sorted(set(VALID_TILE_KEYS) - set(tiles))
     if missing:
         raise ValueError(f"validation tiles lack the arrays {missing}")
-    save_npz(path, {key: tiles[key] for key in VALID_TILE_KEYS})
+    keys = [*VALID_TILE_KEYS, *([VALID_NOISY2] if VALID_NOISY2 in tiles else [])]
+    save_npz(path, {key: tiles[key] for key in keys})
 
 
 def load_valid_tiles(path: PathLike) -> dict[str, np.ndarray]:
@@ -315,6 +321,7 @@ def load_valid_tiles(path: PathLike) -> dict[str, np.ndarray]:
             if missing:
                 raise FormatError(f"{path}: missing arrays {sorted(missing)}")
             noisy, clean, ids = (archive[key] for key in VALID_TILE_KEYS)
+            noisy2 = archive[VALID_NOISY2] if VALID_NOISY2 in archive.files else None
     except ValueError as error:
         if "pickle" in str(error).lower():
             raise FormatError(f"{path}: ids must be a string array, not objects") from error
@@ -329,7 +336,14 @@ def load_valid_tiles(path: PathLike) -> dict[str, np.ndarray]:
         raise FormatError(
             f"{path}: shapes disagree: noisy {noisy.shape}, clean {clean.shape}, ids {ids.shape}"
         )
-    return {"noisy": noisy, "clean": clean, "ids": ids}
+    if noisy2 is None:
+        return {"noisy": noisy, "clean": clean, "ids": ids}
+    if noisy2.dtype != np.float32 or noisy2.shape != noisy.shape:
+        raise FormatError(
+            f"{path}: noisy2 must be float32 {noisy.shape} like noisy, got {noisy2.dtype} "
+            f"{noisy2.shape}"
+        )
+    return {"noisy": noisy, "clean": clean, "ids": ids, VALID_NOISY2: noisy2}
 
 
 # --- weights --------------------------------------------------------------------------------

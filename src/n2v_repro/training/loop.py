@@ -1,4 +1,4 @@
-"""The Noise2Void training loop, written once over the backend interface (both frameworks).
+"""The training loop, written once over the backend interface (both frameworks, every method).
 
 `train(job)` runs `epochs` epochs of `steps_per_epoch` Adam steps on seeded batches
 (`sampler.PatchSampler.batch(global_step)`), validates after each epoch on the fixed-mask
@@ -131,9 +131,9 @@ def _fits_budget(state: TrainState, resumed_from: int, budget_s: float | None) -
 def _log_plan(job: TrainJob, backend: Any, epoch_tiles: int, tiles: int) -> None:
     cfg = job.train
     logger.info(
-        "%s %s on %s (%s): %d epochs x %d steps x batch %d = %d patches; %d of %d validation "
+        "%s %s %s on %s (%s): %d epochs x %d steps x batch %d = %d patches; %d of %d validation "
         "tiles after each epoch, all at the end",
-        job.framework, cfg.arch, backend.device, backend.precision, cfg.epochs,
+        job.framework, cfg.method, cfg.arch, backend.device, backend.precision, cfg.epochs,
         cfg.steps_per_epoch, cfg.batch_size, cfg.epochs * cfg.steps_per_epoch * cfg.batch_size,
         epoch_tiles, tiles,
     )  # fmt: skip
@@ -157,11 +157,13 @@ def train(job: TrainJob, budget_s: float | None = None) -> TrainRun:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {job.framework!r}")
     cfg = job.train
     epochs, steps, batch_size = cfg.epochs, cfg.steps_per_epoch, cfg.batch_size
-    data = load_training_data(job.patch_dir)
-    sampler = PatchSampler(data, job.patch_size, batch_size, cfg.augment, cfg.masking, job.seed)
+    data = load_training_data(job.patch_dir, cfg.target)
+    sampler = PatchSampler(
+        data, job.patch_size, batch_size, cfg.augment, cfg.masking, job.seed, cfg.method
+    )
     valid = load_validation(
         job.patch_dir / "valid_tiles.npz", data.mean, data.std, cfg.masking, job.seed,
-        limit=cfg.valid_tiles,
+        limit=cfg.valid_tiles, method=cfg.method,
     )  # fmt: skip
     # The same tiles after every epoch keep the curve comparable; the whole set at the end.
     epoch_valid = valid.spread(cfg.valid_epoch_tiles)

@@ -12,8 +12,10 @@ Two ways to choose the masked pixels of a patch:
 - ``center`` (the original Noise2Void_jittor port): one pixel, the centre (H // 2, W // 2).
 
 Each masked pixel then takes the value of a uniformly drawn pixel of the (2r+1)x(2r+1) window
-around it, clipped to the patch, the centre included (so the value is sometimes unchanged).
-All values are read from the unmodified patch. A radius of at least max(H, W) - 1 makes the
+around it, clipped to the patch, the centre included (so the value is sometimes unchanged);
+N2V2 (Hoeck et al. 2022; CAREamics' `median_manipulate`) takes instead the median of that
+window with the centre excluded (``replacement="median"``). All values are read from the
+unmodified patch. A radius of at least max(H, W) - 1 makes the
 clipped window the whole patch: ``center`` with such a radius is exactly the port's rule (the
 centre replaced by a random pixel of the patch).
 """
@@ -25,6 +27,7 @@ import math
 import numpy as np
 
 MASKING_KINDS = ("uniform_withCP", "center")
+REPLACEMENTS = ("uniform", "median")
 
 
 def box_size(percentage: float) -> int:
@@ -71,6 +74,7 @@ def mask_patches(
     kind: str = "uniform_withCP",
     percentage: float = 0.198,
     radius: int = 2,
+    replacement: str = "uniform",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply N2V blind-spot masking to a batch of patches.
 
@@ -82,6 +86,8 @@ def mask_patches(
     percentage : percentage of masked pixels (``uniform_withCP`` only).
     radius : replacement window radius r; the window is (2r+1)x(2r+1), clipped to the patch,
         centre included, and one of its pixels is drawn uniformly.
+    replacement : ``"uniform"`` (N2V: the drawn window pixel) or ``"median"`` (N2V2: the
+        median of the clipped window without its centre; no draw).
 
     Returns
     -------
@@ -114,17 +120,40 @@ def mask_patches(
     else:
         raise ValueError(f"unknown masking kind {kind!r}; expected one of {MASKING_KINDS}")
 
+    if replacement not in REPLACEMENTS:
+        raise ValueError(f"unknown replacement {replacement!r}; expected one of {REPLACEMENTS}")
+
     targets = np.array(patches, dtype=np.float32, order="C", copy=True)
     inputs = targets.copy()
     mask = np.zeros_like(targets)
     index, ys, xs = coords[:, 0], coords[:, 1], coords[:, 2]
-    # Independent uniform y and x in the clipped window = uniform over the clipped rectangle,
-    # the same distribution as juglab/n2v's draw inside its cropped sub-patch.
-    src_y = rng.integers(np.maximum(ys - radius, 0), np.minimum(ys + radius, height - 1) + 1)
-    src_x = rng.integers(np.maximum(xs - radius, 0), np.minimum(xs + radius, width - 1) + 1)
-    inputs[index, ys, xs] = targets[index, src_y, src_x]
+    if replacement == "median":
+        inputs[index, ys, xs] = _window_medians(targets, index, ys, xs, radius)
+    else:
+        # Independent uniform y and x in the clipped window = uniform over the clipped
+        # rectangle, the same distribution as juglab/n2v's draw inside its cropped sub-patch.
+        src_y = rng.integers(np.maximum(ys - radius, 0), np.minimum(ys + radius, height - 1) + 1)
+        src_x = rng.integers(np.maximum(xs - radius, 0), np.minimum(xs + radius, width - 1) + 1)
+        inputs[index, ys, xs] = targets[index, src_y, src_x]
     mask[index, ys, xs] = 1.0
     return inputs, targets, mask
+
+
+def _window_medians(
+    patches: np.ndarray, index: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int
+) -> np.ndarray:
+    """(K,) median of each point's (2r+1)^2 window, clipped to the patch, centre excluded."""
+    _, height, width = patches.shape
+    offsets = np.arange(-radius, radius + 1)
+    rows = ys[:, None, None] + offsets[None, :, None]  # (K, W, 1)
+    cols = xs[:, None, None] + offsets[None, None, :]  # (K, 1, W)
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    inside &= ~((offsets[:, None] == 0) & (offsets[None, :] == 0))
+    values = patches[index[:, None, None], rows.clip(0, height - 1), cols.clip(0, width - 1)]
+    # Points outside the patch (and the centre) become NaN, which nanmedian leaves out; a
+    # patch of at least 2 pixels leaves every window one neighbour.
+    values = np.where(inside, values, np.nan).reshape(len(index), -1)
+    return np.nanmedian(values, axis=1).astype(np.float32)
 
 
 def masked_mse(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:

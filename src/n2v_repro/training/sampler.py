@@ -2,6 +2,10 @@
 
 A batch is a pure function of (seed, step): both frameworks see identical batches in
 identical order, and a resumed run continues exactly without saving any RNG state.
+The method (`train.method`) decides what a batch holds: N2V and N2V2 mask their noisy
+input (uniform or median replacement) and score the masked pixels; N2N and N2C feed the
+noisy patch unmasked and score every pixel against the same crop of the second noise
+realisation or of the clean image.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from n2v_repro.config import MaskingConfig
+from n2v_repro.config import METHOD_TARGETS, MaskingConfig
 from n2v_repro.data.transforms import check_stats, dihedral, normalise
 from n2v_repro.io.formats import (
     load_valid_tiles,
@@ -28,6 +32,8 @@ from n2v_repro.training.masking import MASKING_KINDS, box_size, mask_patches
 TRAIN_PIXELS = "train.npy"
 TRAIN_INDEX = "train_index.csv"
 TRAIN_STATS = "train_stats.json"
+# N2C's and N2N's training targets, indexed like TRAIN_PIXELS (paths.PATCH_TARGET).
+TRAIN_TARGET = "train_target.npy"
 
 # Every random draw comes from a generator seeded with [seed, stream, step]; the middle entry
 # keeps the streams independent. Masks have their own stream so that switching augmentation
@@ -37,14 +43,16 @@ _MASK_STREAM = 1  # masking of training step `step`
 _VALID_STREAM = 2
 
 
-def _masking_arguments(masking: MaskingConfig) -> dict[str, Any]:
+def _masking_arguments(masking: MaskingConfig, method: str = "n2v") -> dict[str, Any]:
     """Turn the `train.masking` settings into the keyword arguments of `mask_patches`."""
+    if method not in METHOD_TARGETS:
+        raise ValueError(f"unknown method {method!r}; expected one of {tuple(METHOD_TARGETS)}")
     if masking.kind not in MASKING_KINDS:
         raise ValueError(f"unknown masking kind {masking.kind!r}; expected one of {MASKING_KINDS}")
     if masking.radius < 1:
         raise ValueError(f"masking radius must be an integer >= 1, got {masking.radius!r}")
     box_size(masking.percentage)  # raises on an out-of-range percentage
-    return asdict(masking)
+    return {**asdict(masking), "replacement": "median" if method == "n2v2" else "uniform"}
 
 
 def _check_seed(seed: int) -> int:
@@ -63,6 +71,7 @@ class TrainingData:
     ids : image ids, in index order.
     offsets, heights, widths : (n_images,) int64, where each image starts in `pixels`, its size.
     mean, std : statistics of all noisy training pixels (z-score normalisation).
+    targets : N2C's / N2N's training targets, laid out like `pixels`; None for N2V.
     """
 
     pixels: np.ndarray
@@ -72,6 +81,7 @@ class TrainingData:
     widths: np.ndarray
     mean: float
     std: float
+    targets: np.ndarray | None = None
 
     @property
     def n_images(self) -> int:
@@ -84,15 +94,19 @@ class TrainingData:
         return self.pixels[start : start + height * width].reshape(height, width)
 
 
-def load_training_data(patch_dir: Path) -> TrainingData:
+def load_training_data(patch_dir: Path, target: str = "noisy") -> TrainingData:
     """Read `train.npy` (memory-mapped), `train_index.csv` and `train_stats.json`.
+
+    A `target` other than noisy (`TrainConfig.target`) also reads `train_target.npy`
+    (memory-mapped).
 
     Raises FileNotFoundError naming a missing file and ValueError for a malformed one: wrong
     dtype or rank, an index entry reaching beyond the pixel array or overlapping another
     image, std <= 0.
     """
     patch_dir = Path(patch_dir)
-    paths = {name: patch_dir / name for name in (TRAIN_PIXELS, TRAIN_INDEX, TRAIN_STATS)}
+    names = (TRAIN_PIXELS, TRAIN_INDEX, TRAIN_STATS, *([TRAIN_TARGET] if target != "noisy" else []))
+    paths = {name: patch_dir / name for name in names}
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"training data incomplete, missing: {', '.join(missing)}")
@@ -111,7 +125,15 @@ def load_training_data(patch_dir: Path) -> TrainingData:
     if np.any(offsets[order][1:] < ends[order][:-1]):
         raise ValueError(f"{paths[TRAIN_INDEX]}: image extents overlap")
     mean, std = read_train_stats(paths[TRAIN_STATS])
-    return TrainingData(pixels, ids, offsets, heights, widths, mean, std)
+    targets = None
+    if target != "noisy":
+        targets = read_train_pixels(paths[TRAIN_TARGET])
+        if targets.shape != pixels.shape:
+            raise ValueError(
+                f"{paths[TRAIN_TARGET]} holds {targets.size} pixels, {paths[TRAIN_PIXELS]} "
+                f"{pixels.size}: they must be the same images"
+            )
+    return TrainingData(pixels, ids, offsets, heights, widths, mean, std, targets)
 
 
 @dataclass(frozen=True)
@@ -149,8 +171,9 @@ class PatchSampler:
     patch_size : side P of the square patches; every image must be at least P x P.
     batch_size : patches per batch B.
     augment : apply one of the 8 flips/90-degree rotations, chosen uniformly, to each patch.
-    masking : the `train.masking` settings.
+    masking : the `train.masking` settings (N2V, N2V2).
     seed : master seed (>= 0).
+    method : `train.method`; n2n and n2c need `data.targets`.
     """
 
     def __init__(
@@ -161,6 +184,7 @@ class PatchSampler:
         augment: bool,
         masking: MaskingConfig,
         seed: int,
+        method: str = "n2v",
     ) -> None:
         for name, value in (("patch_size", patch_size), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -179,11 +203,18 @@ class PatchSampler:
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.augment = bool(augment)
-        self.masking = _masking_arguments(masking)
+        self.masking = _masking_arguments(masking, method)
         self.seed = _check_seed(seed)
+        self.target = METHOD_TARGETS[method]
+        if self.target != "noisy" and data.targets is None:
+            raise ValueError(f"method {method} needs training targets ({TRAIN_TARGET})")
 
-    def raw_patches(self, step: int) -> np.ndarray:
-        """(B, P, P) float32 un-normalised, unmasked (augmented) patches of training step `step`."""
+    def raw_patches(self, step: int, pixels: np.ndarray | None = None) -> np.ndarray:
+        """(B, P, P) float32 un-normalised, unmasked (augmented) patches of training step `step`.
+
+        `pixels` (default the noisy images) is an array laid out like them, e.g. the targets:
+        the same crops and transforms are cut from it.
+        """
         if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
             raise ValueError(f"step must be an integer >= 0, got {step!r}")
         rng = np.random.default_rng([self.seed, _CROP_STREAM, int(step)])
@@ -193,7 +224,7 @@ class PatchSampler:
         lefts = rng.integers(0, self.data.widths[images] - size + 1)
         transforms = rng.integers(0, 8, size=count) if self.augment else np.zeros(count, int)
         # A plain ndarray view of the memory map skips np.memmap's per-slice bookkeeping.
-        pixels = np.asarray(self.data.pixels)
+        pixels = np.asarray(self.data.pixels if pixels is None else pixels)
         starts = self.data.offsets[images]
         patches = np.empty((count, size, size), dtype=np.float32)
         for slot in range(count):
@@ -206,6 +237,11 @@ class PatchSampler:
     def batch(self, step: int) -> Batch:
         """Batch of training step `step` (>= 0): arrays (B, 1, P, P) float32, normalised."""
         patches = normalise(self.raw_patches(step), self.data.mean, self.data.std)
+        if self.target != "noisy":
+            assert self.data.targets is not None
+            raw_targets = self.raw_patches(step, self.data.targets)
+            targets = normalise(raw_targets, self.data.mean, self.data.std)
+            return Batch(patches[:, None], targets[:, None], np.ones_like(targets)[:, None])
         rng = np.random.default_rng([self.seed, _MASK_STREAM, int(step)])
         inputs, targets, mask = mask_patches(patches, rng, **self.masking)
         return Batch(inputs[:, None], targets[:, None], mask[:, None])
@@ -383,22 +419,32 @@ def load_validation(
     masking: MaskingConfig,
     seed: int,
     limit: int | None = None,
+    method: str = "n2v",
 ) -> ValidationSet:
     """Load `valid_tiles.npz` (keys noisy, clean, ids) and mask it with a fixed generator.
 
     All tiles are masked (generator ``[seed, 2, 0]``) before `limit` keeps the first `limit`
     of them, so a tile's mask does not depend on `limit`. A `limit` larger than the number of
-    tiles keeps them all.
+    tiles keeps them all. For N2C and N2N nothing is masked: the loss compares every pixel
+    with the clean tile (n2c) or the tile's second noise realisation (n2n, key noisy2).
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
-    arguments = _masking_arguments(masking)
+    arguments = _masking_arguments(masking, method)
     seed = _check_seed(seed)
     mean, std = check_stats(mean, std)
     tiles = load_valid_tiles(valid_tiles_path)
     noisy, clean, ids = tiles["noisy"], tiles["clean"], tiles["ids"]
-    rng = np.random.default_rng([seed, _VALID_STREAM, 0])
-    inputs, targets, mask = mask_patches(normalise(noisy, mean, std), rng, **arguments)
+    target = METHOD_TARGETS[method]
+    if target == "noisy":
+        rng = np.random.default_rng([seed, _VALID_STREAM, 0])
+        inputs, targets, mask = mask_patches(normalise(noisy, mean, std), rng, **arguments)
+    else:
+        if target not in tiles:
+            raise ValueError(f"{valid_tiles_path}: method {method} needs the {target} tiles")
+        inputs = normalise(noisy, mean, std)
+        targets = normalise(tiles[target].astype(np.float32), mean, std)
+        mask = np.ones_like(targets)
     keep = slice(0, limit)
     return ValidationSet(
         inputs=np.ascontiguousarray(inputs[keep, None]),
