@@ -62,12 +62,26 @@ def small_config(fake: FakeBsds, mirrors: list[str]) -> dict:
     }
 
 
+# N2N's and N2C's data sets (their own training targets), validated on a held-out image.
+TARGET_RECIPES = {
+    method: {"method": method, "validation": {"scheme": "heldout_train", "heldout_images": 1}}
+    for method in ("n2n", "n2c")
+}
+
+
+def target_folder(target: str, sigma: int) -> str:
+    return f"resources/patches/bsd400_heldout1_{target}/sigma{sigma}"
+
+
 @pytest.mark.slow
 def test_generated_data_end_to_end(tmp_path: Path) -> None:
     fake = make_fake_bsds(tmp_path / "fake", n_train=3, n_test=2, n_val=6, n_bsd68=5)
     work = tmp_path / "work"
+    targets = [f"{target_folder(t, SIGMA)}/train_target.npy" for t in ("noisy2", "clean")]
     with serve_directory(fake.images) as base:
-        run_snakemake(tmp_path, small_config(fake, [unreachable_url(), base]), *data_targets(SIGMA))
+        config = small_config(fake, [unreachable_url(), base])
+        config |= {"recipes": ["port", *TARGET_RECIPES], "recipe_book": TARGET_RECIPES}
+        run_snakemake(tmp_path, config, *data_targets(SIGMA), *targets)
 
     manifest = read_manifest(fake.manifest)
     for image_id in fake.train_ids + fake.bsd68:
@@ -108,6 +122,19 @@ def test_generated_data_end_to_end(tmp_path: Path) -> None:
         assert (work / "logs" / f"{log}.log").exists(), log
     assert (work / "logs/split_bsd68/split_bsd68.log").exists()
     assert "MB/s" in (work / "logs/download_bsds500/download_bsds500.log").read_text()
+
+    # N2N trains against a second, independent realisation; N2C against the clean pixels.
+    for target in ("noisy2", "clean"):
+        folder = work / target_folder(target, SIGMA)
+        train = np.load(folder / "train.npy").astype(np.float64)
+        difference = np.load(folder / "train_target.npy") - train
+        expected = SIGMA * (2**0.5 if target == "noisy2" else 1)
+        assert abs(difference.std() - expected) < 0.1 * expected, target
+        with np.load(folder / "valid_tiles.npz") as tiles:
+            assert ("noisy2" in tiles.files) == (target == "noisy2")
+    with np.load(work / f"resources/noisy/sigma{SIGMA}/bsd400_noisy2.npz") as second:
+        assert sorted(second.files, key=int) == fake.train_ids
+    assert (work / f"logs/add_noise/sigma{SIGMA}/bsd400_noisy2.log").exists()
 
     # Nothing left to do on a second run (a mirror URL that a dry run never contacts; a local
     # folder would have to exist).

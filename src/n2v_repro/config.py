@@ -26,6 +26,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 # Defines the built-in recipes (its recipe_book), read when a config does not load it itself.
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
+# The methods (train.method) and the training target each compares the prediction with.
+METHOD_TARGETS = {"n2v": "noisy", "n2v2": "noisy", "n2n": "noisy2", "n2c": "clean"}
+METHODS = tuple(METHOD_TARGETS)
+# The N2V2 variant of each U-Net that has one (models/spec.py defines both).
+N2V2_VARIANT = {"n2v_unet": "n2v2_unet", "n2v_unet32": "n2v2_unet32"}
 
 
 class ConfigError(UserError, ValueError):
@@ -117,8 +122,15 @@ def _default_recipe_book() -> dict[str, Any]:
 
 
 def recipe_mapping(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Return recipe `name` of a validated config: its train section, the book entry merged over."""
-    return merge_into(copy.deepcopy(dict(config["train"])), config["recipe_book"][name])
+    """Return recipe `name` of a validated config: its train section, the book entry merged over.
+
+    Method n2v2 trains the N2V2 variant of the arch (n2v_unet -> n2v2_unet, ...), so a recipe
+    switches method without naming another arch.
+    """
+    recipe = merge_into(copy.deepcopy(dict(config["train"])), config["recipe_book"][name])
+    if recipe.get("method") == "n2v2":
+        recipe["arch"] = N2V2_VARIANT.get(recipe["arch"], recipe["arch"])
+    return recipe
 
 
 def _check_recipes(config: Mapping[str, Any]) -> None:
@@ -237,6 +249,17 @@ def _recipe_problems(
         )
         return problems
     scheme = recipe["validation"]["scheme"]
+    method = recipe["method"]
+    if method == "n2v2" and recipe["arch"] not in N2V2_VARIANT.values():
+        problems.append(
+            f"config key '{_recipe_key(config, name, 'arch')}': method n2v2 (recipe {name!r}) "
+            f"needs a U-Net with an N2V2 variant; allowed: {', '.join(N2V2_VARIANT)}"
+        )
+    if method in ("n2n", "n2c") and scheme != "heldout_train":
+        problems.append(
+            f"config key '{_recipe_key(config, name, 'validation', 'scheme')}': method {method} "
+            f"(recipe {name!r}) validates on held-out training images; allowed: heldout_train"
+        )
     if scheme == "heldout_train":
         held_out = recipe["validation"]["heldout_images"]
         if held_out >= n_train:
@@ -345,6 +368,7 @@ class ValidationConfig:
 class TrainConfig:
     """One recipe's training settings (the train section, or a recipe_book entry merged over it)."""
 
+    method: str
     arch: str
     epochs: int
     steps_per_epoch: int
@@ -362,9 +386,19 @@ class TrainConfig:
     init: str
 
     @property
+    def target(self) -> str:
+        """What the loss compares the prediction with (noisy, noisy2 or clean).
+
+        noisy: the input's own pixels (n2v, n2v2); noisy2: a second noise realisation (n2n);
+        clean: the clean image (n2c).
+        """
+        return METHOD_TARGETS[self.method]
+
+    @property
     def data_tag(self) -> str:
         """Name of the training + validation data this recipe reads (its patch folder)."""
-        return f"{self.train_set}_{self.validation.tag}"
+        base = f"{self.train_set}_{self.validation.tag}"
+        return base if self.target == "noisy" else f"{base}_{self.target}"
 
 
 @dataclass(frozen=True)
@@ -419,6 +453,7 @@ class PipelineConfig:
     sigmas: tuple[int, ...]
     recipes: tuple[str, ...]
     recipe_book: dict[str, Any]
+    baselines: tuple[str, ...]
     data: DataConfig
     train: TrainConfig
     eval: EvalConfig
