@@ -42,6 +42,17 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [
         ["'train'", "'learning_rate' was unexpected"],
     ),
     ("unknown top-level key", {"sigma": 25}, ["'sigma' was unexpected"]),
+    ("unknown method", {"train": {"method": "n2s"}}, ["train.method", "n2s"]),
+    (
+        "n2v2 without an N2V2 U-Net",
+        {"recipe_book": {"port": {"method": "n2v2", "arch": "rednet10"}}},
+        ["recipe_book.port.arch", "n2v2", "n2v_unet32"],
+    ),
+    (
+        "n2c validated on BSD68",
+        {"recipe_book": {"port": {"method": "n2c"}}},
+        ["validation.scheme", "heldout_train"],
+    ),
     ("patch size not multiple of 32", {"data": {"patch_size": 48}}, ["data.patch_size"]),
     ("no test image left", {"data": {"n_valid": 8, "bsd68_images": 8}}, ["data.n_valid"]),
     (
