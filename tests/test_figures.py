@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_results import run_dir, write_parity, write_results_tree
+from fake_results import run_dir, write_bm3d, write_parity, write_results_tree
 from PIL import Image
 
-from n2v_repro.io.formats import read_history
+from n2v_repro import paths
+from n2v_repro.io.formats import read_history, read_per_image
 from n2v_repro.report import figures, figures_eval
 from n2v_repro.report.figures import FRAMEWORK_COLOURS, make_training_figures
 from n2v_repro.report.figures_eval import (
@@ -233,3 +234,54 @@ def test_parity_figure_marks_a_failing_arch_in_red(tmp_path: Path, monkeypatch) 
     assert labels["n2n_unet"] != figures_eval.FAILED_COLOUR
     banner = [t for t in ax.texts if t.get_text().startswith("FAILED")]
     assert [t.get_text() for t in banner] == ["FAILED: rednet10"]
+
+
+# --- one crop, every method ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frameworks", [("torch", "jittor"), ("jittor",)])
+def test_methods_figure_shows_each_method_in_order_per_framework(
+    tmp_path: Path, frameworks: tuple[str, ...]
+) -> None:
+    # Run order is not the figure's: N2V2, N2V, N2C; the figure goes BM3D, N2C, N2N, N2V, N2V2.
+    methods = {"void2": "n2v2", "void": "n2v", "sup": "n2c"}
+    root = _tree(tmp_path, frameworks, (25,), recipes=dict.fromkeys(methods, "heldout_train"))
+    write_bm3d(root, 25)
+    runs = [(r, f, 25, 1) for r in methods for f in frameworks]
+    bm3d = root / paths.BM3D_EVAL_DIR.format(sigma=25)
+    output = tmp_path / "methods.png"
+    layout = figures_eval.make_methods_figure(
+        sigma=25,
+        clean_pngs=sorted((root / "resources/gray/bsd68").glob("*.png")),
+        noisy_npz=root / "resources/noisy/sigma25/bsd68.npz",
+        split_csv=root / "resources/bsd68_split.csv",
+        runs=runs,
+        denoised_dirs=[run_dir(root, *run) / "eval/denoised" for run in runs],
+        per_image_csvs=[run_dir(root, *run) / "eval/per_image.csv" for run in runs],
+        recipe_methods=methods,
+        weights="last",
+        output=output,
+        bm3d_denoised=bm3d / "denoised",
+        bm3d_per_image=bm3d / "per_image.csv",
+    )
+    assert len(layout) == len(frameworks)
+    image_id = figures_eval.method_figure_image(root / "resources/bsd68_split.csv")
+    assert image_id == "im2"  # the split's first test image (im0, im1 are its valid images)
+    for row, framework in zip(layout, frameworks, strict=True):
+        names = [title.split(":")[0] for title in row]
+        assert names == ["noisy", "BM3D", f"N2C {framework}", f"N2V {framework}",
+                         f"N2V2 {framework}", "clean"]  # fmt: skip
+        # Each title's PSNR is that image's in the run's own per_image.csv.
+        scores = read_per_image(run_dir(root, "void", framework, 25, 1) / "eval/per_image.csv")
+        expected = next(r["psnr"] for r in scores if r["id"] == image_id and r["weights"] == "last")
+        assert row[3].endswith(f"{expected:.2f} dB")
+    picture = _assert_drawn(output)
+    # Six panels side by side: much wider than tall, a panel row per framework.
+    assert picture.shape[1] > 4 * picture.shape[0] / len(frameworks)
+
+
+def test_methods_figure_crop_is_centred_and_clamped() -> None:
+    rows, cols = figures_eval.crop_window((321, 481))
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (96, 224, 176, 304)
+    rows, cols = figures_eval.crop_window((40, 56))
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (0, 40, 0, 56)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +14,23 @@ from fake_results import (
     run_dir,
     train_benchmark,
     write_benchmark,
+    write_bm3d,
     write_results_tree,
 )
 from scipy import stats
 
+from n2v_repro import paths
 from n2v_repro.io.formats import read_history, read_per_image, write_history
 from n2v_repro.report.references import PAPER_PSNR, REFERENCE_CODE_PSNR
 from n2v_repro.report.tables import (
+    baseline_benchmark_rows,
     benchmark_rows,
+    make_methods_table,
     make_tables,
     make_time_breakdown,
     pair_runs,
     paired_test,
+    read_baseline_summaries,
     time_breakdown_rows,
 )
 
@@ -383,3 +389,149 @@ def test_time_breakdown_never_counts_a_negative_rest(tmp_path: Path) -> None:
     assert by_stage["total"]["seconds"] == pytest.approx(20.0 + 1.0 + 0.5)
     with pytest.raises(ValueError, match="no training benchmark"):
         time_breakdown_rows([], {run: history}, {}, [])
+
+
+# --- the methods table (BM3D and every recipe by its method) ----------------------------------
+
+# Recipe -> (validation scheme, method), in a run order that is not the table's: the table
+# places each recipe by its method; two N2V recipes get their names in the label.
+METHOD_RECIPES = {
+    "void": ("heldout_train", "n2v"),
+    "pairs": ("heldout_train", "n2n"),
+    "void2": ("heldout_train", "n2v2"),
+    "sup": ("heldout_train", "n2c"),
+    "void_b": ("bsd68_split", "n2v"),
+}
+METHOD_SIGMAS = (15, 25)
+
+
+@pytest.fixture(scope="module")
+def methods(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("methods")
+    recipes = {name: scheme for name, (scheme, _) in METHOD_RECIPES.items()}
+    runs = write_results_tree(
+        root, IDS, N_VALID, FRAMEWORKS, METHOD_SIGMAS, recipes=recipes, seeds=(1, 2)
+    )
+    bm3d = {sigma: write_bm3d(root, sigma) for sigma in METHOD_SIGMAS}
+    out = {"csv_path": root / "methods.csv", "html_path": root / "methods.html"}
+    rows = make_methods_table(
+        summaries=[run_dir(root, *run) / "eval" / "summary.json" for run in runs],
+        per_image={run: run_dir(root, *run) / "eval" / "per_image.csv" for run in runs},
+        recipe_methods={name: method for name, (_, method) in METHOD_RECIPES.items()},
+        baseline_summaries=[
+            root / paths.BM3D_EVAL_DIR.format(sigma=s) / "summary.json" for s in METHOD_SIGMAS
+        ],
+        **out,
+    )
+    return {"root": root, "runs": runs, "rows": rows, "bm3d": bm3d, **out}
+
+
+def _seed_mean(root: Path, recipe: str, framework: str, sigma: int, test_set: str, weights: str):
+    values = [
+        _summary(root, (recipe, framework, sigma, seed))["test_sets"][test_set][weights][
+            "psnr_mean"
+        ]
+        for seed in (1, 2)
+    ]
+    return float(np.mean(values))
+
+
+def test_methods_table_rows_in_method_order_per_sigma(methods) -> None:
+    rows = _rows(methods["csv_path"])
+    for sigma in METHOD_SIGMAS:
+        mine = [r for r in rows if r["sigma"] == str(sigma)]
+        assert [(r["label"], r["test_set"], r["weights"]) for r in mine] == [
+            ("BM3D", "bsd68", ""),
+            ("BM3D", "bsd68_test", ""),
+            ("N2C", "bsd68", "best"),
+            ("N2C", "bsd68", "last"),
+            ("N2N", "bsd68", "best"),
+            ("N2N", "bsd68", "last"),
+            ("N2V (void)", "bsd68", "best"),
+            ("N2V (void)", "bsd68", "last"),
+            # Validated on the BSD68 split: its own test half, both weights allowed there.
+            ("N2V (void_b)", "bsd68_test", "best"),
+            ("N2V (void_b)", "bsd68_test", "last"),
+            ("N2V2", "bsd68", "best"),
+            ("N2V2", "bsd68", "last"),
+        ]
+    assert [r["sigma"] for r in rows] == sorted(r["sigma"] for r in rows)
+
+
+def test_methods_table_paper_numbers_only_at_sigma_25_on_all_of_bsd68(methods) -> None:
+    rows = _rows(methods["csv_path"])
+    papers = {(r["sigma"], r["label"], r["test_set"]): r["paper_psnr"] for r in rows}
+    assert papers[("25", "BM3D", "bsd68")] == "28.59"
+    assert papers[("25", "N2C", "bsd68")] == "29.06"
+    assert papers[("25", "N2N", "bsd68")] == "28.86"
+    assert papers[("25", "N2V (void)", "bsd68")] == "27.71"
+    # No N2V2 in the paper; the paper scored all 68 images, not the split's test half.
+    for key in [("25", "N2V2", "bsd68"), ("25", "N2V (void_b)", "bsd68_test"),
+                ("25", "BM3D", "bsd68_test")]:  # fmt: skip
+        assert papers[key] == ""
+    assert all(value == "" for (sigma, _, _), value in papers.items() if sigma == "15")
+
+
+def test_methods_table_numbers_are_the_runs_and_bm3ds(methods) -> None:
+    root, rows = methods["root"], methods["rows"]
+    cell = {(r["sigma"], r["label"], r["test_set"], r["weights"]): r for r in rows}
+    sup = cell[(25, "N2C", "bsd68", "best")]
+    torch_mean = _seed_mean(root, "sup", "torch", 25, "bsd68", "best")
+    jittor_mean = _seed_mean(root, "sup", "jittor", 25, "bsd68", "best")
+    assert sup["torch_psnr"] == pytest.approx(torch_mean)
+    assert sup["jittor_psnr"] == pytest.approx(jittor_mean)
+    assert sup["jittor_minus_torch_psnr"] == pytest.approx(jittor_mean - torch_mean)
+    # The paired test over 6 images x 2 seeds, as the PSNR/SSIM table does it.
+    assert sup["pairs"] == len(IDS) * 2 and 0 < sup["p_value"] <= 1
+    void_b = cell[(15, "N2V (void_b)", "bsd68_test", "last")]
+    assert void_b["n"] == len(IDS) - N_VALID
+    assert void_b["torch_psnr"] == pytest.approx(
+        _seed_mean(root, "void_b", "torch", 15, "bsd68_test", "last")
+    )
+    for test_set in ("bsd68", "bsd68_test"):
+        bm3d = cell[(25, "BM3D", test_set, None)]
+        expected = methods["bm3d"][25]["test_sets"][test_set]["bm3d"]
+        assert bm3d["no_framework_psnr"] == pytest.approx(expected["psnr_mean"])
+        assert bm3d["n"] == expected["n"] and bm3d["torch_psnr"] is None
+    assert all(r["no_framework_psnr"] is None for r in rows if r["method"] != "bm3d")
+
+
+def test_methods_html_has_a_block_per_sigma_and_cites_the_paper(methods) -> None:
+    page = methods["html_path"].read_text()
+    assert page.count("<table") == len(METHOD_SIGMAS)
+    assert "<caption>σ = 15</caption>" in page and "<caption>σ = 25</caption>" in page
+    assert page.index("σ = 15") < page.index("σ = 25")
+    assert "Krull et al. 2019, Table 1" in page
+    for header in ("PyTorch", "Jittor", "jittor − torch", "no framework", "paper"):
+        assert f"<th>{header}</th>" in page
+    # mean ± sd over the two seeds in the framework cells
+    assert re.search(r"<td class=\"num\">\d+\.\d\d ± \d\.\d\d</td>", page)
+
+
+def test_methods_table_without_bm3d_has_only_the_recipes(methods, tmp_path: Path) -> None:
+    root, runs = methods["root"], methods["runs"]
+    rows = make_methods_table(
+        summaries=[run_dir(root, *run) / "eval" / "summary.json" for run in runs],
+        per_image={run: run_dir(root, *run) / "eval" / "per_image.csv" for run in runs},
+        recipe_methods={"void": "n2v"},
+        csv_path=tmp_path / "m.csv",
+        html_path=tmp_path / "m.html",
+    )
+    assert {r["label"] for r in rows} == {"N2V"}
+    assert {r["recipe"] for r in rows} == {"void"}
+
+
+def test_benchmark_table_gets_bm3d_time_per_image(methods) -> None:
+    root = methods["root"]
+    baselines = read_baseline_summaries(
+        [root / paths.BM3D_EVAL_DIR.format(sigma=s) / "summary.json" for s in METHOD_SIGMAS]
+    )
+    benchmarks = {s: root / paths.BM3D_BENCHMARK.format(sigma=s) for s in METHOD_SIGMAS}
+    rows = baseline_benchmark_rows(baselines, benchmarks)
+    assert [(r["recipe"], r["framework"], r["sigma"]) for r in rows] == [
+        ("bm3d", "none", 15),
+        ("bm3d", "none", 25),
+    ]
+    inference = methods["bm3d"][25]["inference"]
+    assert rows[1]["infer_s_per_image"] == pytest.approx(inference["seconds"] / len(IDS))
+    assert rows[1]["job_wall_s"] == pytest.approx(42.0)

@@ -25,6 +25,12 @@ NOISE_BENCHMARK = "benchmarks/add_noise/sigma{sigma}/{dataset}.tsv"
 PATCH_BENCHMARK = "benchmarks/patchify/{data_tag}/sigma{sigma}.tsv"
 TRAIN_BENCHMARK = f"benchmarks/train/{RUN}.tsv"
 EVAL_BENCHMARK = f"benchmarks/evaluate/{RUN}.tsv"
+# The BM3D baseline: no framework, no seed, one evaluation per sigma (evaluation/bm3d_baseline.py).
+BM3D_EVAL_DIR = "results/bm3d/sigma{sigma}/eval"
+BM3D_BENCHMARK = "benchmarks/bm3d/sigma{sigma}.tsv"
+# Every method of the run side by side (report/tables.make_methods_table).
+METHODS_TABLE = "results/tables/methods"
+METHODS_FIGURE = "results/figures/methods_sigma{sigma}.png"
 RECIPE_TABLES = "results/tables/{recipe}"
 RECIPE_FIGURES = "results/figures/{recipe}"
 PARITY_DIR = "results/parity"

@@ -13,6 +13,10 @@ rule summary_tables:
         train_benchmarks=run_files(TRAIN_BENCHMARK, ""),
         eval_benchmarks=run_files(EVAL_BENCHMARK, ""),
         data_benchmarks=data_benchmarks,
+        # BM3D's summaries and job benchmarks (SIGMAS order; none when `baselines` is []):
+        # its time per image in the benchmark table.
+        baselines=baseline_files("summary.json"),
+        baseline_benchmarks=baseline_benchmarks(),
     output:
         psnr_ssim_csv=report(
             "results/tables/psnr_ssim.csv",
@@ -229,3 +233,73 @@ rule plot_parity:
     threads: 1
     script:
         "../scripts/plot_parity.py"
+
+
+# Every method side by side: BM3D (config key `baselines`) and each recipe by its
+# train.method, a block per sigma, on the landing page (workflow.rst), and one image crop of
+# each method per sigma.
+rule methods_table:
+    input:
+        summaries=run_files(EVAL_DIR, "summary.json"),
+        per_image=run_files(EVAL_DIR, "per_image.csv"),
+        baselines=baseline_files("summary.json"),
+    output:
+        csv=report(
+            f"{METHODS_TABLE}.csv",
+            caption="../report/methods.rst",
+            category=report_category("summary"),
+            labels={
+                "table": "PSNR by method (BM3D, N2C, N2N, N2V, N2V2)",
+                "format": "csv",
+            },
+        ),
+        html=report(
+            f"{METHODS_TABLE}.html",
+            caption="../report/methods.rst",
+            category=report_category("summary"),
+            labels={
+                "table": "PSNR by method (BM3D, N2C, N2N, N2V, N2V2)",
+                "format": "html",
+            },
+        ),
+    log:
+        "logs/methods_table/methods_table.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        # As in summary_tables: the run of each per_image.csv, in the input list's order.
+        runs=RUNS,
+        methods=RECIPE_METHODS,
+    script:
+        "../scripts/methods_table.py"
+
+
+rule plot_methods:
+    input:
+        clean=GRAY_PNGS["bsd68"],
+        noisy=NOISY_NPZ.replace("{dataset}", "bsd68"),
+        split=BSD68_SPLIT,
+        denoised=sigma_first_seed_files(EVAL_DIR, "denoised"),
+        per_image=sigma_first_seed_files(EVAL_DIR, "per_image.csv"),
+        bm3d_denoised=sigma_baseline_files("denoised"),
+        bm3d_per_image=sigma_baseline_files("per_image.csv"),
+    output:
+        report(
+            METHODS_FIGURE,
+            caption="../report/methods_figure.rst",
+            category=report_category("summary"),
+            labels={"figure": "one crop, every method, sigma {sigma}"},
+        ),
+    log:
+        "logs/plot_methods/sigma{sigma}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        runs=sigma_first_seed_runs,
+        methods=RECIPE_METHODS,
+        # The denoised PNGs are of the first evaluated weights (evaluation/predict.py).
+        weights=CONFIG.eval.weights[0],
+    script:
+        "../scripts/plot_methods.py"

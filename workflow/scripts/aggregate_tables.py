@@ -24,6 +24,9 @@ with script_log(snakemake.log[0]):
         benchmark_csv=output.benchmark_csv,
         benchmark_html=output.get("benchmark_html"),
         summary_html=output.get("summary_html"),
+        # Only the summary rule has BM3D's rows (its time per image beside the networks').
+        baseline_summaries=snakemake.input.get("baselines", []),
+        baseline_benchmarks=snakemake.input.get("baseline_benchmarks", []),
     )
     # Only the summary rule asks where the whole pipeline's time went.
     if output.get("time_breakdown_csv"):

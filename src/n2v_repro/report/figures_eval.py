@@ -28,7 +28,13 @@ from n2v_repro.report.references import (
     paper_psnr,
     reference_code_psnr,
 )
-from n2v_repro.report.tables import REPORTED_TEST_SET, psnr_ssim_rows, read_summaries
+from n2v_repro.report.tables import (
+    METHOD_LABELS,
+    METHOD_ORDER,
+    REPORTED_TEST_SET,
+    psnr_ssim_rows,
+    read_summaries,
+)
 
 # Horizontal offset of each framework's marker at a sigma, so error bars do not overlap.
 FRAMEWORK_OFFSET = {"torch": -0.6, "jittor": 0.6}
@@ -198,6 +204,120 @@ def make_qualitative_figure(
 
 def _titled(name: str, value: float | None) -> str:
     return name if value is None else f"{name}: {value:.2f} dB"
+
+
+# --- every method on one crop --------------------------------------------------------------
+
+# The crop's side in pixels (the whole image when it is smaller): large enough to show texture
+# and edges, small enough that seven panels side by side stay legible.
+METHOD_CROP = 128
+
+
+def crop_window(shape: tuple[int, int], size: int = METHOD_CROP) -> tuple[slice, slice]:
+    """Return a size x size window at the image's centre (clamped to the image)."""
+    height, width = shape
+    h, w = min(size, height), min(size, width)
+    top, left = (height - h) // 2, (width - w) // 2
+    return slice(top, top + h), slice(left, left + w)
+
+
+def method_figure_image(split_csv: str | Path) -> str:
+    """Pick the methods figure's image: the split's first test image, else its first.
+
+    Every recipe scores the test images, whichever its validation scheme.
+    """
+    split = read_split(split_csv)
+    tests = [i for i, subset in split.items() if subset == "test"]
+    return (tests or list(split))[0]
+
+
+def make_methods_figure(
+    *,
+    sigma: int,
+    clean_pngs: Sequence[str | Path],
+    noisy_npz: str | Path,
+    split_csv: str | Path,
+    runs: Sequence[Sequence[Any]],
+    denoised_dirs: Sequence[str | Path],
+    per_image_csvs: Sequence[str | Path],
+    recipe_methods: Mapping[str, str],
+    weights: str,
+    output: str | Path,
+    bm3d_denoised: str | Path | None = None,
+    bm3d_per_image: str | Path | None = None,
+    image_id: str | None = None,
+) -> list[list[str]]:
+    """One image crop, a row per framework: noisy, BM3D, each recipe by method, clean.
+
+    `runs` are the (recipe, framework, sigma, seed) of `denoised_dirs` and `per_image_csvs`
+    (one seed); `weights` are those of the denoised PNGs (eval.weights' first). Titles give
+    each method's PSNR on the whole image (unclipped prediction, per_image.csv); pictures are
+    the 8-bit PNGs. Returns each row's panel titles, the figure's layout.
+    """
+    image_id = image_id or method_figure_image(split_csv)
+    clean_by_id = {Path(p).stem: Path(p) for p in clean_pngs}
+    clean = read_gray_png(clean_by_id[image_id])
+    window = crop_window(clean.shape)
+    noisy = load_noisy_set(noisy_npz)[image_id]
+    by_run = {
+        (str(run[0]), str(run[1])): (Path(d), Path(c))
+        for run, d, c in zip(runs, denoised_dirs, per_image_csvs, strict=True)
+    }
+    frameworks = frameworks_of((r, f, sigma, 0) for r, f in by_run)
+    recipes = sorted(
+        {r for r, _ in by_run if r in recipe_methods},
+        key=lambda r: (
+            METHOD_ORDER.index(recipe_methods[r]) if recipe_methods[r] in METHOD_ORDER else 99,
+            list(recipe_methods).index(r),
+        ),
+    )
+    shared = {m: sum(recipe_methods[r] == m for r in recipes) for m in recipe_methods.values()}
+
+    def label(recipe: str) -> str:
+        method = recipe_methods[recipe]
+        name = METHOD_LABELS.get(method, method)
+        return f"{name} ({recipe})" if shared[method] > 1 else name
+
+    bm3d_panel = None
+    if bm3d_denoised is not None:
+        bm3d_psnr = read_last_psnr(bm3d_per_image) if bm3d_per_image is not None else {}
+        bm3d_panel = (
+            read_gray_png(Path(bm3d_denoised) / f"{image_id}.png"),
+            _titled("BM3D", bm3d_psnr.get(("bm3d", image_id))),
+        )
+    n_cols = 2 + len(recipes) + (bm3d_panel is not None)
+    fig, axes = panel_grid(max(1, len(frameworks)), n_cols)
+    layout = []
+    for row, framework in enumerate(frameworks or [None]):
+        scores = (
+            read_last_psnr(by_run[(recipes[0], framework)][1])
+            if recipes and (recipes[0], framework) in by_run
+            else {}
+        )
+        panels = [(to_uint8(noisy), _titled("noisy", scores.get(("noisy", image_id))))]
+        if bm3d_panel is not None:
+            panels.append(bm3d_panel)
+        for recipe in recipes:
+            files = by_run.get((recipe, framework))
+            if files is None:
+                panels.append((None, f"{label(recipe)}: no {framework} run"))
+                continue
+            psnr_value = read_last_psnr(files[1]).get((weights, image_id))
+            picture = read_gray_png(files[0] / f"{image_id}.png")
+            panels.append((picture, _titled(f"{label(recipe)} {framework}", psnr_value)))
+        panels.append((clean, "clean"))
+        layout.append([title for _, title in panels])
+        for ax, (picture, title) in zip(axes[row], panels, strict=True):
+            if picture is not None:
+                ax.imshow(picture[window], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_title(title, fontsize="medium")
+            ax.set_axis_off()
+    fig.suptitle(
+        f"BSD68 {image_id}, σ = {sigma}, centre crop: each method ({weights} weights, first "
+        "seed); PSNR of the whole image"
+    )
+    save_figure(fig, output, dpi=100)
+    return layout
 
 
 # --- parity ---------------------------------------------------------------------------------

@@ -98,6 +98,31 @@ def render_table(
     )
 
 
+def render_table_blocks(
+    title: str,
+    columns: Sequence[Column],
+    blocks: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+    notes: Sequence[str] = (),
+) -> str:
+    """Render one HTML document holding a table per (caption, rows) block, notes after all.
+
+    The methods table has one block per noise level: each reads as its own table.
+    """
+    tables = []
+    for caption, rows in blocks:
+        page = render_table(caption, columns, rows)
+        # The one table of each single-table page, without that page's head.
+        start, end = page.index('<table class="n2v-table">'), page.index("</table>")
+        tables.append(page[start : end + len("</table>")])
+    note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+    return _document(
+        title,
+        f'<div class="n2v-table-wrap"><p class="n2v-title"><b>{html.escape(title)}</b></p>\n'
+        + "\n".join(tables)
+        + f"\n{note_html}</div>",
+    )
+
+
 def _document(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"

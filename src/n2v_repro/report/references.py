@@ -97,3 +97,25 @@ def deviations(settings: Mapping[str, Any]) -> list[str]:
         for key, value in REFERENCE_RECIPE.items()
         if key in flat and flat[key] != value
     ]
+
+
+# --- every method of the paper's Table 1 ----------------------------------------------------
+
+# Krull et al. 2019, Table 1, BSD68 (all 68 images), Gaussian noise sigma 25, by method (the
+# train.method names; "n2c" is the paper's "traditional" supervised training, "bm3d" its
+# training-free baseline). Taken second-hand (issue 22), not yet checked against the paper's
+# own text; N2V agrees with PAPER_PSNR. The paper has no N2V2 (Höck et al. 2022), so none here.
+METHOD_PAPER_PSNR: dict[tuple[str, int], float] = {
+    ("bm3d", 25): 28.59,
+    ("n2c", 25): 29.06,
+    ("n2n", 25): 28.86,
+    ("n2v", 25): 27.71,
+}
+METHOD_PAPER_CITATION = "Krull et al. 2019, Table 1"
+
+
+def method_paper_psnr(method: str, test_set: str, sigma: int) -> float | None:
+    """Return the paper's PSNR of `method` at `sigma` on its protocol (all of BSD68), or None."""
+    if test_set != "bsd68":
+        return None
+    return METHOD_PAPER_PSNR.get((method, int(sigma)))

@@ -26,6 +26,7 @@ from scipy import stats as scipy_stats
 
 from n2v_repro.backends.base import speed_setting
 from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.evaluation.bm3d_baseline import BM3D, BM3D_WEIGHTS
 from n2v_repro.evaluation.predict import TEST_SETS
 from n2v_repro.io.atomic import atomic_open
 from n2v_repro.io.formats import (
@@ -35,12 +36,15 @@ from n2v_repro.io.formats import (
     read_monitor,
     read_per_image,
 )
-from n2v_repro.report.html_pages import Column, fixed, render_table
+from n2v_repro.report.html_pages import Column, fixed, render_table, render_table_blocks
 from n2v_repro.report.references import (
+    METHOD_PAPER_CITATION,
+    METHOD_PAPER_PSNR,
     PAPER_CITATION,
     PAPER_RECIPE,
     REFERENCE_CODE_CITATION,
     deviations,
+    method_paper_psnr,
     paper_psnr,
     reference_code_psnr,
 )
@@ -132,6 +136,7 @@ BENCHMARK_COLUMNS = [
     Column("gpu_util_mean_percent", "mean GPU (%)", fixed(0), True),
     Column("infer_images_per_s", "inference (images/s)", fixed(2), True),
     Column("infer_megapixels_per_s", "inference (MP/s)", fixed(3), True),
+    Column("infer_s_per_image", "inference (s/image)", fixed(3), True),
 ]
 
 BENCHMARK_NOTE = (
@@ -150,7 +155,10 @@ BENCHMARK_NOTE = (
     "busy); GPU columns are empty on CPU. Inference: whole BSD68 images, batch 1, after a "
     "warm-up. Precision is the arithmetic in effect (train.precision on a CUDA GPU; the CPU "
     "always computes float32). Speed levers: stock = each framework's own ops and defaults, "
-    "with no tuning switch and no project-written kernel; PyTorch and Jittor are compared so."
+    "with no tuning switch and no project-written kernel; PyTorch and Jittor are compared so. "
+    "Inference (s/image) = 1 / images per s. A bm3d row (framework none, no training) is the "
+    "BM3D baseline at one σ: its time per image over every BSD68 image in use, one CPU core, "
+    "float64, and its job's wall time."
 )
 
 
@@ -415,6 +423,8 @@ def benchmark_rows(
         row["speed_levers"] = speed_setting(inference.get("speed_levers") or [])
         row["infer_images_per_s"] = inference.get("images_per_s")
         row["infer_megapixels_per_s"] = inference.get("megapixels_per_s")
+        rate = inference.get("images_per_s")
+        row["infer_s_per_image"] = 1.0 / rate if rate else None
         rows.append(row)
     return rows
 
@@ -641,12 +651,16 @@ def make_tables(
     benchmark_html: str | Path | None = None,
     summary_html: str | Path | None = None,
     title: str = "Denoising accuracy on BSD68 (PSNR/SSIM)",
+    baseline_summaries: Sequence[str | Path] = (),
+    baseline_benchmarks: Sequence[str | Path] = (),
 ) -> list[dict[str, Any]]:
     """Write the PSNR/SSIM and benchmark tables (.csv, .html) and optionally the summary page.
 
     `per_image`, `histories`, `monitors` and `train_benchmarks` map each run to its file;
     `recipe_settings` gives per recipe at least "settings" (its train mapping with the run's
-    `data` under "data"), in report order. Returns the PSNR/SSIM rows.
+    `data` under "data"), in report order. `baseline_summaries` (BM3D's summary.json per
+    sigma) and `baseline_benchmarks` (its jobs' benchmarks, in the same order) add BM3D's rows
+    to the benchmark table. Returns the PSNR/SSIM rows.
     """
     loaded = read_summaries(summaries)
     accuracy = psnr_ssim_rows(loaded, read_per_images(per_image), list(recipe_settings))
@@ -660,6 +674,12 @@ def make_tables(
     ]
     write_html(psnr_ssim_html, render_table(title, PSNR_SSIM_COLUMNS, accuracy, notes))
     cost = benchmark_rows(histories, monitors, train_benchmarks, loaded)
+    if baseline_summaries:
+        # BM3D's time per image beside the networks' (one row per sigma); its benchmark
+        # files come in the summaries' order.
+        baselines = read_baseline_summaries(baseline_summaries)
+        benchmarks = dict(zip(baselines, baseline_benchmarks, strict=False))
+        cost += baseline_benchmark_rows(baselines, benchmarks)
     write_csv(benchmark_csv, BENCHMARK_COLUMNS, cost)
     if benchmark_html is not None:
         write_html(
@@ -679,3 +699,266 @@ def make_tables(
             ),
         )
     return accuracy
+
+
+# --- every method side by side (issue 22) ---------------------------------------------------
+
+# The paper's Table 1 order: the training-free baseline, then the learned methods from the
+# most to the least information in training (clean targets, noisy pairs, single noisy images).
+METHOD_ORDER = ("bm3d", "n2c", "n2n", "n2v", "n2v2")
+METHOD_LABELS = {"bm3d": "BM3D", "n2c": "N2C", "n2n": "N2N", "n2v": "N2V", "n2v2": "N2V2"}
+# The paper's choice (lowest validation loss on held-out training images) first.
+METHOD_WEIGHTS_ORDER = ("best", "last")
+
+METHODS_CSV_COLUMNS = [
+    Column("sigma", "σ"),
+    Column("method", "method"),
+    Column("label", "label"),
+    Column("recipe", "recipe"),
+    Column("test_set", "test set"),
+    Column("n", "images", numeric=True),
+    Column("weights", "weights"),
+    Column("seeds", "seeds", numeric=True),
+    Column("torch_psnr", "PyTorch PSNR (dB)", fixed(2), True),
+    Column("torch_sd_seeds", "PyTorch sd over seeds (dB)", fixed(3), True),
+    Column("jittor_psnr", "Jittor PSNR (dB)", fixed(2), True),
+    Column("jittor_sd_seeds", "Jittor sd over seeds (dB)", fixed(3), True),
+    Column("jittor_minus_torch_psnr", "jittor − torch PSNR (dB)", fixed(3, signed=True), True),
+    Column("pairs", "test pairs", numeric=True),
+    Column("p_value", "p (Wilcoxon)", fixed(3), True),
+    Column("significant", "significant at 0.05"),
+    Column("no_framework_psnr", "no framework PSNR (dB)", fixed(2), True),
+    Column("paper_psnr", "paper PSNR (dB)", fixed(2), True),
+]
+
+
+def _with_sd(value: float | None, sd: float | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value:.2f}" + ("" if sd is None else f" ± {sd:.2f}")
+
+
+METHODS_HTML_COLUMNS = [
+    Column("label", "method"),
+    Column("recipe", "recipe"),
+    Column("test", "test images"),
+    Column("weights", "weights"),
+    Column("torch_cell", "PyTorch", numeric=True),
+    Column("jittor_cell", "Jittor", numeric=True),
+    Column("jittor_minus_torch_psnr", "jittor − torch", fixed(3, signed=True), True),
+    Column("p_value", "p (Wilcoxon)", fixed(3), True),
+    Column("no_framework_psnr", "no framework", fixed(2), True),
+    Column("paper_psnr", "paper", fixed(2), True),
+]
+
+METHODS_NOTE = (
+    "PSNR (dB, data range 255, unclipped prediction) by method, one table per noise level σ. "
+    "Each recipe sits on its train.method's row (N2C: supervised, clean targets; N2N: a second "
+    "noise realisation as target; N2V: Noise2Void; N2V2: its successor); a method that two "
+    "recipes share is labelled by recipe. PyTorch and Jittor: mean ± sd over seeds of the mean "
+    "over images, on each recipe's own test images (all of BSD68 after validation on held-out "
+    "training images; the split's test half after validation on the BSD68 valid half), never "
+    "on images that chose its weights. best = the weights of the lowest validation loss (the "
+    "paper's choice), last = the final epoch's. jittor − torch and p: the difference of the "
+    "means and the Wilcoxon signed-rank test of the per-image differences paired by image and "
+    "seed, as in the PSNR/SSIM table. BM3D has no framework and no seed: its one number (the "
+    "bm3d package, both stages, the known σ) is in 'no framework', on the same test images as "
+    "the rows beside it (a row per test set in use)."
+)
+
+
+def _method_paper_note() -> str:
+    return (
+        f"paper: {METHOD_PAPER_CITATION} (Krull, Buchholz & Jug, Noise2Void, CVPR 2019; BSD68, "
+        "all 68 images, σ 25; N2C is its 'traditional' supervised training): "
+        + ", ".join(
+            f"{METHOD_LABELS[m]} {v:.2f}"
+            for m in METHOD_ORDER
+            for (method, _sigma), v in METHOD_PAPER_PSNR.items()
+            if method == m
+        )
+        + ". Only σ 25 and all of BSD68 have a paper number; the paper has no N2V2 (—)."
+    )
+
+
+def _test_label(test_set: str, n: int | None) -> str:
+    where = "all" if test_set == "bsd68" else "test half"
+    return where if n is None else f"{where} ({n})"
+
+
+def methods_rows(
+    accuracy: Sequence[Mapping[str, Any]],
+    recipe_methods: Mapping[str, str],
+    baselines: Mapping[int, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of the methods table: per sigma, BM3D then each recipe by its method.
+
+    `accuracy` are `psnr_ssim_rows`; `recipe_methods` maps each recipe of the run to its
+    method, in the run's order; `baselines` maps a sigma to BM3D's summary.json there.
+    A recipe's rows are on its reported test set (`REPORTED_TEST_SET`), one per weights; the
+    BM3D rows of a sigma are on every test set that its recipes' rows use, so each learned
+    number has a BM3D number on the same images.
+    """
+    baselines = baselines or {}
+    by_method: dict[str, list[str]] = {}
+    for recipe, method in recipe_methods.items():
+        by_method.setdefault(method, []).append(recipe)
+    recipes = sorted(
+        recipe_methods,
+        key=lambda r: (_order(recipe_methods[r], METHOD_ORDER), list(recipe_methods).index(r)),
+    )
+    cells = {
+        (r["recipe"], r["sigma"], r["test_set"], r["weights"], r["framework"]): r
+        for r in accuracy
+        if r["recipe"] in recipe_methods
+    }
+    sigmas = sorted({key[1] for key in cells} | {int(s) for s in baselines})
+    rows: list[dict[str, Any]] = []
+    for sigma in sigmas:
+        learned: list[dict[str, Any]] = []
+        for recipe in recipes:
+            method = recipe_methods[recipe]
+            label = METHOD_LABELS.get(method, method)
+            if len(by_method[method]) > 1:
+                label = f"{label} ({recipe})"
+            mine = [key for key in cells if key[0] == recipe and key[1] == sigma]
+            if not mine:
+                continue
+            validation = cells[mine[0]]["validation"]
+            test_set = REPORTED_TEST_SET.get(validation, "bsd68")
+            present = {key[3] for key in mine if key[2] == test_set}
+            weights_list = [w for w in METHOD_WEIGHTS_ORDER if w in present]
+            weights_list += sorted(present - set(weights_list))
+            for weights in weights_list:
+                torch_row = cells.get((recipe, sigma, test_set, weights, "torch"))
+                jittor_row = cells.get((recipe, sigma, test_set, weights, "jittor"))
+                first = torch_row or jittor_row
+                assert first is not None  # `present` came from these cells
+                learned.append(
+                    {
+                        "sigma": sigma,
+                        "method": method,
+                        "label": label,
+                        "recipe": recipe,
+                        "test_set": test_set,
+                        "n": first["n"],
+                        "test": _test_label(test_set, first["n"]),
+                        "weights": weights,
+                        "seeds": first["seeds"],
+                        "torch_psnr": torch_row and torch_row["psnr_mean"],
+                        "torch_sd_seeds": torch_row and torch_row["psnr_sd_seeds"],
+                        "jittor_psnr": jittor_row and jittor_row["psnr_mean"],
+                        "jittor_sd_seeds": jittor_row and jittor_row["psnr_sd_seeds"],
+                        "jittor_minus_torch_psnr": jittor_row
+                        and jittor_row["jittor_minus_torch_psnr"],
+                        "pairs": jittor_row and jittor_row["pairs"],
+                        "p_value": jittor_row and jittor_row["p_value"],
+                        "significant": jittor_row and jittor_row["significant"],
+                        "no_framework_psnr": None,
+                        "paper_psnr": method_paper_psnr(method, test_set, sigma),
+                    }
+                )
+        rows += _bm3d_rows(sigma, baselines.get(sigma), learned)
+        rows += learned
+    for row in rows:
+        row["torch_cell"] = _with_sd(row.get("torch_psnr"), row.get("torch_sd_seeds"))
+        row["jittor_cell"] = _with_sd(row.get("jittor_psnr"), row.get("jittor_sd_seeds"))
+    return rows
+
+
+def _bm3d_rows(
+    sigma: int, summary: Mapping[str, Any] | None, learned: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """BM3D's row on each test set the learned rows use (all of BSD68 when there are none)."""
+    if summary is None:
+        return []
+    used = list(dict.fromkeys(r["test_set"] for r in learned)) or ["bsd68"]
+    used.sort(key=lambda t: _order(t, TEST_SET_ORDER))
+    rows = []
+    for test_set in used:
+        stats = summary["test_sets"].get(test_set, {}).get(BM3D_WEIGHTS)
+        if stats is None:
+            continue
+        rows.append(
+            {
+                # Every column of the learned rows, empty: BM3D has no framework or seed.
+                **dict.fromkeys(c.key for c in METHODS_CSV_COLUMNS),
+                "sigma": sigma,
+                "method": "bm3d",
+                "label": METHOD_LABELS["bm3d"],
+                "recipe": None,
+                "test_set": test_set,
+                "n": stats["n"],
+                "test": _test_label(test_set, stats["n"]),
+                "weights": None,
+                "seeds": None,
+                "no_framework_psnr": stats["psnr_mean"],
+                "paper_psnr": method_paper_psnr("bm3d", test_set, sigma),
+            }
+        )
+    return rows
+
+
+def read_baseline_summaries(paths: Iterable[str | Path]) -> dict[int, dict[str, Any]]:
+    """BM3D's summary.json files keyed by the sigma each names; one per sigma."""
+    summaries: dict[int, dict[str, Any]] = {}
+    for path in paths:
+        summary = read_eval_summary(path)
+        sigma = int(summary["sigma"])
+        if sigma in summaries:
+            raise ValueError(f"{path}: a second BM3D summary at sigma {sigma}")
+        summaries[sigma] = summary
+    return summaries
+
+
+def make_methods_table(
+    *,
+    summaries: Sequence[str | Path],
+    per_image: Mapping[Run, str | Path],
+    recipe_methods: Mapping[str, str],
+    baseline_summaries: Sequence[str | Path] = (),
+    csv_path: str | Path,
+    html_path: str | Path,
+) -> list[dict[str, Any]]:
+    """Write the methods table (.csv, .html: a block per sigma); returns its rows."""
+    accuracy = psnr_ssim_rows(read_summaries(summaries), read_per_images(per_image))
+    rows = methods_rows(accuracy, recipe_methods, read_baseline_summaries(baseline_summaries))
+    write_csv(csv_path, METHODS_CSV_COLUMNS, rows)
+    blocks = [
+        (f"σ = {sigma}", [r for r in rows if r["sigma"] == sigma])
+        for sigma in dict.fromkeys(r["sigma"] for r in rows)
+    ]
+    write_html(
+        html_path,
+        render_table_blocks(
+            "Denoising methods on BSD68 (PSNR, dB)",
+            METHODS_HTML_COLUMNS,
+            blocks,
+            [METHODS_NOTE, _method_paper_note()],
+        ),
+    )
+    return rows
+
+
+def baseline_benchmark_rows(
+    baselines: Mapping[int, Mapping[str, Any]], benchmarks: Mapping[int, str | Path]
+) -> list[dict[str, Any]]:
+    """Build the benchmark table's BM3D row per sigma: time per image, job wall time."""
+    rows = []
+    for sigma, summary in sorted(baselines.items()):
+        inference = summary.get("inference", {})
+        rows.append(
+            {
+                "recipe": BM3D,
+                "framework": "none",
+                "sigma": sigma,
+                "device": inference.get("device"),
+                "precision": inference.get("precision"),
+                "speed_levers": speed_setting(inference.get("speed_levers") or []),
+                "infer_images_per_s": inference.get("images_per_s"),
+                "infer_megapixels_per_s": inference.get("megapixels_per_s"),
+                "infer_s_per_image": inference.get("seconds_per_image"),
+                "job_wall_s": _job_seconds(benchmarks[sigma]) if sigma in benchmarks else None,
+            }
+        )
+    return rows
