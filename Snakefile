@@ -13,6 +13,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/parity.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/bm3d.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -20,3 +21,5 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+        # The methods table and figure (BM3D and every recipe by its method).
+        methods_outputs(),

@@ -1,19 +1,26 @@
-"""Write docs/measured/<recipe>.md from a finished pipeline run, and keep its source files.
+"""Write docs/measured/<name>.md from a finished pipeline run, and keep its source files.
 
     python tools/measured_doc.py /path/to/checkout --recipe cpu --sigma 25 --seed 123 \
         --run-time run_time.json
+    python tools/measured_doc.py /path/to/checkout --recipe n2c n2n n2v n2v2 \
+        --name paper-table-cpu --config config/paper-table-cpu.yaml --run-time run_time.json
 
 `--run-time` names a JSON file {"command": ..., "start_s": ..., "end_s": ...} written around
 the whole run (`date +%s` before and after `bash run.sh`): the page gives its minutes.
+Several recipes (the methods of config/paper-table-cpu.yaml) make one page with a row per
+recipe x framework, the run's methods table (BM3D beside them) and the sanity checks of the
+issue that asked for it: N2C >= N2N >= N2V - SANITY_MARGIN_DB, every method above the noisy
+input.
 
 Every number in the page is read from the run's own files (history.csv, train_summary.json,
-eval summary.json, the Snakemake benchmark TSVs), which are copied beside it into
-docs/measured/<recipe>-run/ so that the page can be regenerated and checked.
+eval summary.json, the Snakemake benchmark TSVs, the methods table), which are copied beside
+it into docs/measured/<name>-run/ so that the page can be regenerated and checked.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import sys
@@ -29,6 +36,8 @@ from n2v_repro.training.progress import format_duration  # noqa: E402
 
 # Rows of the curve table: about this many, evenly over the epochs, the last one always in.
 CURVE_ROWS = 10
+# How far N2V may come out above N2N in a short CPU run before the ordering check fails.
+SANITY_MARGIN_DB = 0.3
 
 
 def run_files(root: Path, recipe: str, framework: str, sigma: int, seed: int) -> dict[str, Path]:
@@ -53,7 +62,7 @@ def copy_sources(files: dict[str, Path], dest: Path, framework: str) -> dict[str
     return copies
 
 
-def framework_row(framework: str, files: dict[str, Path]) -> dict[str, object]:
+def framework_row(framework: str, files: dict[str, Path], recipe: str = "") -> dict[str, object]:
     summary = json.loads(files["train_summary.json"].read_text())
     evaluation = json.loads(files["eval_summary.json"].read_text())
     history = read_history(files["history.csv"])
@@ -61,7 +70,10 @@ def framework_row(framework: str, files: dict[str, Path]) -> dict[str, object]:
     train_s = float(history["epoch_time_s"].sum())
     valid_share = 100.0 * history["valid_time_s"] / history["epoch_time_s"]
     return {
+        "recipe": recipe,
+        "method": summary.get("method", "n2v"),
         "framework": framework,
+        "noisy": bsd68["noisy"],
         "machine": summary.get("machine", "?"),
         "last": bsd68["last"],
         "best": bsd68["best"],
@@ -159,31 +171,170 @@ def page(
     return "\n".join(lines)
 
 
+def csv_as_markdown(path: Path) -> list[str]:
+    """Render a CSV table as a Markdown table, cells as written."""
+    with open(path, newline="") as handle:
+        table = list(csv.reader(handle))
+    header, body = table[0], table[1:]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in body),
+    ]
+
+
+def sanity_checks(rows: list[dict[str, object]], bm3d: dict | None) -> list[str]:
+    """List the reader's checks: every method above the noisy input; N2C >= N2N >= N2V - margin."""
+    lines = []
+    for framework in FRAMEWORKS:
+        best = {
+            row["method"]: row["best"]["psnr_mean"] for row in rows if row["framework"] == framework
+        }
+        noisy = next(r["noisy"]["psnr_mean"] for r in rows if r["framework"] == framework)
+        above = {m: value > noisy for m, value in best.items()}
+        if bm3d is not None:
+            above["bm3d"] = bm3d["psnr_mean"] > noisy
+        failed = [method for method, ok in above.items() if not ok]
+        verdict = "yes" if not failed else "NO: " + ", ".join(failed)
+        lines.append(
+            f"- {framework}: every method above the noisy input ({noisy:.2f} dB): {verdict}."
+        )
+        if {"n2c", "n2n", "n2v"} <= set(best):
+            n2c, n2n, n2v = best["n2c"], best["n2n"], best["n2v"]
+            holds = n2c >= n2n >= n2v - SANITY_MARGIN_DB
+            lines.append(
+                f"- {framework}: N2C {n2c:.2f} >= N2N {n2n:.2f} >= N2V {n2v:.2f} - "
+                f"{SANITY_MARGIN_DB} dB: {'holds' if holds else 'does NOT hold'}."
+            )
+    return lines
+
+
+def comparison_page(
+    name: str,
+    config: str,
+    sigma: int,
+    seed: int,
+    rows: list[dict[str, object]],
+    sources: str,
+    run_time: dict[str, object] | None,
+    methods_table: Path | None,
+    bm3d: dict | None,
+) -> str:
+    """Write the page of several recipes (one per method) run together."""
+    machine = rows[0]["machine"]
+    lines = [
+        f"# `{config}`, measured",
+        "",
+        f"Generated by `python tools/measured_doc.py` from one pipeline run (sigma {sigma}, "
+        f"seed {seed}) on **{machine}**, one job after the other; its files are in `{sources}/`. "
+        "Do not edit by hand: rerun the tool on a new run. Both frameworks ran stock: each "
+        "one's own ops and defaults.",
+        "",
+    ]
+    if run_time is not None:
+        minutes = (float(run_time["end_s"]) - float(run_time["start_s"])) / 60
+        lines += [
+            f"The whole run, `{run_time['command']}` in a fresh clone (set-up check, "
+            "calibration, Jittor's compilation, data, parity, every training, BM3D, "
+            f"evaluation, report), took **{minutes:.1f} minutes** (`{sources}/run_time.json`).",
+            "",
+        ]
+    if methods_table is not None:
+        lines += [
+            "## The methods table",
+            "",
+            f"As the report shows it (`{sources}/{methods_table.name}`). The paper's numbers are "
+            "Krull et al. 2019, Table 1 (BSD68, sigma 25).",
+            "",
+            *csv_as_markdown(methods_table),
+            "",
+        ]
+    lines += [
+        "## Every run",
+        "",
+        "All BSD68 images in use; every recipe validates on held-out training images, so none "
+        "of them chose the weights. best = the lowest validation loss (the paper's choice).",
+        "",
+        "| recipe | method | framework | PSNR last (dB) | PSNR best (dB) | SSIM best | "
+        "training steps | training job | patches | patches/s | evaluation job |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        last, best = row["last"], row["best"]
+        lines.append(
+            f"| {row['recipe']} | {row['method']} | {row['framework']} | "
+            f"{last['psnr_mean']:.2f} | {best['psnr_mean']:.2f} | {best['ssim_mean']:.4f} | "
+            f"{format_duration(row['train_s'])} | {format_duration(row['job_s'])} | "
+            f"{row['patches']:,} | {row['rate']:.1f} | {format_duration(row['eval_s'])} |"
+        )
+    if bm3d is not None:
+        lines += [
+            "",
+            f"BM3D (no framework, no training): PSNR {bm3d['psnr_mean']:.2f} dB, SSIM "
+            f"{bm3d['ssim_mean']:.4f} over {bm3d['n']} images; its job took "
+            f"{format_duration(bm3d['job_s'])} ({bm3d['job_s'] / bm3d['n']:.1f} s per image).",
+        ]
+    lines += ["", "## Sanity checks", "", *sanity_checks(rows, bm3d), ""]
+    return "\n".join(lines)
+
+
+def bm3d_result(root: Path, sigma: int, sources: Path) -> dict | None:
+    """BM3D's BSD68 result and job time, its files copied to `sources`; None if it did not run."""
+    summary = root / paths.BM3D_EVAL_DIR.format(sigma=sigma) / "summary.json"
+    benchmark = root / paths.BM3D_BENCHMARK.format(sigma=sigma)
+    if not summary.exists():
+        return None
+    shutil.copyfile(summary, sources / "bm3d_eval_summary.json")
+    shutil.copyfile(benchmark, sources / "bm3d_benchmark.tsv")
+    result = json.loads(summary.read_text())["test_sets"]["bsd68"]["bm3d"]
+    return {**result, "job_s": float(read_benchmark(benchmark)["s"][0])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the checkout that ran the pipeline")
-    parser.add_argument("--recipe", default="cpu")
+    parser.add_argument("--recipe", nargs="+", default=["cpu"])
+    parser.add_argument("--name", default=None, help="page name (default: the one recipe)")
+    parser.add_argument("--config", default=None, help="the config file the run used")
     parser.add_argument("--sigma", type=int, default=25)
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--run-time", type=Path, default=None, help="JSON: command, start_s, end_s")
     options = parser.parse_args()
+    recipes = options.recipe
+    name = options.name or recipes[0]
     out_dir = REPO / "docs" / "measured"
-    sources = out_dir / f"{options.recipe}-run"
+    sources = out_dir / f"{name}-run"
     rows = []
-    for framework in FRAMEWORKS:
-        files = run_files(options.root, options.recipe, framework, options.sigma, options.seed)
-        rows.append(framework_row(framework, copy_sources(files, sources, framework)))
+    for recipe in recipes:
+        for framework in FRAMEWORKS:
+            files = run_files(options.root, recipe, framework, options.sigma, options.seed)
+            label = framework if len(recipes) == 1 else f"{recipe}_{framework}"
+            rows.append(framework_row(framework, copy_sources(files, sources, label), recipe))
     run_time = None
     if options.run_time is not None:
         run_time = json.loads(options.run_time.read_text())
         shutil.copyfile(options.run_time, sources / "run_time.json")
     relative = str(sources.relative_to(REPO))
-    text = page(options.recipe, options.sigma, options.seed, rows, relative, run_time)
-    figure = options.root / "results" / "figures" / options.recipe / "valid_psnr_time.png"
+    if len(recipes) == 1:
+        text = page(recipes[0], options.sigma, options.seed, rows, relative, run_time)
+        figure = options.root / "results" / "figures" / recipes[0] / "valid_psnr_time.png"
+    else:
+        table = options.root / f"{paths.METHODS_TABLE}.csv"
+        methods_table = None
+        if table.exists():
+            methods_table = sources / "methods.csv"
+            shutil.copyfile(table, methods_table)
+        bm3d = bm3d_result(options.root, options.sigma, sources)
+        config = options.config or name
+        text = comparison_page(
+            name, config, options.sigma, options.seed, rows, relative, run_time,
+            methods_table, bm3d,
+        )  # fmt: skip
+        figure = options.root / paths.METHODS_FIGURE.format(sigma=options.sigma)
     if figure.exists():
         shutil.copyfile(figure, sources / figure.name)
-        text += f"\n![validation PSNR against minutes]({sources.name}/{figure.name})\n"
-    (out_dir / f"{options.recipe}.md").write_text(text)
+        text += f"\n![figure]({sources.name}/{figure.name})\n"
+    (out_dir / f"{name}.md").write_text(text)
     print(text)
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 BSD68_SPLIT = "resources/bsd68_split.csv"
 NOISY_NPZ = "resources/noisy/sigma{sigma}/{dataset}.npz"
+# Noise2Noise's second, independent noise realisation of the training images.
+NOISY2_NPZ = "resources/noisy/sigma{sigma}/{dataset}_noisy2.npz"
 PATCH_DIR = "resources/patches/{data_tag}/sigma{sigma}"
+# The training targets of N2C (clean) and N2N (second realisation), indexed like train.npy.
+PATCH_TARGET = f"{PATCH_DIR}/train_target.npy"
 INIT_WEIGHTS = "results/init/{arch}_{init}_seed{seed}.npz"
 # One training run: recipe x framework x sigma x seed. Its model, evaluation and resume state.
 RUN = "{recipe}/{framework}/sigma{sigma}/seed{seed}"
@@ -22,6 +26,7 @@ DOWNLOAD_BENCHMARK = "benchmarks/download_bsds500/download_bsds500.tsv"
 GRAY_BENCHMARK = "benchmarks/to_gray/{dataset}.tsv"
 SPLIT_BENCHMARK = "benchmarks/split_bsd68/split_bsd68.tsv"
 NOISE_BENCHMARK = "benchmarks/add_noise/sigma{sigma}/{dataset}.tsv"
+NOISE2_BENCHMARK = "benchmarks/add_noise/sigma{sigma}/{dataset}_noisy2.tsv"
 PATCH_BENCHMARK = "benchmarks/patchify/{data_tag}/sigma{sigma}.tsv"
 TRAIN_BENCHMARK = f"benchmarks/train/{RUN}.tsv"
 EVAL_BENCHMARK = f"benchmarks/evaluate/{RUN}.tsv"

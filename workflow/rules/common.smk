@@ -19,7 +19,9 @@ from n2v_repro.paths import (
     GRAY_BENCHMARK,
     INIT_WEIGHTS,
     MODEL_DIR,
+    NOISE2_BENCHMARK,
     NOISE_BENCHMARK,
+    NOISY2_NPZ,
     NOISY_NPZ,
     PARITY_DIR,
     PARITY_INPUTS,
@@ -27,6 +29,7 @@ from n2v_repro.paths import (
     PARITY_RESULT,
     PATCH_BENCHMARK,
     PATCH_DIR,
+    PATCH_TARGET,
     RECIPE_FIGURES,
     RECIPE_TABLES,
     RUN,
@@ -37,6 +40,7 @@ from n2v_repro.paths import (
 from n2v_repro.report.categories import report_category as _report_category
 
 min_version("9.0")
+
 
 # The merged config is validated once (schema + cross-key checks) into frozen dataclasses;
 # Snakemake's `config` keeps the plain mapping with every default filled in.
@@ -77,8 +81,14 @@ DATA_TAGS = {train.data_tag: train for train in RECIPES.values()}
 # key with lookup(dpath="{recipe}/arch", within=RECIPE_TRAIN).
 RECIPE_TRAIN = {name: plain(train) for name, train in RECIPES.items()}
 DATA_TAG_TRAIN = {tag: plain(train) for tag, train in DATA_TAGS.items()}
+# What each data set's training targets are (TrainConfig.target): noisy, clean or noisy2.
+DATA_TAG_TARGET = {tag: train.target for tag, train in DATA_TAGS.items()}
+# Whether a method of the run trains on a second noise realisation (N2N).
+NEEDS_NOISY2 = "noisy2" in DATA_TAG_TARGET.values()
 # The data seed: noise realisations and the BSD68 split.
 SEED = CONFIG.seed
+# Training-free baselines scored beside the learned methods (bm3d).
+BASELINES = list(CONFIG.baselines)
 
 
 wildcard_constraints:
@@ -88,7 +98,7 @@ wildcard_constraints:
     arch="|".join(ARCHS),
     seed=r"\d+",
     recipe="|".join(CONFIG.recipe_book),
-    data_tag=r"(bsd400|train400)_(bsd68_split|heldout\d+)",
+    data_tag=r"(bsd400|train400)_(bsd68_split|heldout\d+)(_clean|_noisy2)?",
     init="|".join(INIT_SCHEMES),
     dataset="bsd400|bsd68",
 
@@ -131,6 +141,11 @@ def data_benchmarks(wildcards):
             for d in ("bsd400", "bsd68")
         ],
         *[
+            NOISE2_BENCHMARK.format(sigma=s, dataset="bsd400")
+            for s in SIGMAS
+            if NEEDS_NOISY2
+        ],
+        *[
             PATCH_BENCHMARK.format(data_tag=t, sigma=s)
             for t in DATA_TAGS
             for s in SIGMAS
@@ -139,13 +154,17 @@ def data_benchmarks(wildcards):
 
 
 def patch_files(data_tag, sigma):
+    """The files of one data set; a method with its own targets (N2C, N2N) adds them."""
     folder = PATCH_DIR.format(data_tag=data_tag, sigma=sigma)
-    return {
+    files = {
         "train": f"{folder}/train.npy",
         "index": f"{folder}/train_index.csv",
         "stats": f"{folder}/train_stats.json",
         "valid": f"{folder}/valid_tiles.npz",
     }
+    if DATA_TAG_TARGET.get(data_tag, "noisy") != "noisy":
+        files["target"] = PATCH_TARGET.format(data_tag=data_tag, sigma=sigma)
+    return files
 
 
 def patchify_inputs(wildcards):
@@ -157,6 +176,10 @@ def patchify_inputs(wildcards):
     inputs = {"bsd400": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd400")}
     if train.train_set == "train400" or train.validation.scheme == "heldout_train":
         inputs["clean_bsd400"] = GRAY_PNGS["bsd400"]
+    if train.target == "noisy2":
+        inputs["bsd400_noisy2"] = NOISY2_NPZ.format(
+            sigma=wildcards.sigma, dataset="bsd400"
+        )
     if train.train_set == "train400":
         inputs["crops"] = CONFIG.data.train400_crops
     if train.validation.scheme == "bsd68_split":
@@ -368,3 +391,63 @@ PARITY_TRAIN = {
     arch: next(train for train in RECIPE_TRAIN.values() if train["arch"] == arch)
     for arch in PARITY_ARCHS
 }
+
+
+# --- baselines (BM3D) and the methods table -------------------------------------------------
+# BM3D runs once per sigma on every BSD68 image in use when `baselines` lists it; the methods
+# table and figure set every recipe, placed by its train.method, beside it.
+from n2v_repro.paths import BM3D_BENCHMARK, BM3D_EVAL_DIR, METHODS_FIGURE, METHODS_TABLE
+
+# Each recipe's method (n2v, n2v2, n2n, n2c), in the run's recipe order.
+RECIPE_METHODS = {name: train.method for name, train in RECIPES.items()}
+
+
+def baseline_files(name):
+    """`name` under each sigma's BM3D evaluation folder ([] with BM3D off), SIGMAS order."""
+    if "bm3d" not in BASELINES:
+        return []
+    return [
+        (
+            f"{BM3D_EVAL_DIR.format(sigma=s)}/{name}"
+            if name
+            else BM3D_EVAL_DIR.format(sigma=s)
+        )
+        for s in SIGMAS
+    ]
+
+
+def baseline_benchmarks():
+    return (
+        [BM3D_BENCHMARK.format(sigma=s) for s in SIGMAS] if "bm3d" in BASELINES else []
+    )
+
+
+def sigma_baseline_files(name):
+    """Input function: `name` of the wildcard sigma's BM3D evaluation ([] with BM3D off)."""
+    return lambda wildcards: (
+        [f"{BM3D_EVAL_DIR.format(sigma=wildcards.sigma)}/{name}"]
+        if "bm3d" in BASELINES
+        else []
+    )
+
+
+def sigma_first_seed_files(pattern, name):
+    """Input function: `name` of every recipe's first-seed run of each framework at the
+    wildcard sigma (runs_of order): the methods figure shows one seed."""
+    return lambda wildcards: run_files(
+        pattern, name, sigma=wildcards.sigma, seed=SEEDS[0]
+    )
+
+
+def sigma_first_seed_runs(wildcards):
+    return runs_of(sigma=wildcards.sigma, seed=SEEDS[0])
+
+
+def methods_outputs():
+    return [
+        f"{METHODS_TABLE}.csv",
+        f"{METHODS_TABLE}.html",
+        *[METHODS_FIGURE.format(sigma=s) for s in SIGMAS],
+    ]
+
+# --- end baselines and the methods table ----------------------------------------------------

@@ -134,13 +134,13 @@ rule patchify:
         "logs/patchify/{data_tag}/sigma{sigma}.log",
     benchmark:
         PATCH_BENCHMARK
+    wildcard_constraints:
+        data_tag=r"(bsd400|train400)_(bsd68_split|heldout\d+)",
     conda:
         "../../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=data_mem_mb,
-    wildcard_constraints:
-        data_tag=r"(bsd400|train400)_(bsd68_split|heldout\d+)",
     params:
         patch_size=CONFIG.data.patch_size,
         train_set=lookup(dpath="{data_tag}/train_set", within=DATA_TAG_TRAIN),

@@ -94,6 +94,7 @@ def write_outputs(
         {
             "framework": job.framework,
             "framework_version": _framework_version(job.framework),
+            "method": job.train.method,
             "arch": job.train.arch,
             "seed": job.seed,
             "train_set": job.train.train_set,
