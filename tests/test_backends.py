@@ -143,6 +143,8 @@ def test_unknown_semantics_rejected():
     [
         *[("torch", arch) for arch in arch_spec.ARCHS],
         pytest.param("jittor", "n2v_unet", marks=pytest.mark.jittor),
+        # N2V2's blur kernel is a constant: not among Jittor's saved or loaded Vars.
+        pytest.param("jittor", "n2v2_unet32", marks=pytest.mark.jittor),
     ],
 )
 def test_weights_roundtrip(framework, arch):

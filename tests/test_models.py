@@ -13,18 +13,25 @@ from n2v_repro.models.initialisation import make_init_weights
 torch = pytest.importorskip("torch")
 from n2v_repro.models import torch_nets as models_torch  # noqa: E402
 
-ARCHS = ["n2n_unet", "n2v_unet", "n2v_unet32", "rednet10", "rednet20", "rednet30"]
+ARCHS = [
+    "n2n_unet", "n2v_unet", "n2v_unet32", "n2v2_unet", "n2v2_unet32",
+    "rednet10", "rednet20", "rednet30",
+]  # fmt: skip
 REDNETS = ["rednet10", "rednet20", "rednet30"]
 # n2v_unet: the reference recipe's number. n2n_unet: derived by hand from the port's layers:
 # 480 + 20784 (enc_in) + 20784 (enc_down) + 2*20784 (bottom) + 3*83040 (dec_first)
 # + 124512 + 2*83040 (dec_up) + 55936 + 18464 + 289 (head). n2v_unet32 (b = 32), by hand:
 # 3x3 weights 9*(b + 36 b^2) = 332,064, conv biases 17 b = 544, batch-norm gamma and beta
 # 2 * 17 b = 1,088, head b + 1 = 33.
+# N2V2 variants: up0.conv1 takes b channels instead of 2b (no top skip), 9 b^2 fewer weights:
+# 2,991,841 - 82,944 and 333,729 - 9,216.
 # REDNet-N, n = N/2: 640 (conv1) + (2n - 2) * 36928 (64->64 convs and deconvs) + 577 (last).
 EXPECTED_TRAINABLE = {
     "n2v_unet": 2_991_841,
     "n2n_unet": 698_017,
     "n2v_unet32": 333_729,
+    "n2v2_unet": 2_908_897,
+    "n2v2_unet32": 324_513,
     "rednet10": 296_641,
     "rednet20": 665_921,
     "rednet30": 1_035_201,
@@ -68,6 +75,78 @@ def test_strides():
         with torch.no_grad():
             out = model(torch.zeros(1, 1, stride * 2, stride * 3))
         assert out.shape == (1, 1, stride * 2, stride * 3)
+
+
+# --- N2V2's max-blur-pool and wiring ---------------------------------------------------------
+
+
+def numpy_max_blur_pool(x: np.ndarray) -> np.ndarray:
+    """CAREamics' MaxBlurPool by hand: the max of each 2x2 window (stride 1, no padding), then
+    the binomial (1 2 1)^T (1 2 1) / 16 blur, zero-padded by 1, kept at every second pixel."""
+    m = np.maximum.reduce([x[..., :-1, :-1], x[..., 1:, :-1], x[..., :-1, 1:], x[..., 1:, 1:]])
+    k = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16
+    h, w = m.shape[-2:]
+    p = np.pad(m.astype(np.float64), [(0, 0)] * (m.ndim - 2) + [(1, 1), (1, 1)])
+    blurred = sum(k[i, j] * p[..., i : i + h, j : j + w] for i in range(3) for j in range(3))
+    return blurred[..., ::2, ::2]
+
+
+def blur_pool_inputs() -> list[np.ndarray]:
+    rng = np.random.default_rng(4)
+    ones = np.ones((1, 1, 4, 4), np.float32)
+    return [ones, rng.standard_normal((2, 3, 6, 8)).astype(np.float32)]
+
+
+def check_blur_pool(pool) -> None:
+    """`pool` maps a float32 numpy array to numpy through a framework's max_blur_pool2x."""
+    ones, x = blur_pool_inputs()
+    # Ones: every window's max is 1 and each output pixel's blur reaches one padded row and
+    # one padded column, (3/4)^2 = 9/16: the zero padding of CAREamics' conv.
+    np.testing.assert_array_equal(pool(ones), np.full((1, 1, 2, 2), 9 / 16, np.float32))
+    got = pool(x)
+    assert got.shape == (2, 3, 3, 4)  # H/2, W/2 as max-pool
+    np.testing.assert_allclose(got, numpy_max_blur_pool(x), rtol=1e-6, atol=1e-7)
+
+
+def test_torch_max_blur_pool_is_the_hand_computed_one():
+    check_blur_pool(lambda x: models_torch.max_blur_pool2x(torch.from_numpy(x)).numpy())
+    kernel = np.array(arch_spec.blur_kernel())
+    assert kernel.sum() == 1 and kernel[1, 1] == 0.25 and kernel[0, 0] == 1 / 16
+
+
+@pytest.mark.jittor
+def test_jittor_max_blur_pool_is_the_hand_computed_one():
+    models_jittor = jittor_models()
+    import jittor as jt
+
+    check_blur_pool(lambda x: models_jittor.max_blur_pool2x(jt.array(x)).numpy())
+
+
+@pytest.mark.parametrize("arch", ["n2v2_unet32", "n2v_unet32"])
+def test_n2v2_wiring(arch):
+    """Every U-Net level's input, read with hooks. N2V2: max-blur-pool between the levels,
+    up0 sees only the upsampled up1 (no top skip), the output is the head's (no residual);
+    the N2V U-Net it varies: max-pool, the top skip and the residual."""
+    n2v2 = arch in arch_spec.N2V2_BASE
+    model = models_torch.build_model(arch).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in make_init_weights(arch, 2).items()})
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, module in model.named_children():
+        module.register_forward_hook(lambda m, i, o, name=name: seen.update({name: (i[0], o)}))
+    x = torch.randn(1, 1, 16, 12)
+    with torch.no_grad():
+        out = model(x)
+    pool = models_torch.max_blur_pool2x if n2v2 else models_torch.max_pool2x
+    up = models_torch.upsample2x
+    torch.testing.assert_close(seen["down1"][0], pool(seen["down0"][1]))
+    torch.testing.assert_close(seen["middle"][0], pool(seen["down1"][1]))
+    level1 = torch.cat((up(seen["middle"][1]), seen["down1"][1]), 1)
+    torch.testing.assert_close(seen["up1"][0], level1)
+    top = up(seen["up1"][1])
+    if not n2v2:
+        top = torch.cat((top, seen["down0"][1]), 1)
+    torch.testing.assert_close(seen["up0"][0], top)
+    torch.testing.assert_close(out, seen["head"][1] if n2v2 else seen["head"][1] + x)
 
 
 def port_skip_pairs(n: int) -> dict[int, int]:
@@ -173,9 +252,9 @@ def test_init_matches_pytorch_distribution_width():
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_forward_parity_from_same_weights(arch):
+    models_jittor = jittor_models()  # prepares Jittor's environment: before `import jittor`
     import jittor as jt
 
-    models_jittor = jittor_models()
     weights = make_init_weights(arch, 1)
     x = np.random.default_rng(0).normal(size=(1, 1, 64, 64)).astype(np.float32)
     torch_model = models_torch.build_model(arch).eval()

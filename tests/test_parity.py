@@ -116,28 +116,65 @@ def test_pytorch_adam_matches_the_float64_reference_in_both_semantics():
 # --- one framework and the float64 reference, in PyTorch --------------------------------------
 
 
-def test_the_nets_activations_are_the_ones_spec_names(monkeypatch):
-    """activation_inputs lists exactly the layers whose outputs go into a ReLU (or leaky)."""
+def test_the_nets_activations_and_pools_are_the_ones_spec_names(monkeypatch):
+    """activation_inputs lists exactly the layers whose outputs go into a ReLU (or leaky);
+    pool_inputs those whose ReLU'd outputs go into a max-pool, with its stride (N2V2's
+    max-blur-pool: 1). One forward pass of each net serves both."""
     from n2v_repro.backends.torch_backend import recorded_layers
     from n2v_repro.models.torch_nets import build_model
 
+    functional = torch.nn.functional
+    real_pool = functional.max_pool2d
     for arch in arch_spec.ARCHS:
-        fed: list[torch.Tensor] = []  # kept alive: no later output can take their memory
+        # Inputs and outputs kept alive: no later tensor can take their memory.
+        fed: list[tuple[torch.Tensor, torch.Tensor]] = []
+        pooled: list[tuple[torch.Tensor, int]] = []
         for name in ("relu", "leaky_relu"):
-            real = getattr(torch.nn.functional, name)
+            real = getattr(functional, name)
 
             def spy(x, *args, _real=real, _fed=fed, **kwargs):
-                _fed.append(x)
-                return _real(x, *args, **kwargs)
+                y = _real(x, *args, **kwargs)
+                _fed.append((x, y))
+                return y
 
-            monkeypatch.setattr(torch.nn.functional, name, spy)
+            monkeypatch.setattr(functional, name, spy)
+
+        def max_pool2d(x, kernel, stride=None, *args, _pooled=pooled, **kwargs):
+            _pooled.append((x, kernel if stride is None else stride))
+            return real_pool(x, kernel, stride, *args, **kwargs)
+
+        monkeypatch.setattr(functional, "max_pool2d", max_pool2d)
         model = build_model(arch)
         with torch.no_grad(), recorded_layers(model, arch) as outputs:
             model(torch.zeros(1, 1, 32, 32))
         monkeypatch.undo()
-        inputs = {x.data_ptr() for x in fed}
+        inputs = {x.data_ptr() for x, _ in fed}
         activated = {parity.layer_base(n) for n, out in outputs.items() if out.data_ptr() in inputs}
         assert activated == set(arch_spec.activation_inputs(arch)), arch
+        layer_of = {out.data_ptr(): parity.layer_base(n) for n, out in outputs.items()}
+        relu_input = {y.data_ptr(): x.data_ptr() for x, y in fed}
+        found = {layer_of[relu_input[x.data_ptr()]]: stride for x, stride in pooled}
+        assert found == arch_spec.pool_inputs(arch), arch
+
+
+def test_pool_ties_are_the_pairs_float64_orders_the_other_way():
+    # One 1x1x2x4 output, two stride-2 windows: (0.5, 0.5 + 1e-9 | ...) nearly tied, the other
+    # far apart; the framework's values order the tie the other way than float64's.
+    exact = np.array([[[[0.5, 0.5 + 1e-9, 2.0, -1.0], [-1.0, 0.1, -1.0, 0.2]]]])
+    framework = exact.copy()
+    framework[0, 0, 0, 0] = 0.5 + 2e-9
+    ties = parity._pool_ties("n2v_unet32", {"down0.bn2": framework})
+    np.testing.assert_array_equal(ties["tie/down0.bn2/index"], [[1, 0]])  # (second, first)
+    flips, farthest = parity.kink_flips({"down0.bn2": exact}, ties)
+    np.testing.assert_array_equal(flips["down0.bn2"][0], [0, 1])
+    np.testing.assert_array_equal(flips["down0.bn2"][1], framework.reshape(-1)[:2])
+    assert farthest == pytest.approx(1e-9 / np.sqrt(np.mean(exact**2)))
+    # Measured against values in the framework's own order: nothing to replace.
+    assert parity.kink_flips({"down0.bn2": framework}, ties) == ({}, 0.0)
+    stride1 = parity._pool_ties("n2v2_unet32", {"down0.bn2": framework})
+    assert [1, 0] in stride1["tie/down0.bn2/index"].tolist()  # windows overlap at stride 1
+    windows, index = parity.pool_windows(exact, 1)
+    assert windows.shape == index.shape == (1, 1, 1, 3, 4)
 
 
 def test_replaced_units_set_the_values_and_pass_the_gradient():
@@ -212,6 +249,10 @@ def test_run_framework_and_reference_torch(tmp_path):
     # Kink units only for layers that feed a ReLU, each within the band.
     kinked = {k.split("/")[1] for k in out if k.startswith("kink/")}
     assert kinked == set(arch_spec.activation_inputs("n2v_unet32"))
+    # Max-pool near-ties only for the layers feeding a pool, as (second, first) pairs.
+    tied = {k.split("/")[1] for k in out if k.startswith("tie/")}
+    assert tied == set(arch_spec.pool_inputs("n2v_unet32"))
+    assert out["tie/down0.bn2/index"].shape[1:] == (2,)
     # The two Adam semantics give different weights after the same steps.
     a, b = out["adam_torch/down0.conv1.weight"], out["adam_keras/down0.conv1.weight"]
     assert not np.array_equal(a, b)
@@ -222,7 +263,9 @@ def test_run_framework_and_reference_torch(tmp_path):
 
 @pytest.mark.jittor
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", arch_spec.ARCHS)
+# n2v2_unet is n2v2_unet32's code at three times the width (20 s more here): the CPU gate
+# measures it (docs/models.md, Parity of every arch).
+@pytest.mark.parametrize("arch", [arch for arch in arch_spec.ARCHS if arch != "n2v2_unet"])
 def test_every_arch_passes_stock(tmp_path, arch):
     init = "glorot_uniform" if arch in arch_spec.N2V_WIDTHS else "torch_default"
     run_both(tmp_path, ["torch", "jittor"], arch, init=init)

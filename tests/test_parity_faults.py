@@ -3,7 +3,8 @@ each naming the layer where it enters, while the stock Jittor passes.
 
 Every fault is patched into the Jittor side only (the framework under test), never into the
 PyTorch float32 run or the float64 reference. One batch-norm arch (n2v_unet32, batch 1)
-with PyTorch's default initialisation, whose conv biases are not zero.
+with PyTorch's default initialisation, whose conv biases are not zero; its N2V2 variant for
+the max-blur-pool.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from n2v_repro.config import MaskingConfig, OptimizerConfig
 pytestmark = [pytest.mark.jittor, pytest.mark.slow]
 
 ARCH = "n2v_unet32"
+N2V2_ARCH = "n2v2_unet32"
 MASKING = MaskingConfig(kind="uniform_withCP", percentage=0.198, radius=2)
 OPTIMIZER = OptimizerConfig(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, semantics="torch")
 TOLERANCE = 1e-4
@@ -37,22 +39,34 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def run(framework: str, folder: Path, tag: str) -> Path:
+@pytest.fixture(scope="module")
+def n2v2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same for N2V2's variant of the arch (max-blur-pool)."""
+    path = tmp_path_factory.mktemp("parity_faults_n2v2")
+    parity.write_parity_inputs(
+        path / "inputs.npz", N2V2_ARCH, seed=5, batch_size=1, masking=MASKING,
+        init="torch_default",
+    )  # fmt: skip
+    run("torch", path, "torch", N2V2_ARCH)
+    return path
+
+
+def run(framework: str, folder: Path, tag: str, arch: str = ARCH) -> Path:
     output = folder / f"{tag}.npz"
     parity.run_framework(
-        framework, ARCH, folder / "inputs.npz", output,
+        framework, arch, folder / "inputs.npz", output,
         steps=2, optimizer=OPTIMIZER, device="cpu", threads=2,
     )  # fmt: skip
     return output
 
 
-def judge(folder: Path, tag: str) -> dict[str, Any]:
+def judge(folder: Path, tag: str, arch: str = ARCH) -> dict[str, Any]:
     """Run Jittor (as patched now), the float64 reference, and compare."""
-    jittor = run("jittor", folder, tag)
+    jittor = run("jittor", folder, tag, arch)
     reference = folder / f"reference_{tag}.npz"
     paths = {"torch": folder / "torch.npz", "jittor": jittor}
-    parity.run_reference(ARCH, folder / "inputs.npz", paths, reference, threads=2)
-    return parity.compare_arch(ARCH, paths["torch"], jittor, reference, TOLERANCE)
+    parity.run_reference(arch, folder / "inputs.npz", paths, reference, threads=2)
+    return parity.compare_arch(arch, paths["torch"], jittor, reference, TOLERANCE)
 
 
 # --- the faults: each patches the Jittor network built for the run --------------------------
@@ -209,3 +223,20 @@ def test_an_injected_fault_fails_the_gate_naming_its_layer(
         assert record["forward_error_jittor"] <= record["forward_threshold"]
         assert record["grad_error_jittor"] <= record["grad_threshold"]
     assert np.isfinite(record[f"{check}_error_jittor"])
+
+
+def test_n2v2_with_a_plain_max_pool_fails_where_it_enters(
+    n2v2_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """N2V2's max-blur-pool replaced by the plain max-pool in Jittor (shapes unchanged): the
+    gate fails at the first layer after the pool, down1.conv1. (The stock n2v2_unet32 passes:
+    tests/test_parity.py, test_every_arch_passes_stock.)"""
+    from n2v_repro.backends.jittor_backend import import_jittor
+
+    import_jittor("cpu")  # Jittor's environment before jittor_nets imports it
+    from n2v_repro.models import jittor_nets
+
+    monkeypatch.setattr(jittor_nets, "max_blur_pool2x", jittor_nets.max_pool2x)
+    record = judge(n2v2_folder, "plain_max_pool", N2V2_ARCH)
+    assert not record["passed"] and record["forward_layer"] == "down1.conv1", record["failure"]
+    assert record["forward_error_jittor"] > 100 * record["forward_threshold"]

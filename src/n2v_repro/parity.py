@@ -37,6 +37,7 @@ from n2v_repro.models.spec import (
     biases_before_batch_norm,
     is_buffer,
     parameter_shapes,
+    pool_inputs,
     trainable_names,
 )
 
@@ -91,7 +92,12 @@ n2v_unet a handful of such units move Jittor's gradients by 5e-5, 20x its roundi
 forward pass is continuous there; for the gradients each framework records its units
 within {KINK_BAND:g} x rms of a kink, and the reference computes the gradients again with the
 framework's own values at those whose side differs (`kink_flips_*`), so that each
-framework is measured against float64 at its own kink sides. Conv biases directly before
+framework is measured against float64 at its own kink sides. A max-pool has kinks too: its
+gradient goes to its window's largest input, so for every window whose two largest inputs lie
+within {KINK_BAND:g} x rms of each other the framework records both, and where float64 orders
+them the other way the reference takes the framework's values for the pair (N2V2's stride-1
+max-pool, four times as many windows, moved Jittor's n2v2_unet gradients by 3e-4 through two
+such pairs). Conv biases directly before
 batch norm are left out (their exact gradient is zero). Adam runs apart from the network,
 on gradients from 2^{ADAM_EXPONENTS[0]} to 2, below and above epsilon, so that where
 epsilon is added matters.
@@ -271,6 +277,50 @@ def _kink_units(arch: str, recorded: Mapping[str, np.ndarray]) -> dict[str, np.n
     return out
 
 
+def pool_windows(value: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the 2x2 max-pool windows (`stride` 1 or 2, no padding) of a (B, C, H, W) output.
+
+    Two arrays, each (..., 4): the windows' inputs after the ReLU and their flat indices.
+    """
+    _, _, height, width = value.shape
+    rows, cols = (height - 2) // stride + 1, (width - 2) // stride + 1
+    flat = np.arange(value.size).reshape(value.shape)
+    relu = np.maximum(value, 0)
+
+    def corners(a: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [a[:, :, dy : dy + stride * (rows - 1) + 1 : stride,
+               dx : dx + stride * (cols - 1) + 1 : stride]
+             for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1))],
+            axis=-1,
+        )  # fmt: skip
+
+    return corners(relu), corners(flat)
+
+
+def _pool_ties(arch: str, recorded: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Find the near-ties of every layer call feeding a max-pool.
+
+    Each window whose two largest inputs (after the ReLU, the larger positive) lie within
+    KINK_BAND x rms of each other: the flat indices of (second, first), (n, 2), and the
+    framework's values there.
+    """
+    strides = pool_inputs(arch)
+    out = {}
+    for name, value in recorded.items():
+        stride = strides.get(layer_base(name))
+        if stride is None:
+            continue
+        windows, index = pool_windows(value, stride)
+        order = np.argsort(windows, axis=-1, kind="stable")[..., -2:]
+        top = np.take_along_axis(windows, order, -1)
+        rms = float(np.sqrt(np.mean(np.square(value, dtype=np.float64))))
+        near = (top[..., 1] > 0) & (top[..., 1] - top[..., 0] <= KINK_BAND * rms)
+        pairs = np.take_along_axis(index, order, -1)[near]  # (n, 2)
+        out[f"tie/{name}/index"], out[f"tie/{name}/value"] = pairs, value.reshape(-1)[pairs]
+    return out
+
+
 def run_framework(
     framework: str,
     arch: str,
@@ -296,6 +346,7 @@ def run_framework(
     out |= {f"grad/{k}": v for k, v in grads.items()}
     out |= _layer_arrays(recorded, weights)
     out |= _kink_units(arch, recorded)
+    out |= _pool_ties(arch, recorded)
     del recorded
     zeros = {name: np.zeros_like(value) for name, value in weights.items()}
     for semantics in SEMANTICS:
@@ -319,8 +370,10 @@ def kink_flips(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
     """Find a framework's units on the other side of a kink than float64's.
 
-    Returns {layer call: (flat indices, the framework's values)} and the largest |float64
-    pre-activation| among them in units of the layer's rms (0 when none).
+    ReLU kinks (`kink/`): units whose sign differs; max-pool ties (`tie/`): both units of
+    each pair that float64 orders the other way. Returns {layer call: (flat indices, the
+    framework's values)} and the largest |float64 pre-activation| (for a pair: difference)
+    among them in units of the layer's rms (0 when none).
     """
     flips, farthest = {}, 0.0
     for key, index in result.items():
@@ -334,6 +387,25 @@ def kink_flips(
             flips[name] = (index[other_side], values[other_side].astype(np.float64))
             rms = float(np.sqrt(np.mean(np.square(exact))))
             farthest = max(farthest, float(np.abs(exact[index[other_side]]).max()) / rms)
+    for key, pairs in result.items():
+        if not (key.startswith("tie/") and key.endswith("/index")):
+            continue
+        name = key[len("tie/") : -len("/index")]
+        exact = recorded[name].reshape(-1)
+        relu = np.maximum(exact[pairs], 0)  # (n, 2): the framework's (second, first)
+        swapped = relu[:, 0] > relu[:, 1]
+        if not swapped.any():
+            continue
+        index = pairs[swapped].reshape(-1)
+        values = result[f"tie/{name}/value"][swapped].reshape(-1).astype(np.float64)
+        if name in flips:  # a unit can also sit at a ReLU kink: the same framework value
+            index = np.concatenate((flips[name][0], index))
+            values = np.concatenate((flips[name][1], values))
+        index, first = np.unique(index, return_index=True)
+        flips[name] = (index, values[first])
+        rms = float(np.sqrt(np.mean(np.square(exact))))
+        gap = float(np.abs(relu[swapped, 1] - relu[swapped, 0]).max())
+        farthest = max(farthest, gap / rms)
     return flips, farthest
 
 
@@ -644,7 +716,9 @@ def criterion_note(tolerance: float) -> str:
         f"{tolerance:g}. Each row shows the first failing layer (forward) or the one furthest "
         "beyond its threshold, else the one closest to it. Gradients are measured against "
         "float64 at each framework's own side of every ReLU kink its units lie within "
-        "rounding of (kink units: how many lay on the other side than in float64)."
+        "rounding of, and at its own order of every max-pool window's two largest inputs "
+        "within rounding of each other (kink units: how many lay on the other side than in "
+        "float64)."
     )
 
 

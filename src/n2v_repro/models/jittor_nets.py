@@ -11,6 +11,7 @@ importing this module.
 from __future__ import annotations
 
 import jittor as jt
+import numpy as np
 from jittor import nn
 
 from n2v_repro.models.spec import (
@@ -18,10 +19,12 @@ from n2v_repro.models.spec import (
     N2N_DECODER,
     N2N_FEATURES,
     N2N_HEAD,
+    N2V2_BASE,
     N2V_BASE,
     N2V_WIDTHS,
     REDNET_DEPTH,
     REDNET_FEATURES,
+    blur_kernel,
     rednet_skips,
 )
 
@@ -44,6 +47,18 @@ def upconv3x3(cin: int, cout: int) -> nn.ConvTranspose2d:
 
 def max_pool2x(x: jt.Var) -> jt.Var:
     return nn.pool(x, 2, "maximum", stride=2)
+
+
+def max_blur_pool2x(x: jt.Var) -> jt.Var:
+    """N2V2's max-blur-pool (spec.BLUR_TAPS): (B, C, H, W) -> (B, C, H/2, W/2) for even H, W."""
+    x = nn.pool(x, 2, "maximum", stride=1)  # (B, C, H - 1, W - 1)
+    channels = x.shape[1]
+    # A fresh Var from numpy in each call, gradient stopped: a constant, never a parameter,
+    # so neither trained nor in state_dict (Jittor collects a module's Var attributes).
+    kernel = np.broadcast_to(np.array(blur_kernel(), str(x.dtype)), (channels, 1, 3, 3))
+    kernel = jt.array(np.ascontiguousarray(kernel)).stop_grad()
+    # floor((H - 1 + 2 - 3) / 2) + 1 = H/2 for even H.
+    return nn.conv2d(x, kernel, stride=2, padding=1, groups=channels)
 
 
 class BatchNorm2d(nn.Module):
@@ -187,21 +202,32 @@ class DoubleConv(nn.Module):
 
 
 class N2VUNet(nn.Module):
-    """CSBDeep U-Net of the N2V reference recipe: depth 2, 96 features, residual, stride 4."""
+    """CSBDeep U-Net of the N2V reference recipe: depth 2, 96 features, residual, stride 4.
 
-    def __init__(self, base: int = N2V_BASE):
+    `n2v2`: its N2V2 variant (Hoeck et al. 2022): max-blur-pool, no top-level skip, no
+    residual.
+    """
+
+    def __init__(self, base: int = N2V_BASE, n2v2: bool = False):
+        self.n2v2 = n2v2
         self.down0 = DoubleConv(1, base, base)
         self.down1 = DoubleConv(base, 2 * base, 2 * base)
         self.middle = DoubleConv(2 * base, 4 * base, 2 * base)
         self.up1 = DoubleConv(4 * base, 2 * base, base)
-        self.up0 = DoubleConv(2 * base, base, base)
+        self.up0 = DoubleConv(base if n2v2 else 2 * base, base, base)
         self.head = nn.Conv2d(base, 1, 1)
 
     def execute(self, x: jt.Var) -> jt.Var:
+        pool = max_blur_pool2x if self.n2v2 else max_pool2x
         skip0 = self.down0(x)  # (B, 96, 64, 64)
-        skip1 = self.down1(max_pool2x(skip0))  # (B, 192, 32, 32)
-        mid = self.middle(max_pool2x(skip1))  # (B, 192, 16, 16)
+        skip1 = self.down1(pool(skip0))  # (B, 192, 32, 32)
+        mid = self.middle(pool(skip1))  # (B, 192, 16, 16)
         up1 = self.up1(jt.concat((upsample2x(mid), skip1), dim=1))  # (B, 96, 32, 32)
+        if self.n2v2:
+            # N2V2 drops the top skip and the residual, the paper's sources of N2V's
+            # checkerboard artefacts (full-resolution input features reach the head).
+            up0 = self.up0(upsample2x(up1))  # (B, 96, 64, 64)
+            return self.head(up0)  # no residual, (B, 1, 64, 64)
         up0 = self.up0(jt.concat((upsample2x(up1), skip0), dim=1))  # (B, 96, 64, 64)
         return self.head(up0) + x  # residual, (B, 1, 64, 64)
 
@@ -254,7 +280,7 @@ def build_model(arch: str) -> nn.Module:
     if arch == "n2n_unet":
         return N2NUNet()
     if arch in N2V_WIDTHS:
-        return N2VUNet(N2V_WIDTHS[arch])
+        return N2VUNet(N2V_WIDTHS[arch], n2v2=arch in N2V2_BASE)
     if arch in REDNET_DEPTH:
         return REDNet(arch)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

@@ -11,6 +11,10 @@ both model files must produce (tests check them against it) and that `models.ini
   norm, residual); 2,991,841 trainable parameters, two poolings (stride 4).
 - `n2v_unet32`: the same U-Net with 32 first-level features (CAREamics' default width),
   333,729 trainable parameters: a network that trains in minutes on a CPU.
+- `n2v2_unet`, `n2v2_unet32`: the N2V2 variants of these two (Hoeck et al. 2022; CAREamics'
+  `n2v2=True`, juglab/n2v's blurpool, skip_skipone, unet_residual=False): max-blur-pool
+  instead of max-pool, no skip connection at the top level (so `up0.conv1` takes only the
+  upsampled features) and no residual; 2,908,897 and 324,513 trainable parameters.
 - `rednet10`, `rednet20`, `rednet30`: the port's REDNets (Mao et al. 2016, as in the port's
   model.py): N/2 3x3 convs then N/2 3x3 transposed convs, 64 channels, ReLU; the first conv
   and the last transposed conv have stride 2 (so inputs must be even); symmetric skips every
@@ -25,8 +29,15 @@ from dataclasses import dataclass
 # conv layers (= transposed-conv layers) of each REDNet: REDNet-N has N/2 of each.
 REDNET_DEPTH = {"rednet10": 5, "rednet20": 10, "rednet30": 15}
 REDNET_FEATURES = 64
-ARCHS = ("n2n_unet", "n2v_unet", "n2v_unet32", *REDNET_DEPTH)
-ARCH_STRIDE = {"n2n_unet": 32, "n2v_unet": 4, "n2v_unet32": 4} | {arch: 2 for arch in REDNET_DEPTH}
+# The N2V2 variant of a CSBDeep U-Net -> the U-Net it varies (config.N2V2_VARIANT inverted).
+N2V2_BASE = {"n2v2_unet": "n2v_unet", "n2v2_unet32": "n2v_unet32"}
+# The order of the config schema's arch enum.
+ARCHS = ("n2n_unet", "n2v_unet", "n2v_unet32", *N2V2_BASE, *REDNET_DEPTH)
+ARCH_STRIDE = (
+    {"n2n_unet": 32, "n2v_unet": 4, "n2v_unet32": 4}
+    | {arch: 4 for arch in N2V2_BASE}
+    | {arch: 2 for arch in REDNET_DEPTH}
+)
 BN_BUFFERS = ("running_mean", "running_var")
 
 # Channel widths of n2n_unet (Lehtinen et al., Table 2) and n2v_unet (CSBDeep, base 96).
@@ -34,8 +45,21 @@ N2N_FEATURES = 48
 N2N_DECODER = 96
 N2N_HEAD = (64, 32)
 N2V_BASE = 96
-# First-level features of each CSBDeep U-Net arch.
+# First-level features of each CSBDeep U-Net arch, the N2V2 variants included.
 N2V_WIDTHS = {"n2v_unet": N2V_BASE, "n2v_unet32": 32}
+N2V_WIDTHS |= {arch: N2V_WIDTHS[base] for arch, base in N2V2_BASE.items()}
+# N2V2's max-blur-pool (CAREamics' MaxBlurPool, after Kornia and Zhang 2019): a 2x2 max-pool
+# with stride 1, then this binomial 3x3 blur, depthwise, with stride 2 and padding 1, so an
+# even H gives H/2 as max-pool does. Its taps; the kernel is their outer product over 16,
+# powers of two, exact in any float type. A constant: the nets build it in each call, so it is
+# neither a parameter nor a buffer and weight files hold exactly `parameter_shapes`.
+BLUR_TAPS = (1.0, 2.0, 1.0)
+
+
+def blur_kernel() -> list[list[float]]:
+    """Return the 3x3 blur of N2V2's max-blur-pool, normalised to sum 1."""
+    total = sum(BLUR_TAPS) ** 2
+    return [[a * b / total for b in BLUR_TAPS] for a in BLUR_TAPS]
 
 
 @dataclass(frozen=True)
@@ -102,15 +126,16 @@ def _double_conv(name: str, cin: int, mid: int, cout: int) -> list[Layer]:
     ]
 
 
-def _n2v_layers(b: int) -> list[Layer]:
+def _n2v_layers(b: int, n2v2: bool = False) -> list[Layer]:
     # CSBDeep's unet_block: each level's last conv (and the bottom's) narrows to the width
     # of the level above, so the up path's concatenations are 2*192 and 2*96 channels.
+    # N2V2 drops the top level's skip: up0 sees only the b upsampled channels.
     return [
         *_double_conv("down0", 1, b, b),
         *_double_conv("down1", b, 2 * b, 2 * b),
         *_double_conv("middle", 2 * b, 4 * b, 2 * b),
         *_double_conv("up1", 4 * b, 2 * b, b),
-        *_double_conv("up0", 2 * b, b, b),
+        *_double_conv("up0", b if n2v2 else 2 * b, b, b),
         _conv("head", b, 1, 1),
     ]
 
@@ -143,7 +168,7 @@ def layers(arch: str) -> list[Layer]:
     if arch == "n2n_unet":
         return _n2n_layers()
     if arch in N2V_WIDTHS:
-        return _n2v_layers(N2V_WIDTHS[arch])
+        return _n2v_layers(N2V_WIDTHS[arch], n2v2=arch in N2V2_BASE)
     if arch in REDNET_DEPTH:
         return _rednet_layers(arch)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
@@ -189,6 +214,21 @@ def activation_inputs(arch: str) -> list[str]:
         return [layer.name for layer in layers(arch) if layer.kind == "conv"]
     # REDNet: every conv and transposed conv but the last, linear, one.
     return [layer.name for layer in layers(arch)][:-1]
+
+
+def pool_inputs(arch: str) -> dict[str, int]:
+    """Map each layer whose output a max-pool takes (after its ReLU) to that pool's stride.
+
+    A max-pool's gradient goes to its window's largest input, so two inputs within rounding
+    of each other can swap places in float32: a kink of the max (`parity.py`). N2V2's
+    max-blur-pool max-pools with stride 1 (overlapping 2x2 windows), the others with 2.
+    """
+    if arch == "n2n_unet":
+        return {"enc_in.conv2": 2, "enc_down.conv": 2}
+    if arch in N2V_WIDTHS:
+        stride = 1 if arch in N2V2_BASE else 2
+        return {"down0.bn2": stride, "down1.bn2": stride}
+    return {}
 
 
 def trainable_names(arch: str) -> list[str]:
