@@ -84,7 +84,8 @@ def test_a_failing_run_is_recorded_and_the_next_one_runs(tmp_path, monkeypatch):
 
 def test_every_arch_is_benchmarked_by_default():
     assert bench.parse_args([]).archs == [
-        "n2n_unet", "n2v_unet", "n2v_unet32", "rednet10", "rednet20", "rednet30"
+        "n2n_unet", "n2v_unet", "n2v_unet32", "n2v2_unet", "n2v2_unet32", "rednet10", "rednet20",
+        "rednet30",
     ]  # fmt: skip
 
 

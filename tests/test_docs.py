@@ -94,7 +94,7 @@ def test_arch_list_check_catches_a_missing_arch() -> None:
         "`train: {arch: rednet30}` in a file); `docs/models.md` describes them."
     )
     names = arch_names(between(old, "`train.arch` chooses the network:", "`docs/models.md`"))
-    assert set(ARCHS) - names == {"n2v_unet32"}
+    assert set(ARCHS) - names == {"n2v_unet32", "n2v2_unet", "n2v2_unet32"}
 
 
 FRAMEWORK_LISTS = {
