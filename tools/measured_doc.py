@@ -171,16 +171,32 @@ def page(
     return "\n".join(lines)
 
 
+def _cell(column: str, text: str) -> str:
+    """Round a table cell for reading: dB to 0.01, differences to 0.001, p to 3 digits."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if column.endswith("p_value"):
+        return f"{value:.3g}"
+    if column.endswith("minus_torch_psnr"):
+        return f"{value:+.3f}"
+    if column.endswith(("psnr", "sd_seeds")):
+        return f"{value:.2f}"
+    return text
+
+
 def csv_as_markdown(path: Path) -> list[str]:
-    """Render a CSV table as a Markdown table, cells as written."""
+    """Render a CSV table as a Markdown table, numbers rounded for reading (`_cell`)."""
     with open(path, newline="") as handle:
         table = list(csv.reader(handle))
     header, body = table[0], table[1:]
     return [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
-        *("| " + " | ".join(row) + " |" for row in body),
-    ]
+        *("| " + " | ".join(_cell(c, t) for c, t in zip(header, row, strict=True)) + " |"
+          for row in body),
+    ]  # fmt: skip
 
 
 def sanity_checks(rows: list[dict[str, object]], bm3d: dict | None) -> list[str]:
