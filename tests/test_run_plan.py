@@ -24,7 +24,12 @@ CPU = "config/cpu.yaml"
             ["--configfile", CPU, "a.yaml", "b.yaml", "-n"],
         ),
         (["--cores", "2", "--configfile=a.yaml"], ["--cores", "2", "--configfile", CPU, "a.yaml"]),
-        (["--configfiles", "a.yaml"], ["--configfiles", CPU, "a.yaml"]),
+        (["--configfiles", "a.yaml"], ["--configfile", CPU, "a.yaml"]),
+        # Repeated flags (Snakemake would keep only the last) become one, in order.
+        (
+            ["--configfile", "a.yaml", "--cores", "2", "--configfile", "b.yaml", "-n"],
+            ["--configfile", CPU, "a.yaml", "b.yaml", "--cores", "2", "-n"],
+        ),
     ],
 )
 def test_cpu_run_puts_the_cpu_config_under_the_users_files(
@@ -40,6 +45,16 @@ def test_cpu_run_puts_the_cpu_config_under_the_users_files(
 def test_full_run_keeps_the_arguments_and_drops_the_flag() -> None:
     args = run_plan.snakemake_arguments(["--full", "--cores", "8"], cpu_run=False)
     assert args == ["--cores", "8"]
+
+
+def test_every_config_file_of_repeated_flags_is_merged() -> None:
+    args = run_plan.snakemake_arguments(
+        ["--configfile=a.yaml", "--configfile", "b.yaml", "c.yaml", "-n"], cpu_run=False
+    )
+    assert args == ["--configfile", "a.yaml", "b.yaml", "c.yaml", "-n"]
+    assert [p.name for p in run_plan.config_files(args)] == [
+        "config.yaml", "a.yaml", "b.yaml", "c.yaml"
+    ]  # fmt: skip
 
 
 def write_rates(path: Path, rates: dict[tuple[str, str], float]) -> Path:

@@ -58,41 +58,52 @@ class TrainingJob:
     seconds: float | None
 
 
+def _split_config_files(args: Sequence[str]) -> tuple[list[str], list[str], int | None]:
+    """Separate the config files from the other arguments.
+
+    Returns the other arguments, the files of every --configfile flag in order (a flag takes
+    the words after it up to the next flag, as Snakemake's does), and the position among the
+    other arguments of the first flag (None without one).
+    """
+    rest: list[str] = []
+    files: list[str] = []
+    first: int | None = None
+    taking = False
+    for arg in args:
+        flag, equals, value = arg.partition("=")
+        if arg in CONFIGFILE_FLAGS or (equals and flag in CONFIGFILE_FLAGS):
+            first = len(rest) if first is None else first
+            taking = not equals
+            if equals:
+                files.append(value)
+        elif taking and not arg.startswith("-"):
+            files.append(arg)
+        else:
+            taking = False
+            rest.append(arg)
+    return rest, files, first
+
+
 def snakemake_arguments(user_args: Sequence[str], cpu_run: bool) -> list[str]:
     """Return the user's Snakemake arguments, with config/cpu.yaml first for a CPU run.
 
-    Snakemake merges config files left to right over the Snakefile's config/config.yaml, so
-    config/cpu.yaml goes right after the first --configfile flag (or as a flag of its own at
-    the end when there is none): the user's files still win.
+    Every --configfile flag's files become one --configfile flag at the first one's place:
+    Snakemake keeps only the last of repeated flags, so `--configfile a.yaml --configfile
+    b.yaml` would silently drop a.yaml. Snakemake merges the files left to right over the
+    Snakefile's config/config.yaml, so config/cpu.yaml goes first: the user's files win.
     """
-    args = [arg for arg in user_args if arg != FULL_FLAG]
-    if not cpu_run:
-        return args
-    cpu = _relative(CPU_CONFIG)
-    for index, arg in enumerate(args):
-        if arg in CONFIGFILE_FLAGS:
-            return [*args[: index + 1], cpu, *args[index + 1 :]]
-        flag, equals, value = arg.partition("=")
-        if equals and flag in CONFIGFILE_FLAGS:
-            return [*args[:index], flag, cpu, value, *args[index + 1 :]]
-    return [*args, "--configfile", cpu]
+    rest, files, first = _split_config_files([arg for arg in user_args if arg != FULL_FLAG])
+    if cpu_run:
+        files = [_relative(CPU_CONFIG), *files]
+    if not files:
+        return rest
+    place = len(rest) if first is None else first
+    return [*rest[:place], "--configfile", *files, *rest[place:]]
 
 
 def config_files(args: Sequence[str]) -> list[Path]:
     """Return the config files Snakemake merges, in order: config/config.yaml, then the user's."""
-    files, taking = [DEFAULT_CONFIG], False
-    for arg in args:
-        flag, equals, value = arg.partition("=")
-        if equals and flag in CONFIGFILE_FLAGS:
-            files.append(Path(value))
-            taking = False
-        elif arg in CONFIGFILE_FLAGS:
-            taking = True
-        elif taking and not arg.startswith("-"):
-            files.append(Path(arg))
-        else:
-            taking = False
-    return files
+    return [DEFAULT_CONFIG, *(Path(file) for file in _split_config_files(args)[1])]
 
 
 def read_rates(path: Path) -> tuple[dict[tuple[str, str, int], float], str]:
