@@ -21,7 +21,6 @@ import jsonschema
 import yaml
 
 from n2v_repro.errors import UserError
-from n2v_repro.models.spec import N2V2_BASE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -30,8 +29,8 @@ DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 # The methods (train.method) and the training target each compares the prediction with.
 METHOD_TARGETS = {"n2v": "noisy", "n2v2": "noisy", "n2n": "noisy2", "n2c": "clean"}
 METHODS = tuple(METHOD_TARGETS)
-# The N2V2 variant of each U-Net that has one (models.spec defines them).
-N2V2_VARIANT = {base: variant for variant, base in N2V2_BASE.items()}
+# The N2V2 variant of each U-Net that has one (`method: n2v2` trains it; models.spec builds it).
+N2V2_VARIANT = {"n2v_unet": "n2v2_unet", "n2v_unet32": "n2v2_unet32"}
 
 
 class ConfigError(UserError, ValueError):

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from n2v_repro.config import N2V2_VARIANT
+
 # conv layers (= transposed-conv layers) of each REDNet: REDNet-N has N/2 of each.
 REDNET_DEPTH = {"rednet10": 5, "rednet20": 10, "rednet30": 15}
 REDNET_FEATURES = 64
 # The N2V2 variant of a CSBDeep U-Net -> the U-Net it varies (config.N2V2_VARIANT inverted).
-N2V2_BASE = {"n2v2_unet": "n2v_unet", "n2v2_unet32": "n2v_unet32"}
+N2V2_BASE = {variant: base for base, variant in N2V2_VARIANT.items()}
 # The order of the config schema's arch enum.
 ARCHS = ("n2n_unet", "n2v_unet", "n2v_unet32", *N2V2_BASE, *REDNET_DEPTH)
 ARCH_STRIDE = (
