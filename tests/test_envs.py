@@ -99,7 +99,7 @@ def test_env_file_is_conda_forge_only_and_python_311(name: str) -> None:
 
 # requirements.txt holds both stacks, so it pins Jittor's numpy < 2; the environments
 # without Jittor take numpy 2 (the issue: numpy < 2 only where Jittor needs it).
-OWN_PINS = {"torch": {"numpy"}, "analysis": {"numpy"}, "jittor": set(), "bioimageio": set()}
+OWN_PINS = {"torch": {"numpy"}, "analysis": {"numpy"}, "jittor": set(), "bioimageio": {"numpy"}}
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
@@ -119,7 +119,9 @@ def test_env_pins_match_requirements(name: str) -> None:
         )
 
 
-@pytest.mark.parametrize(("name", "numpy_major"), [("torch", 2), ("analysis", 2), ("jittor", 1)])
+@pytest.mark.parametrize(
+    ("name", "numpy_major"), [("torch", 2), ("analysis", 2), ("jittor", 1), ("bioimageio", 2)]
+)
 def test_numpy_2_only_outside_the_jittor_env(name: str, numpy_major: int) -> None:
     """Jittor 1.3.11 returns garbage from Var.numpy() under numpy 2 (docs/migration.md)."""
     version = conda_packages(load_env(name))["numpy"]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from n2v_repro.bmz.export import ABSOLUTE_TOLERANCE, RELATIVE_TOLERANCE
 from n2v_repro.io.atomic import atomic_open
 from n2v_repro.report.html_pages import Column, render_table
 
@@ -85,8 +86,8 @@ def write_package_table(
         "that weight format and the test output, which is the training framework's own "
         "prediction (CPU, float32) of a noisy training image (never BSD68). For a Jittor-trained "
         "model this is PyTorch (and ONNX) running Jittor's weights against Jittor: a second "
-        "parity check, independent of the pipeline's own. The package's tolerance is 0.01 grey "
-        "levels + 1e-4 x |output|, for every pixel.",
+        "parity check, independent of the pipeline's own. The package's tolerance is "
+        f"{ABSOLUTE_TOLERANCE} grey levels + {RELATIVE_TOLERANCE} x |output|, for every pixel.",
     ]
     html = render_table(
         "bioimage.io model packages",
