@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -564,6 +565,7 @@ def export_package(
 
     if threads:
         torch.set_num_threads(threads)
+    start = time.perf_counter()
     package, validation_json = Path(package), Path(validation_json)
     weights = load_weights(weights_npz)
     test_input, expected, origin = read_test_tensors(tensors_npz, info.weights)
@@ -625,10 +627,15 @@ def export_package(
         )
         package.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(package, suffix=".tmp.zip") as tmp_zip:
+            seconds = {"write": time.perf_counter() - start}
             save_bioimageio_package(descr, output_path=tmp_zip)
+            seconds["package"] = time.perf_counter() - start - sum(seconds.values())
             result = validate_package(tmp_zip)
+            seconds["bioimageio_test"] = time.perf_counter() - start - sum(seconds.values())
             result["reproduction"] = reproduction(tmp_zip, test_input, expected)
+            seconds["reproduction"] = time.perf_counter() - start - sum(seconds.values())
             result |= {
+                "seconds": seconds,
                 "package": package.name,
                 "recipe": info.recipe,
                 "framework": info.framework,
