@@ -26,6 +26,7 @@ from n2v_repro.models.spec import ARCH_STRIDE, ARCHS
 pytest.importorskip("bioimageio.core")
 torch = pytest.importorskip("torch")
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 ARCH = "n2v_unet32"
 STATS = {"mean": 110.25, "std": 61.5}
 
@@ -204,6 +205,14 @@ def test_exported_package_passes_bioimageio_test_and_runs_as_its_readme_says(
     backend.load_weights(load_weights(paths["last.npz"]))
     ours = predict_image(backend, image, STATS["mean"], STATS["std"])
     np.testing.assert_allclose(denoised[0, 0], ours, atol=1e-2)
+    # The project README shows the same lines for a pipeline package.
+    (project,) = re.findall(
+        r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.DOTALL
+    )
+    project = re.sub(r'"n2v_\w+\.zip"', repr(str(package)), project)
+    namespace = {"image": image}
+    exec(compile(project, "README.md", "exec"), namespace)  # noqa: S102 - the README's code
+    np.testing.assert_allclose(np.asarray(namespace["denoised"])[0, 0], ours, atol=1e-2)
 
     # `bioimageio test` itself, the command line users run, with an empty cache and, where
     # this machine lets a process drop its network (unshare), offline.

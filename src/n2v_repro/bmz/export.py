@@ -327,6 +327,7 @@ With `bioimageio.core` (0.11; `pip install bioimageio.core torch`), on a float32
 
 ```python
 from bioimageio.core import load_model_description, predict
+
 model = load_model_description("{info.stem}.zip")
 denoised = predict(model=model, {call}
 ```
