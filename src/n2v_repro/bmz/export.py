@@ -69,11 +69,13 @@ BSDS_CITATION = {
     "doi": "10.1109/ICCV.2001.937655",
 }
 TRAIN_SET_TEXT = {
-    "bsd400": "BSD400: the 400 grey BSDS500 train and test images that are not in BSD68, "
-    "whole (481 x 321)",
+    "bsd400": "BSD400: the 400 BSDS500 train + test images, grey, whole (481 x 321)",
     "train400": "Train400 (DnCNN): 400 grey 180 x 180 crops of the BSD400 images",
 }
-WEIGHTS_TEXT = {"last": "the last epoch's", "best": "the lowest validation loss'"}
+WEIGHTS_TEXT = {
+    "last": "the last epoch's weights",
+    "best": "the weights of the lowest validation loss",
+}
 
 
 class BmzExportError(UserError, RuntimeError):
@@ -260,7 +262,7 @@ def readme_text(
     )
     if not rows:
         results = "| (no BSD68 row for these weights in the evaluation) | | | |"
-    images = f"{n_train_images} images" if n_train_images else "the training images"
+    images = f"this run trained on {n_train_images} of them" if n_train_images else "as configured"
     validation = (
         "held-out noisy training images (no BSD68 image chose the weights)"
         if info.validation == "heldout_train"
@@ -272,10 +274,13 @@ def readme_text(
         f"{info.framework} (the weights are framework-neutral; this package runs them in PyTorch)"
     )
     data = (
-        f"{TRAIN_SET_TEXT.get(info.train_set, info.train_set)}, {images}, with one fixed "
+        f"{TRAIN_SET_TEXT.get(info.train_set, info.train_set)} ({images}), with one fixed "
         f"realisation of Gaussian noise (sigma {info.sigma}), unclipped"
     )
     stride = ARCH_STRIDE[info.arch]
+    run = f"{info.recipe}/{info.framework}/sigma{info.sigma}/seed{info.seed}"
+    evaluation = f"results/{run}/eval/summary.json"
+    source = f"{origin.get('kind', 'noisy training image')}, image {origin.get('image_id', '?')}"
     call = f'inputs={{"{INPUT_ID}": image[None, None]}}).members["{OUTPUT_ID}"].data'
     return f"""# Noise2Void denoiser: {title}
 
@@ -308,18 +313,17 @@ statistics (`fixed_zero_mean_unit_variance`) and maps the output back to grey le
 
 BSD68 (the test set: none of its images was used for training) with the same noise, whole
 images, PSNR against the clean 8-bit image (data range 255), from the pipeline's evaluation
-of these weights (results/.../eval/summary.json):
+of these weights ({evaluation}):
 
-| test set | images | PSNR (dB) | SSIM |
+| test set | images | PSNR (dB), mean ± std over images | SSIM |
 | --- | --- | --- | --- |
 {results}
 
 The paper reports 27.71 dB on BSD68 at sigma 25 for its recipe (the `paper` recipe here).
 
-The package's test input is a {origin.get("kind", "noisy training image")}, image
-{origin.get("image_id", "?")}; its test output is {info.framework}'s own prediction on it (CPU,
-float32). `bioimageio test` reproduces it with every weight format of this package within
-{ABSOLUTE_TOLERANCE} grey levels + {RELATIVE_TOLERANCE} x |output|.
+The package's test input: {source}. Its test output is {info.framework}'s own prediction
+of it (CPU, float32); `bioimageio test` reproduces it with every weight format of this
+package within {ABSOLUTE_TOLERANCE} grey levels + {RELATIVE_TOLERANCE} x |output|, at every pixel.
 
 ## Use
 
