@@ -248,3 +248,28 @@ def test_validation_failure_fails_the_export_with_the_validators_message(
     summary = json.loads((tmp_path / "last_validation.json").read_text())
     # bioimage.io says "valid-format" when the format is valid but a test failed.
     assert summary["status"] != "passed" and summary["failures"]
+
+
+@pytest.mark.parametrize(
+    ("method", "paper"),
+    [("n2v", "Noise2Void"), ("n2v2", "N2V2"), ("n2n", "Noise2Noise"), ("n2c", "supervised")],
+)
+def test_readme_and_citations_name_the_method(method: str, paper: str) -> None:
+    from n2v_repro.bmz.export import RunInfo, citations_of, readme_text
+
+    info = RunInfo(
+        recipe="r", framework="jittor", sigma=50, seed=3, weights="best", arch=ARCH,
+        train_set="bsd400", validation="heldout_train", authors=({"name": "A"},), method=method,
+    )  # fmt: skip
+    rows = [{"test_set": "bsd68", "n": 68, "psnr_mean": 25.5, "psnr_std": 1.0,
+             "ssim_mean": 0.7, "ssim_std": 0.1}]  # fmt: skip
+    readme = readme_text(
+        info, mean=1.0, std=2.0, n_train_images=396, rows=rows, origin={"image_id": "42"},
+        weight_formats=["pytorch_state_dict"], onnx_note="no onnxruntime",
+    )  # fmt: skip
+    first = readme.split("\n\n")[1]
+    assert paper in first and "sigma 50" in readme and "| method | `" + method in readme
+    assert "25.50" in readme and "No ONNX weights: no onnxruntime" in readme
+    cited = [entry["text"] for entry in citations_of(method)]
+    assert any("Noise2Void" in text for text in cited) and any("Segmented" in t for t in cited)
+    assert len(cited) == len(set(cited))

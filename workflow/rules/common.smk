@@ -402,6 +402,12 @@ def bmz_tensor_inputs(wildcards):
     }
 
 
+def bmz_method(wildcards):
+    """What the run's network learnt from, for its package's README (train.method; n2v in
+    a configuration without that key)."""
+    return RECIPE_TRAIN[wildcards.recipe].get("method", "n2v")
+
+
 def bmz_export_inputs(wildcards):
     """One package's weights, test tensors, statistics and BSD68 evaluation."""
     train = RECIPES[wildcards.recipe]

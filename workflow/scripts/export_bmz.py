@@ -20,6 +20,7 @@ with script_log(snakemake.log[0]):
         train_set=params.train_set,
         validation=params.validation,
         authors=tuple(params.authors),
+        method=params.method,
     )
     export_package(
         info=info,

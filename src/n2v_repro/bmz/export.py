@@ -72,6 +72,38 @@ TRAIN_SET_TEXT = {
     "bsd400": "BSD400: the 400 BSDS500 train + test images, grey, whole (481 x 321)",
     "train400": "Train400 (DnCNN): 400 grey 180 x 180 crops of the BSD400 images",
 }
+# What the network learnt from (the recipe's train.method; n2v where a config has no method
+# key): the README's first sentence and the citation of the method.
+METHODS = {
+    "n2v": (
+        "Noise2Void network (Krull, Buchholz and Jug, CVPR 2019), trained self-supervised on "
+        "the noisy images alone (blind-spot masking),",
+        NOISE2VOID_CITATION,
+    ),
+    "n2v2": (
+        "N2V2 network (Hoeck et al., ECCV Workshops 2022; Noise2Void without its checkerboard "
+        "artefacts), trained self-supervised on the noisy images alone,",
+        {
+            "text": "Hoeck, Buchholz, Dibrov, Jug: N2V2 - Fixing Noise2Void Checkerboard "
+            "Artifacts with Modified Sampling Strategies and a Tweaked Network Architecture. "
+            "ECCV Workshops 2022",
+            "doi": "10.1007/978-3-031-25069-9_33",
+        },
+    ),
+    "n2n": (
+        "Noise2Noise network (Lehtinen et al., ICML 2018), trained on pairs of independent "
+        "noisy realisations of the training images,",
+        {
+            "text": "Lehtinen, Munkberg, Hasselgren, Laine, Karras, Aittala, Aila: Noise2Noise: "
+            "Learning Image Restoration without Clean Data. ICML 2018",
+            "url": "https://proceedings.mlr.press/v80/lehtinen18a.html",
+        },
+    ),
+    "n2c": (
+        "supervised denoising network (noisy input, clean target; the paper's N2C baseline),",
+        NOISE2VOID_CITATION,
+    ),
+}
 WEIGHTS_TEXT = {
     "last": "the last epoch's weights",
     "best": "the weights of the lowest validation loss",
@@ -99,6 +131,7 @@ class RunInfo:
     train_set: str
     validation: str
     authors: tuple[Mapping[str, str], ...]
+    method: str = "n2v"
 
     @property
     def name(self) -> str:
@@ -243,6 +276,12 @@ TEST_SET_TEXT = {
 }
 
 
+def citations_of(method: str) -> list[dict[str, str]]:
+    """Return the method's paper, Noise2Void's (the experiment reproduced) and the data's."""
+    entries = [METHODS.get(method, METHODS["n2v"])[1], NOISE2VOID_CITATION, BSDS_CITATION]
+    return [dict(entry) for entry in {entry["text"]: entry for entry in entries}.values()]
+
+
 def readme_text(
     info: RunInfo,
     *,
@@ -281,17 +320,22 @@ def readme_text(
     run = f"{info.recipe}/{info.framework}/sigma{info.sigma}/seed{info.seed}"
     evaluation = f"results/{run}/eval/summary.json"
     source = f"{origin.get('kind', 'noisy training image')}, image {origin.get('image_id', '?')}"
+    citations = "\n".join(
+        f"- {entry['text']}, " + (f"doi:{entry['doi']}" if "doi" in entry else entry["url"])
+        for entry in citations_of(info.method)
+    )
     call = f'inputs={{"{INPUT_ID}": image[None, None]}}).members["{OUTPUT_ID}"].data'
-    return f"""# Noise2Void denoiser: {title}
+    what, _ = METHODS.get(info.method, METHODS["n2v"])
+    return f"""# {info.method.upper()} denoiser: {title}
 
-A Noise2Void network (Krull, Buchholz and Jug, CVPR 2019) trained self-supervised, on noisy
-images alone, to remove additive Gaussian noise of standard deviation {info.sigma} grey
-levels from 8-bit grey images. Exported by the n2v_repro pipeline, which reproduces the
-paper's BSD68 experiment in PyTorch and Jittor.
+A {what} to remove additive Gaussian noise of standard deviation {info.sigma} grey levels
+from 8-bit grey images. Exported by the n2v_repro pipeline, which reproduces the Noise2Void
+paper's BSD68 experiment (Krull, Buchholz and Jug, CVPR 2019) in PyTorch and Jittor.
 
 | | |
 | --- | --- |
 | recipe | `{info.recipe}` (the pipeline's config/config.yaml, recipe_book) |
+| method | `{info.method}` |
 | network | `{info.arch}` (arch.py, `build_model(arch="{info.arch}")`) |
 | trained with | {trained} |
 | noise sigma | {info.sigma} (grey levels of 8-bit images) |
@@ -344,8 +388,7 @@ non-commercial research and educational purposes.
 
 ## Citation
 
-- {NOISE2VOID_CITATION["text"]}, doi:{NOISE2VOID_CITATION["doi"]}
-- {BSDS_CITATION["text"]}, doi:{BSDS_CITATION["doi"]}
+{citations}
 """
 
 
@@ -447,18 +490,19 @@ def model_description(
     return v0_5.ModelDescr(
         name=info.name,
         description=(
-            f"Noise2Void ({info.arch}) for Gaussian noise sigma {info.sigma} on 8-bit grey "
-            f"images; BSD68 reproduction, recipe {info.recipe}, trained in {info.framework} "
-            f"(seed {info.seed}, {info.weights} weights)."
+            f"{info.method.upper()} ({info.arch}) for Gaussian noise sigma {info.sigma} on "
+            f"8-bit grey images; BSD68 reproduction, recipe {info.recipe}, trained in "
+            f"{info.framework} (seed {info.seed}, {info.weights} weights)."
         ),
         authors=[v0_5.Author(**dict(author)) for author in info.authors],
-        cite=[v0_5.CiteEntry(**NOISE2VOID_CITATION), v0_5.CiteEntry(**BSDS_CITATION)],
+        cite=[v0_5.CiteEntry(**entry) for entry in citations_of(info.method)],
         license=v0_5.LicenseId(LICENSE),
         documentation=v0_5.FileDescr(source=folder / files["readme"]),
         covers=[v0_5.FileDescr(source=folder / files["cover"])],
         tags=list(
             dict.fromkeys(
-                ["noise2void", "denoising", "2d", "self-supervised", "natural-images", "bsd68"]
+                ["noise2void", "denoising", "2d", "natural-images", "bsd68", info.method]
+                + (["self-supervised"] if info.method in ("n2v", "n2v2", "n2n") else [])
                 + ["pytorch", info.framework]
             )
         ),
