@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 LICENSE = "MIT"  # the project's licence (pyproject.toml): code and trained weights
 ONNX_OPSET = 17
+ONNX_NOTE_CHARS = 160
 # How far a reproduced output may be from the package's test output, in grey levels (the
 # output's unit) and relative to it. One hundredth of an 8-bit quantisation step, far below
 # anything PSNR can see (0.01 grey levels everywhere moves PSNR by < 1e-4 dB at 27 dB), and
@@ -225,7 +226,9 @@ def write_onnx(model: Any, example: np.ndarray, path: Path) -> str | None:
         (got,) = session.run(None, {"input": example})
     except Exception as error:  # noqa: BLE001 - any exporter failure means "no onnx entry"
         path.unlink(missing_ok=True)
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        # The exporter's messages run to whole graphs: the README and log get its gist.
+        return f"{type(error).__name__}: {first_line[:ONNX_NOTE_CHARS]}"
     difference = float(np.max(np.abs(got - expected)))
     # In normalised units; 1e-4 is ~0.006 grey levels at the BSD400 std of ~60.
     if not np.isfinite(difference) or difference > 1e-4:
