@@ -16,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from n2v_repro.bmz.arch_source import arch_source
 from n2v_repro.io.formats import save_valid_tiles, save_weights, write_train_stats
 from n2v_repro.models.initialisation import make_init_weights
 from n2v_repro.models.spec import ARCH_STRIDE, ARCHS
-
-pytest.importorskip("bioimageio.core")
-torch = pytest.importorskip("torch")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARCH = "n2v_unet32"
