@@ -610,7 +610,8 @@ def export_package(
     """Write the package zip and its validation summary; raise if validation fails.
 
     The zip is written under a temporary name and renamed only after it passed, so a failed
-    validation leaves no package (Snakemake reruns the job); the summary is written either way.
+    validation leaves no package; the summary is written either way, and logged (in the
+    pipeline, Snakemake removes a failed job's outputs; its log keeps the summary).
     """
     import torch
     from bioimageio.spec import save_bioimageio_package
@@ -704,6 +705,8 @@ def export_package(
                 "test_input": origin,
             }
             write_json(validation_json, result)
+            # In the job's log too: Snakemake deletes a failed job's outputs, this JSON included.
+            log.info("bioimageio test of %s:\n%s", package.name, json.dumps(result, indent=1))
             if result["status"] != "passed":
                 raise BmzValidationError(
                     f"bioimageio test failed for {package}: " + "; ".join(result["failures"])
