@@ -15,6 +15,7 @@ include: "workflow/rules/parity.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/bm3d.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/bmz.smk"
 
 
 rule all:

@@ -25,7 +25,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_DIR = REPO_ROOT / "envs"
-ENV_NAMES = ("analysis", "torch", "jittor", "bm3d")
+ENV_NAMES = ("analysis", "torch", "jittor", "bm3d", "bioimageio")
 TESTS_DIR = Path(__file__).resolve().parent
 # conda-forge names that differ on PyPI; None: not a pip package (the interpreter, pip).
 CONDA_TO_PIP: dict[str, str | None] = {
@@ -99,7 +99,13 @@ def test_env_file_is_conda_forge_only_and_python_311(name: str) -> None:
 
 # requirements.txt holds both stacks, so it pins Jittor's numpy < 2; the environments
 # without Jittor take numpy 2 (the issue: numpy < 2 only where Jittor needs it).
-OWN_PINS = {"torch": {"numpy"}, "analysis": {"numpy"}, "jittor": set(), "bm3d": {"numpy"}}
+OWN_PINS = {
+    "torch": {"numpy"},
+    "analysis": {"numpy"},
+    "jittor": set(),
+    "bm3d": {"numpy"},
+    "bioimageio": {"numpy"},
+}
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
@@ -120,7 +126,8 @@ def test_env_pins_match_requirements(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "numpy_major"), [("torch", 2), ("analysis", 2), ("bm3d", 2), ("jittor", 1)]
+    ("name", "numpy_major"),
+    [("torch", 2), ("analysis", 2), ("bm3d", 2), ("jittor", 1), ("bioimageio", 2)],
 )
 def test_numpy_2_only_outside_the_jittor_env(name: str, numpy_major: int) -> None:
     """Jittor 1.3.11 returns garbage from Var.numpy() under numpy 2 (docs/migration.md)."""
@@ -128,11 +135,16 @@ def test_numpy_2_only_outside_the_jittor_env(name: str, numpy_major: int) -> Non
     assert int(version.split(".")[0]) == numpy_major, f"envs/{name}.yaml pins numpy {version}"
 
 
+# The frameworks each environment holds: its own, and PyTorch for the bioimage.io export
+# (a Jittor-trained model is exported and validated through the same PyTorch network).
+ENV_FRAMEWORKS = {"torch": {"torch"}, "jittor": {"jittor"}, "bioimageio": {"torch"}}
+
+
 @pytest.mark.parametrize("name", ENV_NAMES)
 def test_env_holds_no_foreign_framework(name: str) -> None:
     packages = {requirement_name(line) for line in pip_requirements(load_env(name))}
     for framework, framework_packages in FRAMEWORK_PACKAGES.items():
-        if framework == name:
+        if framework in ENV_FRAMEWORKS.get(name, set()):
             assert framework_packages <= packages, f"envs/{name}.yaml lacks its framework"
         else:
             assert not packages & framework_packages, f"envs/{name}.yaml holds {framework}"

@@ -16,6 +16,9 @@ LAYERS = [
     {"evaluation"},
     {"training"},
     {"report", "parity", "bench", "gpu_check", "denoise", "run_plan"},
+    # bioimage.io export: the package's network (models), test output (evaluation,
+    # backends) and the report's table (report).
+    {"bmz"},
 ]
 
 

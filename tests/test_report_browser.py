@@ -149,6 +149,30 @@ def test_psnr_table_has_every_recipe_framework_test_set_and_weights(pipeline_run
         assert bool(row["paper_psnr"]) == (row["recipe"] == "paper" and row["test_set"] == "bsd68")
 
 
+def test_every_trained_model_has_a_validated_bioimageio_package(pipeline_run: Path) -> None:
+    """config/test.yaml packages the last weights of each of the 8 runs; `bioimageio test`
+    passed on each, and a Jittor-trained package's PyTorch and ONNX outputs reproduce Jittor's
+    own prediction of its test image within the package's tolerance."""
+    with open(pipeline_run / "results" / "tables" / "bmz_packages.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(RECIPES) * 2 * len(SEEDS)
+    for recipe in RECIPES:
+        for framework in ("torch", "jittor"):
+            for seed in SEEDS:
+                folder = pipeline_run / "results" / recipe / framework / "sigma25" / f"seed{seed}"
+                name = f"n2v_{recipe}_{framework}_sigma25_seed{seed}_last.zip"
+                assert (folder / "bmz" / name).stat().st_size > 0, name
+                summary = json.loads((folder / "bmz" / "last_validation.json").read_text())
+                assert summary["status"] == "passed", summary["failures"]
+                assert summary["test_input"]["framework"] == framework
+                # Never a BSD68 image: a held-out training tile, or a training image (port).
+                bsd68 = (pipeline_run / "resources/bsd68_split.csv").read_text()
+                assert summary["test_input"]["image_id"] not in bsd68
+                tolerance = summary["tolerance"]["absolute"]
+                for weight_format, numbers in summary["reproduction"].items():
+                    assert numbers["max_abs_diff"] <= tolerance, (name, weight_format, numbers)
+
+
 def test_time_breakdown_covers_every_job_of_the_run(pipeline_run: Path) -> None:
     with open(pipeline_run / "results" / "tables" / "time_breakdown.csv") as handle:
         rows = {row["stage"]: row for row in csv.DictReader(handle)}

@@ -111,9 +111,23 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     if filled["seeds"] is None:
         filled["seeds"] = [filled["seed"]]
+    _resolve_bmz(filled)
     _check_recipes(filled)
     _check_consistency(filled)
     return filled
+
+
+def _resolve_bmz(config: dict[str, Any]) -> None:
+    """bmz.weights: null means eval.weights; each must be evaluated (the README's PSNR)."""
+    bmz = config["bmz"]
+    if bmz["weights"] is None:
+        bmz["weights"] = list(config["eval"]["weights"])
+    missing = [w for w in bmz["weights"] if w not in config["eval"]["weights"]]
+    if missing:
+        raise ConfigError(
+            f"config key 'bmz.weights': {missing} not in eval.weights {config['eval']['weights']}"
+            " (a package quotes the BSD68 PSNR of its weights from the evaluation)"
+        )
 
 
 def _default_recipe_book() -> dict[str, Any]:
@@ -446,6 +460,13 @@ class ParityConfig:
 
 
 @dataclass(frozen=True)
+class BmzConfig:
+    export: bool
+    weights: tuple[str, ...]
+    authors: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     seed: int
     seeds: tuple[int, ...]
@@ -458,6 +479,7 @@ class PipelineConfig:
     train: TrainConfig
     eval: EvalConfig
     parity: ParityConfig
+    bmz: BmzConfig
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> PipelineConfig:

@@ -3,7 +3,7 @@
 workflow/rules/common.smk builds the rules and target lists from them; the tools that read a
 finished run (tools/measured_doc.py, tools/cpu_tuning.py) format the same patterns. Paths are
 relative to the working directory. Wildcards: `{sigma}`, `{dataset}` (bsd400 or bsd68),
-`{data_tag}`, `{arch}`, `{init}`, `{seed}`, `{recipe}`, `{framework}`.
+`{data_tag}`, `{arch}`, `{init}`, `{seed}`, `{recipe}`, `{framework}`, `{weights}`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,13 @@ PARITY_INPUTS = f"{PARITY_DIR}/inputs/{{arch}}.npz"
 PARITY_RESULT = f"{PARITY_DIR}/{{framework}}/{{arch}}.npz"
 # The float64 reference of both frameworks' results (parity.run_reference).
 PARITY_REFERENCE = f"{PARITY_DIR}/reference/{{arch}}.npz"
+# bioimage.io packages of one run: the test tensors (its framework's own prediction), then
+# per weights the package and its `bioimageio test` summary (workflow/rules/bmz.smk).
+BMZ_DIR = f"results/{RUN}/bmz"
+BMZ_TENSORS = f"{BMZ_DIR}/test_tensors.npz"
+BMZ_PACKAGE = f"{BMZ_DIR}/n2v_{{recipe}}_{{framework}}_sigma{{sigma}}_seed{{seed}}_{{weights}}.zip"
+BMZ_VALIDATION = f"{BMZ_DIR}/{{weights}}_validation.json"
+BMZ_TABLE = "results/tables/bmz_packages"
 # Verified downloads; not a declared output, so a failed job never deletes them.
 DOWNLOAD_CACHE = "resources/.download_cache"
 

@@ -10,6 +10,10 @@ from n2v_repro.data import manifest as _manifest
 from n2v_repro.models.initialisation import INIT_SCHEMES
 from n2v_repro.models.spec import ARCHS
 from n2v_repro.paths import (
+    BMZ_PACKAGE,
+    BMZ_TABLE,
+    BMZ_TENSORS,
+    BMZ_VALIDATION,
     BSD68_SPLIT,
     CHECKPOINT,
     DOWNLOAD_BENCHMARK,
@@ -101,6 +105,7 @@ wildcard_constraints:
     data_tag=r"(bsd400|train400)_(bsd68_split|heldout\d+)(_clean|_noisy2)?",
     init="|".join(INIT_SCHEMES),
     dataset="bsd400|bsd68",
+    weights="last|best",
 
 
 # Pixels of one BSDS500 image (481 x 321): sizes the memory of the whole-set data jobs.
@@ -379,6 +384,7 @@ def final_outputs():
         *[f for recipe in RECIPES for f in recipe_table_files(recipe)],
         *figure_files(),
         *parity_outputs(),
+        *bmz_outputs(),
     ]
 
 
@@ -450,4 +456,69 @@ def methods_outputs():
         *[METHODS_FIGURE.format(sigma=s) for s in SIGMAS],
     ]
 
+
 # --- end baselines and the methods table ----------------------------------------------------
+
+
+# --- bioimage.io packages (workflow/rules/bmz.smk) ------------------------------------------
+
+# The weights packaged per run (bmz.weights; null resolved to eval.weights by the config).
+BMZ_WEIGHTS = list(CONFIG.bmz.weights)
+
+
+def bmz_tensor_inputs(wildcards):
+    """The run's weights, its training statistics and where its test image comes from."""
+    train = RECIPES[wildcards.recipe]
+    folder = run_path(
+        MODEL_DIR,
+        wildcards.recipe,
+        wildcards.framework,
+        wildcards.sigma,
+        wildcards.seed,
+    )
+    patches = patch_files(train.data_tag, wildcards.sigma)
+    return {
+        **{name: f"{folder}/{name}.npz" for name in BMZ_WEIGHTS},
+        "stats": patches["stats"],
+        "valid": patches["valid"],
+        "train": patches["train"],
+        "index": patches["index"],
+    }
+
+
+def bmz_method(wildcards):
+    """What the run's network learnt from, for its package's README (train.method; n2v in
+    a configuration without that key)."""
+    return RECIPE_TRAIN[wildcards.recipe].get("method", "n2v")
+
+
+def bmz_export_inputs(wildcards):
+    """One package's weights, test tensors, statistics and BSD68 evaluation."""
+    train = RECIPES[wildcards.recipe]
+    run = (wildcards.recipe, wildcards.framework, wildcards.sigma, wildcards.seed)
+    return {
+        "weights": f"{run_path(MODEL_DIR, *run)}/{wildcards.weights}.npz",
+        "tensors": run_path(BMZ_TENSORS, *run),
+        "stats": patch_files(train.data_tag, wildcards.sigma)["stats"],
+        "eval_summary": f"{run_path(EVAL_DIR, *run)}/summary.json",
+    }
+
+
+def bmz_files(pattern):
+    """`pattern` (BMZ_PACKAGE, BMZ_VALIDATION) of every run and packaged weights."""
+    return [
+        pattern.format(recipe=r, framework=f, sigma=s, seed=seed, weights=w)
+        for r, f, s, seed in RUNS
+        for w in BMZ_WEIGHTS
+    ]
+
+
+def bmz_validation_files():
+    return bmz_files(BMZ_VALIDATION)
+
+
+def bmz_outputs():
+    """Every package, its validation and the table; none when bmz.export is false."""
+    if not CONFIG.bmz.export:
+        return []
+    return [*bmz_files(BMZ_PACKAGE), f"{BMZ_TABLE}.csv", f"{BMZ_TABLE}.html"]
