@@ -86,7 +86,7 @@ def evaluate_bm3d(
     total = sum(seconds.values())
     megapixels = sum(img.noisy.size for img in images) / 1e6
     # The learned methods' inference keys, so that the benchmark table reads both alike;
-    # BM3D has no warm-up (nothing to compile) and runs on one CPU core in float64.
+    # BM3D has no warm-up (nothing to compile) and computes in float64 on the CPU.
     inference = {
         "weights": BM3D_WEIGHTS,
         "device": "cpu",
