@@ -121,8 +121,10 @@ def _training_images(
     train_set: str,
     crops_file: str | Path | None,
     clean_pngs: Mapping[str, Path],
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Return the noisy training images in training-set order, and clean crops (train400).
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list | None]:
+    """Return the noisy training images in training-set order, clean crops and the crops.
+
+    The crops (train400; None for bsd400) cut another noisy set the same way (`_cut_like`).
 
     bsd400: the whole images in id order. train400: DnCNN's 180 x 180 crops, in the crop
     table's order, cut from the noisy whole images (the noise is independent per pixel, so a
@@ -130,8 +132,7 @@ def _training_images(
     table's pixel hashes.
     """
     if train_set == "bsd400":
-        order = sorted(noisy, key=id_sort_key)
-        return {i: noisy[i] for i in order}, {}
+        return _cut_like(noisy, None), {}, None
     if train_set != "train400":
         raise PatchError(f"unknown train_set {train_set!r}; expected bsd400 or train400")
     if crops_file is None:
@@ -143,7 +144,31 @@ def _training_images(
     whole = {c.image_id: read_gray_png(clean_pngs[c.image_id]) for c in crops}
     check_crops(crops, whole)
     clean = {c.image_id: np.ascontiguousarray(c.cut(whole[c.image_id])) for c in crops}
-    return {c.image_id: np.ascontiguousarray(c.cut(noisy[c.image_id])) for c in crops}, clean
+    return _cut_like(noisy, crops), clean, crops
+
+
+def _cut_like(noisy: Mapping[str, np.ndarray], crops: list | None) -> dict[str, np.ndarray]:
+    """Return the training images of a noisy set: whole in id order, or `crops` cut from it."""
+    if crops is None:
+        return {i: noisy[i] for i in sorted(noisy, key=id_sort_key)}
+    return {c.image_id: np.ascontiguousarray(c.cut(noisy[c.image_id])) for c in crops}
+
+
+def _clean_images(
+    ids: Sequence[str],
+    clean_crops: Mapping[str, np.ndarray],
+    clean_pngs: Mapping[str, Path],
+    what: str,
+    shown: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Return the clean version of each training image: its Train400 crop, else its PNG.
+
+    Raises PatchError naming the images without one (the first `shown` of them).
+    """
+    missing = [i for i in ids if i not in clean_crops and i not in clean_pngs]
+    if missing:
+        raise PatchError(f"no clean PNG for the {what} {missing[:shown]}")
+    return {i: clean_crops[i] if i in clean_crops else read_gray_png(clean_pngs[i]) for i in ids}
 
 
 def _write_targets(
@@ -205,7 +230,7 @@ def patchify(
     if target == "noisy2" and train2_npz is None:
         raise PatchError("training target noisy2 needs the second noisy training set")
     clean_train = {Path(p).stem: Path(p) for p in clean_train_pngs}
-    images, clean_crops = _training_images(
+    images, clean_crops, crops = _training_images(
         load_noisy_set(train_npz), train_set, crops_file, clean_train
     )
     order = list(images)
@@ -217,13 +242,7 @@ def patchify(
                 f"the {len(order)} training images for training"
             )
         valid_ids, train_ids = order[-held_out:], order[:-held_out]
-        missing_clean = [i for i in valid_ids if i not in clean_crops and i not in clean_train]
-        if missing_clean:
-            raise PatchError(f"no clean PNG for the held-out training images {missing_clean}")
-        clean = {
-            i: clean_crops[i] if i in clean_crops else read_gray_png(clean_train[i])
-            for i in valid_ids
-        }
+        clean = _clean_images(valid_ids, clean_crops, clean_train, "held-out training images")
         tiles = valid_tiles(images, clean, valid_ids, patch_size)
         source = "held-out noisy training images"
     elif validation.scheme == "bsd68_split":
@@ -249,17 +268,12 @@ def patchify(
         raise PatchError(f"unknown validation scheme {validation.scheme!r}")
 
     if target == "noisy2":
-        second, _ = _training_images(load_noisy_set(train2_npz), train_set, crops_file, clean_train)
+        # Cut like the first set: the crops were checked once, above.
+        second = _cut_like(load_noisy_set(train2_npz), crops)
         tiles["noisy2"] = valid_tiles(second, clean, valid_ids, patch_size)["noisy"]
         _write_targets(outputs["target"], second, train_ids)
     elif target == "clean":
-        missing_clean = [i for i in train_ids if i not in clean_crops and i not in clean_train]
-        if missing_clean:
-            raise PatchError(f"no clean PNG for the training images {missing_clean[:10]}")
-        clean_images = {
-            i: clean_crops[i] if i in clean_crops else read_gray_png(clean_train[i])
-            for i in train_ids
-        }
+        clean_images = _clean_images(train_ids, clean_crops, clean_train, "training images", 10)
         _write_targets(outputs["target"], clean_images, train_ids)
     train = {i: images[i] for i in train_ids}
     rows = write_train_source(train, outputs["train"], outputs["index"])
