@@ -8,9 +8,9 @@ both recipes and both seeds, parity, the evaluations, tables, figures. Then
 Checks, from the outputs: parity passed, every run trained its epochs and denoised every
 image, the PSNR/SSIM table has a row per recipe x test set x weights x framework over both
 seeds, and none scores weights on images that chose them; from the rendered DOM: the landing
-page shows the compact summary table; from the layout at 1400 and 1920 px: the summary table
-and Snakemake's rule graph do not overlap and the page title is not cut off; from a
-screenshot: the page is not blank.
+page shows the compact summary table; from the layout at 1400 and 1920 px: the landing page's
+tables (summary, methods) and Snakemake's rule graph do not overlap and the page title is not
+cut off; from a screenshot: the page is not blank.
 Needs /usr/bin/chromium (CI installs it: `apt-get install -y chromium`); the browser checks
 are skipped with a message when it is absent.
 """
@@ -39,15 +39,16 @@ SEEDS = (1, 2)
 # Window sizes of the layout check: the issue's two widths, at common screen heights.
 WINDOWS = [(1400, 900), (1920, 1080)]
 # Appended to a copy of the report: once the app has drawn the landing page, write the boxes
-# of the summary table, the rule graph and the title into the DOM for --dump-dom to read.
+# of every table on it (summary, methods), the rule graph and the title into the DOM for
+# --dump-dom to read.
 MEASURE_SCRIPT = """
 <script>
 (function measure(tries) {
-  const table = document.querySelector("table.n2v-table");
+  const tables = [...document.querySelectorAll(".prose table.n2v-table")];
   const graph = document.querySelector("#rulegraph canvas, #rulegraph svg");
   const title = document.querySelector(".prose h1");
   const drawn = graph && graph.getBoundingClientRect().width > 0;
-  if ((!table || !drawn || !title) && tries > 0) {
+  if ((!tables.length || !drawn || !title) && tries > 0) {
     setTimeout(() => measure(tries - 1), 200);
     return;
   }
@@ -59,7 +60,7 @@ MEASURE_SCRIPT = """
   const out = document.createElement("pre");
   out.id = "n2v-boxes";
   out.textContent = JSON.stringify(
-    {table: box(table), graph: box(graph), title: box(title), width: window.innerWidth}
+    {tables: tables.map(box), graph: box(graph), title: box(title), width: window.innerWidth}
   );
   document.body.appendChild(out);
 })(50);
@@ -217,7 +218,7 @@ def test_landing_page_shows_the_summary_table(dom: str) -> None:
 
 
 @pytest.mark.parametrize(("width", "height"), WINDOWS)
-def test_summary_table_does_not_overlap_the_rule_graph(
+def test_landing_page_tables_do_not_overlap_the_rule_graph(
     report: Path, tmp_path: Path, width: int, height: int
 ) -> None:
     page = tmp_path / "report_measured.html"
@@ -232,15 +233,18 @@ def test_summary_table_does_not_overlap_the_rule_graph(
     assert found, "the measuring script wrote nothing: the landing page did not render"
     boxes = json.loads(found.group(1))
     assert boxes["width"] == width
-    assert boxes["table"] and boxes["graph"], boxes
-    table, graph = boxes["table"], boxes["graph"]
-    intersects = (
-        table[0] < graph[2] and graph[0] < table[2] and table[1] < graph[3] and graph[1] < table[3]
-    )
-    assert not intersects, f"summary table {table} overlaps the rule graph {graph}"
-    assert table[2] - table[0] > 200  # a real table, not a collapsed one
-    # The landing page is centred vertically by Snakemake: content taller than the window
-    # would cut off its top, title included, out of reach of scrolling.
+    graph = boxes["graph"]
+    # The summary table, then the methods table's block (config/test.yaml: sigma 25 only).
+    assert len(boxes["tables"]) == 2 and graph, boxes
+    for table in boxes["tables"]:
+        # The table's own box, wider than its scrolling box's when it spills: every column in
+        # view beside the graph, none hidden behind a sideways scroll.
+        left, top, right, bottom = table
+        intersects = left < graph[2] and graph[0] < right and top < graph[3] and graph[1] < bottom
+        assert not intersects, f"landing-page table {table} overlaps the rule graph {graph}"
+        assert table[2] - table[0] > 200  # a real table, not a collapsed one
+    # Snakemake centres the landing page vertically: without workflow.rst's style, content
+    # taller than the window would lose its top, title included, out of reach of scrolling.
     assert boxes["title"][1] >= 0, f"the page title is cut off: {boxes['title']}"
 
 

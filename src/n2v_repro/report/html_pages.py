@@ -27,10 +27,11 @@ table.n2v-table td.num { text-align: right; font-variant-numeric: tabular-nums; 
 table.n2v-table tbody tr:nth-child(even) { background: #f8f8f8; }
 table.n2v-table tr.n2v-failed td { color: #b00020; font-weight: 600; background: #fde8ea; }
 .n2v-table-wrap p.note { color: #555; font-size: 12px; max-width: 60em; }
-/* The landing page's summary: narrow enough for the description column beside Snakemake's
+/* The landing page's tables: narrow enough for the description column beside Snakemake's
    rule graph, and never wider than it (it scrolls instead of spilling onto the graph). */
 .n2v-table-wrap.n2v-compact { font-size: 12px; max-width: 100%; overflow-x: auto; }
 .n2v-compact table.n2v-table th, .n2v-compact table.n2v-table td { padding: 2px 5px; }
+.n2v-compact table.n2v-table td.num { white-space: nowrap; }
 figure.n2v-figure { margin: 1em 0; }
 figure.n2v-figure img { max-width: 100%; height: auto; }
 figure.n2v-figure figcaption { color: #555; font-size: 12px; max-width: 60em; }
@@ -103,10 +104,12 @@ def render_table_blocks(
     columns: Sequence[Column],
     blocks: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
     notes: Sequence[str] = (),
+    compact: bool = False,
 ) -> str:
     """Render one HTML document holding a table per (caption, rows) block, notes after all.
 
     The methods table has one block per noise level: each reads as its own table.
+    `compact` as in render_table.
     """
     tables = []
     for caption, rows in blocks:
@@ -117,7 +120,8 @@ def render_table_blocks(
     note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     return _document(
         title,
-        f'<div class="n2v-table-wrap"><p class="n2v-title"><b>{html.escape(title)}</b></p>\n'
+        f'<div class="n2v-table-wrap{" n2v-compact" if compact else ""}">'
+        f'<p class="n2v-title"><b>{html.escape(title)}</b></p>\n'
         + "\n".join(tables)
         + f"\n{note_html}</div>",
     )

@@ -935,6 +935,7 @@ def make_methods_table(
             METHODS_HTML_COLUMNS,
             blocks,
             [METHODS_NOTE, _method_paper_note()],
+            compact=True,  # it is on the landing page too (workflow.rst)
         ),
     )
     return rows
