@@ -11,6 +11,7 @@
 #   bash run.sh --configfile config/test.yaml     # the small test configuration
 #   bash run.sh --cores 8                         # override the default profile's cores
 #   bash run.sh --setup-only                      # only build .venv/
+#   bash run.sh -n                                # a dry run: what would run, no report
 # The report is built even when a job failed (the profile keeps going past failures, e.g. a
 # failed parity gate); the exit status is then Snakemake's.
 set -euo pipefail
@@ -60,6 +61,12 @@ rm -f "$plan"
 export JITTOR_HOME="${JITTOR_HOME:-$PWD/.cache/jittor}"
 status=0
 .venv/bin/snakemake --profile profiles/default ${args[@]+"${args[@]}"} || status=$?
+# A dry run (-n, -np, --dry-run) wrote nothing to report on.
+for arg in ${args[@]+"${args[@]}"}; do
+    if [[ "$arg" = --dry-run || "$arg" = --dryrun || "$arg" =~ ^-[A-Za-z]*n[A-Za-z]*$ ]]; then
+        exit "$status"
+    fi
+done
 if .venv/bin/snakemake --profile profiles/default ${args[@]+"${args[@]}"} --report results/report.html; then
     echo "run.sh: report written to results/report.html"
 else

@@ -1,5 +1,5 @@
-"""run.sh's environment set-up, with a fake interpreter: which Pythons it accepts, and that a
-CUDA torch which sees a GPU is kept (venv over the system packages, no torch installed)."""
+"""run.sh with a fake interpreter: which Pythons it accepts, that a CUDA torch which sees a GPU
+is kept (venv over the system packages, no torch installed), and when it builds the report."""
 
 from __future__ import annotations
 
@@ -35,9 +35,11 @@ fi
 """
 
 
-def set_up(tmp_path: Path, version: str, torch: str) -> tuple[subprocess.CompletedProcess, list]:
+def set_up(
+    tmp_path: Path, version: str, torch: str, args: tuple[str, ...] = ("--setup-only",)
+) -> tuple[subprocess.CompletedProcess, list]:
     checkout = tmp_path / "checkout"
-    checkout.mkdir()
+    checkout.mkdir(exist_ok=True)
     for name in ("run.sh", "requirements.txt", "pyproject.toml"):
         shutil.copy(REPO_ROOT / name, checkout / name)
     fake = tmp_path / "python3"
@@ -52,7 +54,7 @@ def set_up(tmp_path: Path, version: str, torch: str) -> tuple[subprocess.Complet
         "FAKE_TORCH": torch,
     }
     result = subprocess.run(
-        ["bash", str(checkout / "run.sh"), "--setup-only"],
+        ["bash", str(checkout / "run.sh"), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -95,3 +97,39 @@ def test_another_python_is_refused_naming_the_versions(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "needs Python 3.11 or 3.12 (found 3.10" in result.stderr
     assert not [c for c in calls if "venv" in c or "pip" in c]
+
+
+# A second run's venv: snakemake logs its arguments and succeeds; python answers run_plan
+# (`-m n2v_repro.run_plan -- ARGS`) with the arguments back, NUL-separated, as run_plan does.
+FAKE_SNAKEMAKE = r"""#!/usr/bin/env bash
+echo "snakemake $*" >>"$FAKE_LOG"
+"""
+FAKE_RUN_PLAN = r"""#!/usr/bin/env bash
+shift 3
+printf '%s\0' "$@"
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "report"),
+    [((), True), (("--cores", "2"), True), (("-n",), False), (("-np",), False),
+     (("--dry-run",), False)],
+)  # fmt: skip
+def test_the_report_is_built_after_a_run_not_after_a_dry_run(
+    tmp_path: Path, args: tuple[str, ...], report: bool
+) -> None:
+    venv = tmp_path / "checkout" / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    for tool, script in (("snakemake", FAKE_SNAKEMAKE), ("python", FAKE_RUN_PLAN)):
+        (venv / "bin" / tool).write_text(script)
+        (venv / "bin" / tool).chmod(0o755)
+    (venv / ".installed").touch()
+    os.utime(venv / ".installed", (2**31, 2**31))  # newer than the pins: no reinstall
+    result, calls = set_up(tmp_path, "3.12", torch="cpu", args=args)
+    assert result.returncode == 0, result.stderr
+    runs = [c for c in calls if c.startswith("snakemake")]
+    assert len(runs) == (2 if report else 1), calls
+    assert all(" ".join(args) in run for run in runs)
+    assert ("--report results/report.html" in runs[-1]) == report
+    assert ("report written" in result.stdout) == report
+    assert "could not be built" not in result.stderr
