@@ -4,11 +4,13 @@ This machine has nvcc 13 but no driver and no cuBLAS, so a CUDA import of Jittor
 here. The tests check two things instead: the preparation itself, on a toolkit laid out as on
 the GPU machine (nvcc wrapper in /usr/local/bin, cuBLAS and cuRAND only in NVIDIA's pip
 wheels); and the helper_cuda.h patch, applied to the installed Jittor's header and compiled
-with the real nvcc 13.
+with the real nvcc 13. And on the CPU: two Jittor processes never meet a half-written
+record of JITTOR_HOME in the user's home.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -321,3 +323,35 @@ def test_patched_helper_cuda_compiles_with_nvcc_13(tmp_path: Path) -> None:
     fixed = nvcc_compile(nvcc, include, tmp_path)
     assert fixed.returncode == 0, fixed.stderr
     assert (tmp_path / "probe.o").stat().st_size > 0
+
+
+def test_jittor_home_is_recorded_whole_and_not_rewritten_by_jittor(tmp_path: Path) -> None:
+    jittor_dir()
+    record = tmp_path / "user" / ".cache" / "jittor" / "config.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"JITTOR_HOME": str(tmp_path / "other checkout"), "kept": 1}))
+    environment = {**os.environ, "HOME": str(tmp_path / "user")}
+    environment["JITTOR_HOME"] = str(tmp_path / "jittor")
+    script = (
+        "from n2v_repro.backends.jittor_env import prepare_jittor_env; prepare_jittor_env('cpu')"
+    )
+
+    def prepare() -> int:
+        before = record.stat().st_ino
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=environment, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads(record.read_text()) == {
+            "JITTOR_HOME": str(tmp_path / "jittor"),
+            "kept": 1,
+        }
+        return before
+
+    # Replaced by a whole new file: Jittor's own rewrite truncates it in place, where a
+    # second process starting at that moment reads it half-written (a JSONDecodeError).
+    first = prepare()
+    assert record.stat().st_ino != first
+    # Recorded already: nobody writes it again.
+    second = prepare()
+    assert record.stat().st_ino == second

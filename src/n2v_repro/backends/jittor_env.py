@@ -28,6 +28,11 @@ and are guarded by tests/test_jittor_env.py:
   `extern/cuda/inc/helper_cuda.h` reads: every CUDA source of Jittor fails to compile under
   nvcc 13 (and g++ with CUDA 13 headers). `patch_helper_cuda` rewrites those reads through
   `cudaDeviceGetAttribute`; it is idempotent and applied only for CUDA >= 13.
+- Jittor records JITTOR_HOME in the user's `~/.cache/jittor/config.json` and, at import,
+  rewrites that file in place whenever the variable differs from the record: a second Jittor
+  process starting meanwhile (another checkout's run, or two jobs of a first run) reads it
+  truncated and dies with a JSONDecodeError. `record_jittor_home` writes the record whole and
+  holds a lock until Jittor has read it, so Jittor finds its own value and writes nothing.
 - Jittor sizes its compile pool from the machine's memory alone (one process per 3 GB, up to
   16): 7 processes in a 4-CPU SLURM job on a large node. `compile_workers()` caps it at the
   CPUs and memory this process was given.
@@ -35,10 +40,13 @@ and are guarded by tests/test_jittor_env.py:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -143,6 +151,32 @@ def compile_workers(environ: dict[str, str] | None = None) -> int:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     by_memory = max(1, mem_mb // (1024 * COMPILE_GIB_PER_WORKER))
     return max(1, min(MAX_COMPILE_WORKERS, cpus, by_memory))
+
+
+def record_jittor_home(jittor_home: Path) -> None:
+    """Record `jittor_home` for Jittor whole, then let jittor_utils read it under a lock."""
+    record = Path.home() / ".cache" / "jittor" / "config.json"  # jittor_utils.home()'s
+    home = os.path.abspath(jittor_home)  # what jittor_utils.home() compares
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(record.with_name("config.json.n2v_repro.lock"), "w")  # noqa: SIM115
+    except OSError:
+        return  # an unwritable home: Jittor's own import reports it
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        if data.get("JITTOR_HOME") != home:
+            with atomic_open(record) as handle:
+                json.dump({**data, "JITTOR_HOME": home}, handle)
+        # Its import reads the record: still under the lock. Without Jittor, `import jittor`
+        # fails later with Jittor's own message.
+        with contextlib.suppress(ImportError):
+            import jittor_utils  # noqa: F401
 
 
 def limit_compile_workers(workers: int) -> None:
@@ -553,5 +587,6 @@ def prepare_jittor_env(device: str = "auto") -> str:
         link_onednn(jittor_home)
     else:
         prepare_cuda(jittor_home)
+    record_jittor_home(jittor_home)
     limit_compile_workers(compile_workers())
     return resolved
