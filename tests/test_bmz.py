@@ -1,7 +1,8 @@
-"""bioimage.io export (src/n2v_repro/bmz): the package's own network file, one real export
-validated with bioimage.io's validator, the README's use of a package, and a failed
-validation. The pipeline test (tests/test_report_browser.py) checks every package of the
-test configuration's run, the Jittor-trained ones against Jittor's own output.
+"""bioimage.io export (src/n2v_repro/bmz): the package's own network file, every arch's ONNX
+weights, one real export validated with bioimage.io's validator, the README's use of a
+package, and a failed validation. The pipeline test (tests/test_report_browser.py) checks
+every package of the test configuration's run, the Jittor-trained ones against Jittor's own
+output.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import torch
 import yaml
 
 from n2v_repro.bmz.arch_source import arch_source
+from n2v_repro.bmz.export import write_onnx
 from n2v_repro.io.formats import save_valid_tiles, save_weights, write_train_stats
 from n2v_repro.models.initialisation import make_init_weights
 from n2v_repro.models.spec import ARCH_STRIDE, ARCHS
+from n2v_repro.models.torch_nets import build_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARCH = "n2v_unet32"
@@ -154,6 +157,28 @@ def _can_go_offline() -> bool:
     if unshare is None:
         return False
     return subprocess.run([unshare, "-n", "true"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_exports_onnx_that_runs_at_other_sizes(arch: str, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    model = build_model(arch).eval()
+    weights = _perturbed_weights(arch, 1)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    side = max(ARCH_STRIDE[arch], 16)
+    example = np.random.default_rng(0).standard_normal((1, 1, side, side), dtype=np.float32)
+    assert write_onnx(model, example, tmp_path / "weights.onnx") is None  # None: exported
+    # Free batch and spatial sizes, as the package's rdf.yaml promises.
+    other = np.random.default_rng(1).standard_normal((2, 1, 2 * side, 3 * side), dtype=np.float32)
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "weights.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (got,) = session.run(None, {"input": other})
+    with torch.no_grad():
+        expected = model(torch.from_numpy(other)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_exported_package_passes_bioimageio_test_and_runs_as_its_readme_says(

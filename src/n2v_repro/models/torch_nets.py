@@ -186,7 +186,7 @@ def max_pool2x(x: torch.Tensor) -> torch.Tensor:
 def max_blur_pool2x(x: torch.Tensor) -> torch.Tensor:
     """N2V2's max-blur-pool (spec.BLUR_TAPS): (B, C, H, W) -> (B, C, H/2, W/2) for even H, W."""
     x = F.max_pool2d(x, 2, stride=1)  # (B, C, H - 1, W - 1)
-    channels = x.shape[1]
+    channels = int(x.shape[1])  # a constant when traced: ONNX needs a kernel of known shape
     # Built in each call in x's dtype and device: a constant, not a parameter or a buffer.
     kernel = torch.tensor(blur_kernel(), dtype=x.dtype, device=x.device)
     kernel = kernel.expand(channels, 1, 3, 3).contiguous()
