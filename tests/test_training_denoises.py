@@ -39,7 +39,7 @@ PATCH = {"n2n_unet": 64, "n2v_unet32": 32, "n2v2_unet32": 32}
 BATCH = {"n2n_unet": 2, "n2v_unet32": 4, "n2v2_unet32": 4}
 # Steps per arch: enough for a clear gain on these pictures, measured on this 2-core CPU
 # (torch: n2n_unet +8.9 dB after 150 steps of 4 x 32^2, n2v_unet32 +7.4 after 600; on an
-# Intel Xeon, n2v2_unet32 +6.4 after 600, +4.2 after 300, 19 s). The
+# AMD EPYC, n2v2_unet32 +6.4 after 600, +4.2 after 300, 19 s). The
 # paper's n2v_unet is the same U-Net built by the same code at twice the width (models.spec);
 # training it here took 100-150 s per framework for no code path n2v_unet32 does not run, so
 # its computations are checked by the parity gate instead.
