@@ -18,7 +18,7 @@ import numpy as np
 from n2v_repro.config import ValidationConfig
 from n2v_repro.data.manifest import id_sort_key
 from n2v_repro.data.split import ids_in
-from n2v_repro.data.train400 import check_crops, crops_of, read_crops
+from n2v_repro.data.train400 import Crop, check_crops, crops_of, read_crops
 from n2v_repro.errors import UserError
 from n2v_repro.io.formats import (
     load_noisy_set,
@@ -121,7 +121,7 @@ def _training_images(
     train_set: str,
     crops_file: str | Path | None,
     clean_pngs: Mapping[str, Path],
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list | None]:
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[Crop] | None]:
     """Return the noisy training images in training-set order, clean crops and the crops.
 
     The crops (train400; None for bsd400) cut another noisy set the same way (`_cut_like`).
@@ -147,7 +147,9 @@ def _training_images(
     return _cut_like(noisy, crops), clean, crops
 
 
-def _cut_like(noisy: Mapping[str, np.ndarray], crops: list | None) -> dict[str, np.ndarray]:
+def _cut_like(
+    noisy: Mapping[str, np.ndarray], crops: Sequence[Crop] | None
+) -> dict[str, np.ndarray]:
     """Return the training images of a noisy set: whole in id order, or `crops` cut from it."""
     if crops is None:
         return {i: noisy[i] for i in sorted(noisy, key=id_sort_key)}
