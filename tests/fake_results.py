@@ -30,6 +30,7 @@ from n2v_repro.io.formats import (
     write_train_stats,
 )
 from n2v_repro.models import spec as arch_spec
+from n2v_repro.parity.finding import EMULATION_ORDER
 
 # Gain of the fake "network" per framework (prediction = mean + gain * (noisy - mean)):
 # different gains give the two frameworks different scores, as real runs would.
@@ -49,6 +50,7 @@ class FakeBackend:
         self.device = "cpu"
         self.precision = "fp32"
         self.speed_levers: tuple[str, ...] = ()
+        self.batch_norm: str | None = None
         self.position_bias = position_bias
         self.gain = 1.0
         self.input_shapes: list[tuple[int, ...]] = []
@@ -227,9 +229,22 @@ def fake_parity_reference(arch: str) -> dict[str, np.ndarray]:
         out |= {f"buffer/{name}.{b}": base.standard_normal(4) for b in arch_spec.BN_BUFFERS}
     out |= {"eval_output": base.standard_normal((1, 1, 8, 8)), "loss": np.array(1.5)}
     out |= {f"grad/{name}": base.standard_normal(3) for name in arch_spec.trainable_names(arch)}
-    for framework in FRAMEWORKS:
-        out[f"kink_flips/{framework}"] = np.array(0)
-        out[f"kink_distance/{framework}"] = np.array(0.0)
+    return out
+
+
+def reference_file(arch: str, exact: dict[str, np.ndarray] | None = None) -> dict:
+    """`parity.run_reference`'s file around the exact values (fake_parity_reference's): each
+    batch-norm semantics' copy, no unit across a kink, and for an arch with batch norm stock
+    Jittor's yardstick runs (parity.batch_norm's emulations, PyTorch's float32 rounding)."""
+    exact = fake_parity_reference(arch) if exact is None else exact
+    out = {f"{semantics}/{k}": v for semantics in ("torch", "jittor") for k, v in exact.items()}
+    for run in (*FRAMEWORKS, parity.YARDSTICK):
+        out[f"kink_flips/{run}"] = np.array(0)
+        out[f"kink_distance/{run}"] = np.array(0.0)
+    if arch_spec.has_batch_norm(arch):
+        emulated = fake_parity_result(arch)
+        for name in EMULATION_ORDER:
+            out |= {f"emulation/{name}/{k}": v for k, v in emulated.items()}
     return out
 
 
@@ -265,7 +280,7 @@ def save_fake_parity(
     files = tuple(folder / part / f"{arch}.npz" for part in ("torch", "jittor", "reference"))
     save_npz(files[0], fake_parity_result(arch))
     save_npz(files[1], jittor or fake_parity_result(arch, scale=jittor_scale, seed=1))
-    save_npz(files[2], fake_parity_reference(arch))
+    save_npz(files[2], reference_file(arch))
     return files
 
 
@@ -273,9 +288,11 @@ def write_parity(root: Path, tolerance: float = 1e-4) -> list[dict]:
     """parity.json and parity.csv, by the real comparison of fake framework results."""
     folder = root / "results" / "parity"
     files = [save_fake_parity(folder, arch) for arch in PARITY_ARCHS]
+    torch_paths, jittor_paths, references = zip(*files, strict=True)
     return parity.compare_frameworks(
         list(PARITY_ARCHS),
-        *zip(*files, strict=True),
+        {"torch": torch_paths, "jittor": jittor_paths},
+        references,
         folder / "parity.json",
         folder / "parity.csv",
         tolerance,

@@ -10,7 +10,8 @@ import pytest
 from fake_results import run_dir, write_bm3d, write_parity, write_results_tree
 from PIL import Image
 
-from n2v_repro import paths
+from n2v_repro import parity, paths
+from n2v_repro.backends.registry import FRAMEWORK_TITLES
 from n2v_repro.io.formats import read_history, read_per_image
 from n2v_repro.report import figures, figures_eval
 from n2v_repro.report.figures import FRAMEWORK_COLOURS, make_training_figures
@@ -185,9 +186,9 @@ def test_qualitative_grid_rows_and_columns(tmp_path: Path, frameworks: tuple[str
 def test_parity_figure_reads_each_checks_measure_over_its_threshold(tmp_path: Path) -> None:
     records = write_parity(tmp_path, tolerance=1e-4)
     errors = read_parity(tmp_path / "results/parity/parity.csv")
-    assert list(errors) == [record["arch"] for record in records]
+    assert list(errors) == [parity.run_name(record) for record in records]
     for record in records:
-        bars = errors[record["arch"]]
+        bars = errors[parity.run_name(record)]
         # One bar per check: Jittor's measure at the layer the check names, over its threshold.
         assert list(bars) == list(figures_eval.PARITY_CHECKS.values())
         for check, label in figures_eval.PARITY_CHECKS.items():
@@ -205,16 +206,15 @@ def test_parity_figure_reads_each_checks_measure_over_its_threshold(tmp_path: Pa
 def test_parity_figure_marks_a_failing_arch_in_red(tmp_path: Path, monkeypatch) -> None:
     from fake_results import save_fake_parity
 
-    from n2v_repro import parity
-
     paths = {}
     for arch, noise in (("n2n_unet", 1e-7), ("rednet10", 1e-2)):  # rednet10 fails
         paths[arch] = save_fake_parity(tmp_path / "parity", arch, jittor_scale=noise)
+    torch_paths, jittor_paths, references = zip(*paths.values(), strict=True)
     parity.compare_frameworks(
-        list(paths), *zip(*paths.values(), strict=True),
+        list(paths), {"torch": torch_paths, "jittor": jittor_paths}, references,
         tmp_path / "parity.json", tmp_path / "parity.csv", tolerance=1e-4,
     )  # fmt: skip
-    assert figures_eval.failed_archs(tmp_path / "parity.csv") == ["rednet10"]
+    assert figures_eval.failed_archs(tmp_path / "parity.csv") == ["rednet10 (jittor)"]
     drawn = []
     real_save = figures_eval.save_figure
 
@@ -230,10 +230,10 @@ def test_parity_figure_marks_a_failing_arch_in_red(tmp_path: Path, monkeypatch) 
     _assert_drawn(output)
     (ax,) = drawn[0].axes
     labels = {t.get_text(): t.get_color() for t in ax.get_legend().get_texts()}
-    assert labels["rednet10: FAILED"] == figures_eval.FAILED_COLOUR
-    assert labels["n2n_unet"] != figures_eval.FAILED_COLOUR
+    assert labels["rednet10 (jittor): FAILED"] == figures_eval.FAILED_COLOUR
+    assert labels["n2n_unet (jittor)"] != figures_eval.FAILED_COLOUR
     banner = [t for t in ax.texts if t.get_text().startswith("FAILED")]
-    assert [t.get_text() for t in banner] == ["FAILED: rednet10"]
+    assert [t.get_text() for t in banner] == ["FAILED: rednet10 (jittor)"]
 
 
 # --- one crop, every method ---------------------------------------------------------------------
@@ -269,8 +269,9 @@ def test_methods_figure_shows_each_method_in_order_per_framework(
     assert image_id == "im2"  # the split's first test image (im0, im1 are its valid images)
     for row, framework in zip(layout, frameworks, strict=True):
         names = [title.split(":")[0] for title in row]
-        assert names == ["noisy", "BM3D", f"N2C {framework}", f"N2V {framework}",
-                         f"N2V2 {framework}", "clean"]  # fmt: skip
+        title = FRAMEWORK_TITLES[framework]
+        assert names == ["noisy", "BM3D", f"N2C {title}", f"N2V {title}",
+                         f"N2V2 {title}", "clean"]  # fmt: skip
         # Each title's PSNR is that image's in the run's own per_image.csv.
         scores = read_per_image(run_dir(root, "void", framework, 25, 1) / "eval/per_image.csv")
         expected = next(r["psnr"] for r in scores if r["id"] == image_id and r["weights"] == "last")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.backends.registry import FRAMEWORKS, STOCK_FRAMEWORKS
 from n2v_repro.io import formats
 from n2v_repro.io.formats import FormatError
 from n2v_repro.report.figures import FRAMEWORK_COLOURS
@@ -163,7 +163,7 @@ def test_the_frameworks_are_listed_once() -> None:
     schema = yaml.safe_load((REPO_ROOT / "workflow/schemas/config.schema.yaml").read_text())
     frameworks = schema["properties"]["frameworks"]
     assert tuple(frameworks["items"]["enum"]) == FRAMEWORKS
-    assert tuple(frameworks["default"]) == FRAMEWORKS
+    assert tuple(frameworks["default"]) == STOCK_FRAMEWORKS
     assert set(FRAMEWORK_COLOURS) == set(FRAMEWORKS)
     assert set(FRAMEWORK_OFFSET) == set(FRAMEWORKS)
 

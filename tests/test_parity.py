@@ -10,7 +10,12 @@ import re
 import numpy as np
 import pytest
 import torch
-from fake_results import fake_parity_reference, fake_parity_result, save_fake_parity
+from fake_results import (
+    fake_parity_reference,
+    fake_parity_result,
+    reference_file,
+    save_fake_parity,
+)
 
 from n2v_repro import parity
 from n2v_repro.backends.torch_backend import TorchBackend, float64_loss_and_grads
@@ -239,9 +244,11 @@ def test_run_framework_and_reference_torch(tmp_path):
     names = list(out["layer_names"])
     # Every spec layer, in call order; the outputs as sampled, identically in both files.
     assert names == [layer.name for layer in arch_spec.layers("n2v_unet32")]
-    assert names == list(ref["layer_names"])
+    assert names == list(ref["torch/layer_names"])
     assert out["layer/down0.conv1"].size == min(32 * 64 * 64, parity.SAMPLE)
-    assert ref["layer/down0.conv1"].dtype == np.float64
+    assert ref["torch/layer/down0.conv1"].dtype == np.float64
+    # PyTorch's semantics only: no stock Jittor, so neither its reference nor its yardstick.
+    assert not any(k.startswith(("jittor/", "emulation/")) for k in ref)
     assert {k for k in out if k.startswith("buffer/")} == {
         f"buffer/{name}" for name in arch_spec.parameter_shapes("n2v_unet32") if
         arch_spec.is_buffer(name)
@@ -257,7 +264,7 @@ def test_run_framework_and_reference_torch(tmp_path):
     a, b = out["adam_torch/down0.conv1.weight"], out["adam_keras/down0.conv1.weight"]
     assert not np.array_equal(a, b)
     for name in arch_spec.trainable_names("n2v_unet32"):
-        assert ref[f"grad/{name}"].dtype == np.float64
+        assert ref[f"torch/grad/{name}"].dtype == np.float64
     assert int(ref["kink_flips/torch"]) >= 0
 
 
@@ -266,17 +273,29 @@ def test_run_framework_and_reference_torch(tmp_path):
 # n2v2_unet is n2v2_unet32's code at three times the width (20 s more here): the CPU gate
 # measures it (docs/models.md, Parity of every arch).
 @pytest.mark.parametrize("arch", [arch for arch in arch_spec.ARCHS if arch != "n2v2_unet"])
-def test_every_arch_passes_stock(tmp_path, arch):
+def test_every_arch_passes_in_both_jittors(tmp_path, arch):
+    """Stock Jittor against float64 of its own batch norm, and the exact-BN variant (an arch
+    with batch norm: elsewhere it is the stock model) against PyTorch's."""
     init = "glorot_uniform" if arch in arch_spec.N2V_WIDTHS else "torch_default"
-    run_both(tmp_path, ["torch", "jittor"], arch, init=init)
-    (record,) = parity.compare_frameworks(
-        [arch], [tmp_path / "torch.npz"], [tmp_path / "jittor.npz"], [tmp_path / "reference.npz"],
-        tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4,
+    jittors = ["jittor", "jittor-exactbn"] if arch_spec.has_batch_norm(arch) else ["jittor"]
+    run_both(tmp_path, ["torch", *jittors], arch, init=init)
+    records = parity.compare_frameworks(
+        [arch], {fw: [tmp_path / f"{fw}.npz"] for fw in ["torch", *jittors]},
+        [tmp_path / "reference.npz"], tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4,
+        finding_html_path=tmp_path / "finding.html",
     )  # fmt: skip
-    assert record["passed"], record["failure"]
-    for check in parity.CHECKS:
-        assert record[f"{check}_error_jittor"] < 0.8 * record[f"{check}_threshold"], check
-    assert record["grad_cosine_jittor"] > 1 - 1e-9
+    assert [r["framework"] for r in records] == jittors
+    for record in records:
+        assert record["passed"], record["failure"]
+        for check in parity.CHECKS:
+            assert record[f"{check}_error_jittor"] < 0.8 * record[f"{check}_threshold"], check
+        assert record["grad_cosine_jittor"] > 1 - 1e-9
+    stock = records[0]
+    assert stock["batch_norm_semantics"] == ("jittor" if len(jittors) == 2 else "torch")
+    # The finding exists where stock Jittor's batch norm does, and is on the report's page.
+    assert (parity.FINDING in stock) == (len(jittors) == 2)
+    page = (tmp_path / "finding.html").read_text()
+    assert (f"<td>{arch}</td>" in page) == (len(jittors) == 2)
 
 
 @pytest.mark.jittor
@@ -305,7 +324,7 @@ def test_the_papers_unet_passes_because_its_kinks_are_matched(tmp_path):
 def test_compare_passes_and_writes_both_files(tmp_path):
     files = save_fake_parity(tmp_path, "n2n_unet")
     records = parity.compare_frameworks(
-        ["n2n_unet"], [files[0]], [files[1]], [files[2]],
+        ["n2n_unet"], {"torch": [files[0]], "jittor": [files[1]]}, [files[2]],
         tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4,
     )  # fmt: skip
     (record,) = records
@@ -350,7 +369,7 @@ def test_pytorch_beyond_the_tolerance_fails_even_if_jittor_agrees(tmp_path):
     files = save_fake_parity(tmp_path, "rednet10")
     ref = fake_parity_reference("rednet10")
     ref["layer/conv2"] = ref["layer/conv2"] * (1 + 1e-3)  # both frameworks 1e-3 from it
-    save_npz(files[2], ref)
+    save_npz(files[2], reference_file("rednet10", ref))
     record = parity.compare_arch("rednet10", *files, 1e-4)
     assert not record["passed"] and record["forward_layer"] == "conv2"
     beyond = (
@@ -384,7 +403,9 @@ def test_gradients_are_measured_at_each_frameworks_own_kinks(tmp_path):
     ref = fake_parity_reference("rednet10")
     matched = {f"grad_jittor/{k}": v for k, v in parity.arrays_under(ref, "grad").items()}
     matched["grad_jittor/conv1.weight"] = ref["grad/conv1.weight"] * 1.01
-    save_npz(files[2], ref | matched | {"kink_flips/jittor": np.array(3)})
+    save_npz(
+        files[2], reference_file("rednet10", ref | matched) | {"kink_flips/jittor": np.array(3)}
+    )
     record = parity.compare_arch("rednet10", *files, 1e-4)
     assert record["passed"] and record["kink_flips_jittor"] == 3
     assert record["grad_error_jittor_unmatched"] > 1e-3  # against float64's own kinks
@@ -394,13 +415,17 @@ def test_a_failing_arch_is_written_and_then_fails_the_gate(tmp_path):
     failing = save_fake_parity(tmp_path / "a", "n2n_unet", jittor_scale=1e-3)
     passing = save_fake_parity(tmp_path / "b", "rednet10")
     # The comparison itself does not stop the workflow: every output is written.
+    (torch_paths, jittor_paths, references) = zip(failing, passing, strict=True)
     records = parity.compare_frameworks(
-        ["n2n_unet", "rednet10"], *zip(failing, passing, strict=True),
+        ["n2n_unet", "rednet10"], {"torch": torch_paths, "jittor": jittor_paths}, references,
         tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4, html_path=tmp_path / "p.html",
     )  # fmt: skip
     assert [r["passed"] for r in records] == [False, True]
     # The gate fails naming the failing arch, its first layer and the measure.
-    message = rf"n2n_unet: forward at enc_in\.conv1: Jittor \S+ from float64 > threshold {2e-6:.3g}"
+    message = (
+        rf"n2n_unet \(jittor\): forward at enc_in\.conv1: Jittor \S+ from float64 > "
+        rf"threshold {2e-6:.3g}"
+    )
     with pytest.raises(parity.ParityError, match=message) as error:
         parity.check_parity(tmp_path / "p.json", tmp_path / "passed.txt")
     assert "rednet10" not in str(error.value)
@@ -417,17 +442,18 @@ def test_a_failing_arch_is_written_and_then_fails_the_gate(tmp_path):
     assert rows["rednet10"].startswith("<tr>") and "<td>passed</td>" in rows["rednet10"]
     red = re.search(r"tr\.n2v-failed td \{([^}]*)\}", page)
     assert red and "color: #b00020" in red.group(1)
-    assert f"at most {parity.FACTOR:g} x PyTorch float32" in page  # the criterion, in the note
+    assert f"at most {parity.FACTOR:g} x the error of PyTorch float32" in page  # the criterion
 
 
 def test_the_gate_passes_when_every_arch_passes(tmp_path):
     files = save_fake_parity(tmp_path, "n2n_unet")
     parity.compare_frameworks(
-        ["n2n_unet"], [files[0]], [files[1]], [files[2]],
+        ["n2n_unet"], {"torch": [files[0]], "jittor": [files[1]]}, [files[2]],
         tmp_path / "p.json", tmp_path / "p.csv", tolerance=1e-4,
     )  # fmt: skip
-    assert parity.check_parity(tmp_path / "p.json", tmp_path / "passed.txt") == ["n2n_unet"]
-    assert (tmp_path / "passed.txt").read_text() == "n2n_unet passed\n"
+    names = parity.check_parity(tmp_path / "p.json", tmp_path / "passed.txt")
+    assert names == ["n2n_unet (jittor)"]
+    assert (tmp_path / "passed.txt").read_text() == "n2n_unet (jittor) passed\n"
 
 
 def test_a_parity_failure_fails_only_the_gate_in_the_workflow(tmp_path):
@@ -455,8 +481,8 @@ def test_a_parity_failure_fails_only_the_gate_in_the_workflow(tmp_path):
     assert (parity_dir / "parity.json").exists() and (tmp_path / targets[1]).exists()
     assert '<tr class="n2v-failed"><td>rednet20</td>' in (parity_dir / "parity.html").read_text()
     gate_log = (tmp_path / "logs" / "parity_gate" / "parity_gate.log").read_text()
-    assert "ParityError" in gate_log and "rednet20: forward at conv1: Jittor" in gate_log
-    assert "n2n_unet:" not in gate_log
+    assert "ParityError" in gate_log and "rednet20 (jittor): forward at conv1: Jittor" in gate_log
+    assert "n2n_unet (" not in gate_log
 
 
 def test_a_result_from_the_former_parity_steps_is_named(tmp_path):

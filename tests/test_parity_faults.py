@@ -1,5 +1,6 @@
 """The parity gate catches real bugs: faults injected into Jittor's network or Adam fail it,
-each naming the layer where it enters, while the stock Jittor passes.
+each naming the layer where it enters, while stock Jittor (jittor.nn.BatchNorm, measured
+against its own semantics) and its exact-BN variant pass.
 
 Every fault is patched into the Jittor side only (the framework under test), never into the
 PyTorch float32 run or the float64 reference. One batch-norm arch (n2v_unet32, batch 1)
@@ -52,6 +53,7 @@ def n2v2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(framework: str, folder: Path, tag: str, arch: str = ARCH) -> Path:
+    """One framework's parity results on the folder's inputs, as `<tag>.npz`."""
     output = folder / f"{tag}.npz"
     parity.run_framework(
         framework, arch, folder / "inputs.npz", output,
@@ -60,13 +62,13 @@ def run(framework: str, folder: Path, tag: str, arch: str = ARCH) -> Path:
     return output
 
 
-def judge(folder: Path, tag: str, arch: str = ARCH) -> dict[str, Any]:
-    """Run Jittor (as patched now), the float64 reference, and compare."""
-    jittor = run("jittor", folder, tag, arch)
+def judge(folder: Path, tag: str, arch: str = ARCH, framework: str = "jittor") -> dict[str, Any]:
+    """Run a Jittor (as patched now), the float64 reference, and compare."""
+    jittor = run(framework, folder, tag, arch)
     reference = folder / f"reference_{tag}.npz"
-    paths = {"torch": folder / "torch.npz", "jittor": jittor}
+    paths = {"torch": folder / "torch.npz", framework: jittor}
     parity.run_reference(arch, folder / "inputs.npz", paths, reference, threads=2)
-    return parity.compare_arch(arch, paths["torch"], jittor, reference, TOLERANCE)
+    return parity.compare_arch(arch, paths["torch"], jittor, reference, TOLERANCE, framework)
 
 
 # --- the faults: each patches the Jittor network built for the run --------------------------
@@ -113,23 +115,24 @@ def batch_norm_eps(model: Any) -> None:
 
 
 def unbiased_normalisation(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Normalise with the unbiased batch variance (what the running variance keeps)."""
+    """Normalise with the unbiased batch variance: jittor.nn.BatchNorm's code, one change."""
     import jittor as jt
-
-    from n2v_repro.models import jittor_nets
+    from jittor import nn
 
     def execute(self: Any, x: Any) -> Any:
-        x32, x = x, x.float64()
-        mean = x.mean(dims=[0, 2, 3])
-        var = ((x - mean.broadcast(x, [0, 2, 3])) ** 2).mean(dims=[0, 2, 3])
+        dims = [0, 2, 3]
+        xmean = jt.mean(x, dims=dims)
+        x2mean = jt.mean(x * x, dims=dims)
+        xvar = (x2mean - xmean * xmean).maximum(0.0)
         count = x.shape[0] * x.shape[2] * x.shape[3]
-        var = var * (count / (count - 1))
-        inv_std = 1.0 / jt.sqrt(var + self.eps)
-        x_hat = (x - mean.broadcast(x, [0, 2, 3])) * inv_std.broadcast(x, [0, 2, 3])
-        x_hat = x_hat.float32()
-        return x_hat * self.weight.broadcast(x32, [0, 2, 3]) + self.bias.broadcast(x32, [0, 2, 3])
+        w = self.weight / jt.sqrt(xvar * (count / (count - 1)) + self.eps)  # the fault
+        b = self.bias - xmean * w
+        norm_x = x * w.broadcast(x, dims) + b.broadcast(x, dims)
+        self.running_mean.update(self.running_mean + (xmean - self.running_mean) * self.momentum)
+        self.running_var.update(self.running_var + (xvar - self.running_var) * self.momentum)
+        return norm_x
 
-    monkeypatch.setattr(jittor_nets.BatchNorm2d, "execute", execute)
+    monkeypatch.setattr(nn.BatchNorm, "execute", execute)
 
 
 def skip_order(model: Any) -> None:
@@ -183,12 +186,24 @@ FAULTS: dict[str, tuple[str, Callable, str, str]] = {
 }  # fmt: skip
 
 
-def test_stock_jittor_passes(folder: Path) -> None:
-    record = judge(folder, "stock")
+@pytest.mark.parametrize(("framework", "semantics"), [("jittor", "jittor"),
+                                                      ("jittor-exactbn", "torch")])  # fmt: skip
+def test_both_jittors_pass(folder: Path, framework: str, semantics: str) -> None:
+    record = judge(folder, framework, framework=framework)
     assert record["passed"], record["failure"]
+    # Each against float64 of its own batch norm: stock Jittor's keeps the biased variance.
+    assert record["batch_norm_semantics"] == semantics
     # Every measure was computed and is below its threshold, with room.
     for check in parity.CHECKS:
         assert record[f"{check}_error_jittor"] <= 0.8 * record[f"{check}_threshold"]
+    # Stock Jittor's difference from PyTorch is reported, apportioned: the biased running
+    # variance is all of the running variance's difference but for rounding.
+    finding = record.get(parity.FINDING)
+    assert (finding is not None) == (framework == "jittor")
+    if finding is not None:
+        running_var = finding["summary"]["running_var"]
+        assert running_var["biased_running_var"] > 0.9 * running_var["total"] > 0
+        assert finding["summary"]["forward"]["biased_running_var"] == 0.0
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -203,8 +218,8 @@ def test_an_injected_fault_fails_the_gate_naming_its_layer(
 
         build = jittor_nets.build_model
 
-        def faulty_model(arch: str) -> Any:
-            model = build(arch)
+        def faulty_model(arch: str, batch_norm: type) -> Any:
+            model = build(arch, batch_norm)
             inject(model)
             return model
 

@@ -13,14 +13,18 @@ RULES = Path(__file__).resolve().parents[1] / "workflow" / "rules"
 
 
 @pytest.mark.parametrize(
-    ("recipes", "parity"),
-    [(["cpu"], "3. Framework parity"), (["paper", "port"], "4. Framework parity")],
+    ("recipes", "claims", "parity"),
+    [
+        (["cpu"], "3. The port's claims, checked", "4. Framework parity"),
+        (["paper", "port"], "4. The port's claims, checked", "5. Framework parity"),
+    ],
 )
-def test_parity_follows_the_recipes(recipes: list[str], parity: str) -> None:
+def test_claims_and_parity_follow_the_recipes(recipes: list[str], claims: str, parity: str) -> None:
     assert report_category("summary", recipes) == "1. Summary"
     assert [report_category(r, recipes) for r in recipes] == [
         f"{i}. Recipe {r}" for i, r in enumerate(recipes, 2)
     ]
+    assert report_category("claims", recipes) == claims
     assert report_category("parity", recipes) == parity
 
 

@@ -77,3 +77,15 @@ def test_default_config_dag_has_every_framework_and_sigma() -> None:
         for stage in ("train", "evaluate"):
             assert counts[f"{stage}_{framework}"] == recipes * sigmas * seeds, counts
     assert counts["plot_qualitative"] == recipes * sigmas, counts
+
+
+def test_the_exact_bn_variant_plans_runs_only_for_archs_with_batch_norm() -> None:
+    """With `jittor-exactbn` among the frameworks, the port's U-Net (no batch norm: the
+    variant is the stock model) trains once per Jittor, the cpu recipe's twice; parity runs
+    both Jittors; the claims page is planned."""
+    counts = _planned_jobs(
+        "--config", "frameworks=[torch,jittor,jittor-exactbn]", "recipes=[port,cpu]", "sigmas=[25]"
+    )
+    assert counts["train_torch"] == 2 and counts["train_jittor"] == 3, counts
+    assert counts["evaluate_jittor"] == 3 and counts["parity_jittor"] == 2 * 2, counts
+    assert counts["port_claims"] == 1, counts

@@ -489,3 +489,27 @@ def test_rednet_trains_the_same_in_both_frameworks(tmp_path: Path, arch: str) ->
         np.testing.assert_allclose(jittor_losses, torch_losses, rtol=1e-4, err_msg=key)
     # The steps did train: the second epoch's losses differ from the first's.
     assert torch_losses[0] != torch_losses[1]
+
+
+@pytest.mark.slow
+@pytest.mark.jittor
+def test_the_exact_batch_norm_is_one_switch_away_and_labelled(tmp_path: Path) -> None:
+    """`jittor` trains with jittor.nn.BatchNorm, `jittor-exactbn` with the project's; each
+    run says which, from the same initial weights on the same batches."""
+    arch = "n2v_unet32"
+    save_npz(tmp_path / "init.npz", make_init_weights(arch, 7))
+    out = {}
+    for framework in ("jittor", "jittor-exactbn"):
+        job = make_job(tmp_path, framework, arch=arch, epochs=1, steps_per_epoch=2)
+        train(job)
+        summary = json.loads((job.out_dir / "train_summary.json").read_text())
+        assert summary["framework"] == framework
+        assert read_model_card(job.out_dir / "model.json").framework == framework
+        out[framework] = (summary["batch_norm"], load_weights(job.out_dir / "last.npz"))
+    assert out["jittor"][0] == "stock" and out["jittor-exactbn"][0] == "exact"
+    stock, exact = out["jittor"][1], out["jittor-exactbn"][1]
+    # The same model trained two ways: close, but not one computation.
+    assert stock.keys() == exact.keys()
+    assert any(not np.array_equal(stock[k], exact[k]) for k in stock)
+    for name in stock:
+        np.testing.assert_allclose(stock[name], exact[name], rtol=1e-2, atol=1e-3, err_msg=name)

@@ -38,9 +38,9 @@ from typing import IO, Any
 import numpy as np
 
 from n2v_repro.backends.base import PRECISIONS, speed_setting
-from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.backends.registry import FRAMEWORKS, STOCK_FRAMEWORKS
 from n2v_repro.config import OptimizerConfig
-from n2v_repro.framework_site import framework_env
+from n2v_repro.framework_site import framework_env, framework_package
 from n2v_repro.machine import machine_name
 from n2v_repro.models.spec import ARCHS
 
@@ -82,7 +82,7 @@ class BenchPlan:
             for arch in self.archs
             for batch_size in self.batch_sizes
             for precision in self.precisions
-            if (framework, precision) not in UNSUPPORTED
+            if (framework_package(framework), precision) not in UNSUPPORTED
         ]
 
 
@@ -103,7 +103,7 @@ def make_batches(batch_size: int, seed: int) -> list[tuple[np.ndarray, ...]]:
 
 
 def framework_version(framework: str) -> str:
-    module = __import__("torch" if framework == "torch" else "jittor")
+    module = __import__(framework_package(framework))
     return str(module.__version__)
 
 
@@ -174,6 +174,7 @@ def run_one(
         "precision": backend.precision,
         "requested_precision": precision,
         "speed_levers": list(backend.speed_levers),
+        "batch_norm": backend.batch_norm,
         "status": OK,
         "steps": timed_steps,
         "warmup": warmup,
@@ -388,7 +389,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    parser.add_argument(
+        "--frameworks", nargs="+", choices=FRAMEWORKS, default=list(STOCK_FRAMEWORKS)
+    )
     parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
     parser.add_argument("--steps", type=int, default=20, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")

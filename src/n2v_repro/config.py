@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from n2v_repro.errors import UserError
+from n2v_repro.framework_site import framework_package
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -237,7 +238,8 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
         for name in config["recipes"]:
             problems += _recipe_problems(config, name, recipe_mapping(config, name), n_train)
     for name in config["recipes"]:
-        if recipe_mapping(config, name)["precision"] == "bf16" and "jittor" in config["frameworks"]:
+        jittor = any(framework_package(f) == "jittor" for f in config["frameworks"])
+        if recipe_mapping(config, name)["precision"] == "bf16" and jittor:
             problems.append(
                 f"config key '{_recipe_key(config, name, 'precision')}': bf16 is PyTorch-only "
                 "(Jittor 1.3.11 has no bfloat16 autocast) and frameworks includes jittor; "

@@ -18,6 +18,15 @@ from pathlib import Path
 SITE_ENV = {"jittor": "N2V_SITE_JITTOR", "torch": "N2V_SITE_TORCH"}
 
 
+def framework_package(framework: str) -> str:
+    """Return the framework package a run's framework runs: `jittor-exactbn` runs jittor.
+
+    A labelled variant of a framework is named `<framework>-<variant>`
+    (`backends.registry.FRAMEWORKS`).
+    """
+    return framework.split("-", 1)[0]
+
+
 def use_framework_site(framework: str) -> Path | None:
     """Put the folder named by N2V_SITE_<FRAMEWORK> first on sys.path and PYTHONPATH.
 
@@ -25,6 +34,7 @@ def use_framework_site(framework: str) -> Path | None:
     None when the variable is unset or empty. Raises FileNotFoundError for a missing folder
     and RuntimeError when numpy was already imported from elsewhere (too late to switch).
     """
+    framework = framework_package(framework)
     if framework not in SITE_ENV:
         raise ValueError(f"framework must be one of {', '.join(SITE_ENV)}, got {framework!r}")
     variable = SITE_ENV[framework]
@@ -57,6 +67,7 @@ def framework_env(framework: str, base: Mapping[str, str] | None = None) -> dict
     Jittor worker: the child then imports numpy from N2V_SITE_JITTOR. A copy of `base`
     (default os.environ), unchanged when the variable is unset or empty.
     """
+    framework = framework_package(framework)
     if framework not in SITE_ENV:
         raise ValueError(f"framework must be one of {', '.join(SITE_ENV)}, got {framework!r}")
     env = dict(os.environ if base is None else base)

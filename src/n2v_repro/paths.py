@@ -36,6 +36,8 @@ BM3D_BENCHMARK = "benchmarks/bm3d/sigma{sigma}.tsv"
 # Every method of the run side by side (report/tables.make_methods_table).
 METHODS_TABLE = "results/tables/methods"
 METHODS_FIGURE = "results/figures/methods_sigma{sigma}.png"
+# The port's claims against this run (report/claims.py): .json, .html, .md.
+CLAIMS_TABLE = "results/tables/port_claims"
 RECIPE_TABLES = "results/tables/{recipe}"
 RECIPE_FIGURES = "results/figures/{recipe}"
 PARITY_DIR = "results/parity"

@@ -28,7 +28,7 @@ rule bmz_test_tensors_torch:
 
 use rule bmz_test_tensors_torch as bmz_test_tensors_jittor with:
     wildcard_constraints:
-        framework="jittor",
+        framework=JITTOR_FRAMEWORKS,
     conda:
         "../../envs/jittor.yaml"
 

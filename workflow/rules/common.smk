@@ -5,8 +5,10 @@ from snakemake.utils import min_version
 
 from n2v_repro.backends.jittor_env import cuda_driver_available
 from n2v_repro.backends.registry import FRAMEWORKS as KNOWN_FRAMEWORKS
+from n2v_repro.backends.registry import is_own_model
 from n2v_repro.config import ConfigError, PipelineConfig, plain
 from n2v_repro.data import manifest as _manifest
+from n2v_repro.framework_site import framework_package
 from n2v_repro.models.initialisation import INIT_SCHEMES
 from n2v_repro.models.spec import ARCHS
 from n2v_repro.paths import (
@@ -15,6 +17,7 @@ from n2v_repro.paths import (
     BMZ_TENSORS,
     BMZ_VALIDATION,
     BSD68_SPLIT,
+    CLAIMS_TABLE,
     CHECKPOINT,
     DOWNLOAD_BENCHMARK,
     DOWNLOAD_CACHE,
@@ -70,14 +73,19 @@ SEEDS = list(CONFIG.seeds)
 # The recipes this run trains, by name, in the report's order (recipes x recipe_book).
 RECIPES = {recipe.name: recipe.train for recipe in CONFIG.run_recipes}
 # Every (recipe, framework, sigma, seed) training run, in the one order that every per-run
-# list follows.
+# list follows; Jittor's exact-BN variant only for an arch with batch norm (is_own_model).
 RUNS = [
     (recipe, fw, s, seed)
-    for recipe in RECIPES
+    for recipe, train in RECIPES.items()
     for fw in FRAMEWORKS
+    if is_own_model(fw, train.arch)
     for s in SIGMAS
     for seed in SEEDS
 ]
+# The frameworks that run in Jittor's environment: the jittor rules' wildcard constraint.
+JITTOR_FRAMEWORKS = "|".join(
+    f for f in KNOWN_FRAMEWORKS if framework_package(f) == "jittor"
+)
 # Training + validation data sets in use, by name (a recipe's `data_tag`): several recipes
 # with the same training set and validation scheme share one set of patches.
 DATA_TAGS = {train.data_tag: train for train in RECIPES.values()}
@@ -331,13 +339,14 @@ def recipe_category(wildcards):
 
 
 def parity_outputs():
-    """Parity needs both frameworks; with one configured there is nothing to compare."""
-    if set(FRAMEWORKS) >= set(KNOWN_FRAMEWORKS):
+    """Parity needs PyTorch and a Jittor; with one framework there is nothing to compare."""
+    if "torch" in FRAMEWORKS and PARITY_FRAMEWORKS[1:]:
         # passed.txt is the gate's output: a parity failure fails `all`, not the report.
         return [
             f"{PARITY_DIR}/parity.json",
             f"{PARITY_DIR}/parity.csv",
             f"{PARITY_DIR}/parity.html",
+            f"{PARITY_DIR}/batch_norm.html",
             f"{PARITY_DIR}/passed.txt",
         ]
     return []
@@ -384,8 +393,16 @@ def final_outputs():
         *[f for recipe in RECIPES for f in recipe_table_files(recipe)],
         *figure_files(),
         *parity_outputs(),
+        *claims_outputs(),
         *bmz_outputs(),
     ]
+
+
+def claims_outputs():
+    """The port's claims compare a Jittor with PyTorch: none without both."""
+    if "torch" in FRAMEWORKS and PARITY_FRAMEWORKS[1:]:
+        return [f"{CLAIMS_TABLE}.{ext}" for ext in ("json", "md", "html")]
+    return []
 
 
 # --- parity ---------------------------------------------------------------------------------
@@ -393,6 +410,8 @@ def final_outputs():
 # The networks this run trains, each checked once with the settings of its first recipe
 # (masking, optimizer, init: rules lookup() them by arch).
 PARITY_ARCHS = list(dict.fromkeys(train.arch for train in RECIPES.values()))
+# The frameworks parity runs: PyTorch first, then every Jittor of the run.
+PARITY_FRAMEWORKS = ["torch"] + [f for f in FRAMEWORKS if f != "torch"]
 PARITY_TRAIN = {
     arch: next(train for train in RECIPE_TRAIN.values() if train["arch"] == arch)
     for arch in PARITY_ARCHS

@@ -36,6 +36,6 @@ rule evaluate_torch:
 
 use rule evaluate_torch as evaluate_jittor with:
     wildcard_constraints:
-        framework="jittor",
+        framework=JITTOR_FRAMEWORKS,
     conda:
         "../../envs/jittor.yaml"

@@ -63,7 +63,7 @@ rule parity_torch:
 
 use rule parity_torch as parity_jittor with:
     wildcard_constraints:
-        framework="jittor",
+        framework=JITTOR_FRAMEWORKS,
     conda:
         "../../envs/jittor.yaml"
 
@@ -71,8 +71,7 @@ use rule parity_torch as parity_jittor with:
 rule parity_reference:
     input:
         inputs=PARITY_INPUTS,
-        torch=expand(PARITY_RESULT, framework="torch", allow_missing=True),
-        jittor=expand(PARITY_RESULT, framework="jittor", allow_missing=True),
+        results=expand(PARITY_RESULT, framework=PARITY_FRAMEWORKS, allow_missing=True),
     output:
         PARITY_REFERENCE,
     log:
@@ -81,14 +80,15 @@ rule parity_reference:
         "../../envs/torch.yaml"
     # float64 on the CPU whatever the device; the cores, as the framework jobs.
     threads: framework_threads()
+    params:
+        frameworks=PARITY_FRAMEWORKS,
     script:
         "../scripts/parity_reference.py"
 
 
 rule parity_compare:
     input:
-        torch=expand(PARITY_RESULT, framework="torch", arch=PARITY_ARCHS),
-        jittor=expand(PARITY_RESULT, framework="jittor", arch=PARITY_ARCHS),
+        results=expand(PARITY_RESULT, framework=PARITY_FRAMEWORKS, arch=PARITY_ARCHS),
         reference=expand(PARITY_REFERENCE, arch=PARITY_ARCHS),
     output:
         json=f"{PARITY_DIR}/parity.json",
@@ -99,6 +99,12 @@ rule parity_compare:
             category=report_category("parity"),
             labels={"table": "per-layer measures against float64, passed / FAILED"},
         ),
+        finding=report(
+            f"{PARITY_DIR}/batch_norm.html",
+            caption="../report/batch_norm_finding.rst",
+            category=report_category("parity"),
+            labels={"table": "stock Jittor's batch norm against PyTorch, by cause"},
+        ),
     log:
         "logs/parity_compare/parity_compare.log",
     conda:
@@ -106,6 +112,7 @@ rule parity_compare:
     threads: 1
     params:
         archs=PARITY_ARCHS,
+        frameworks=PARITY_FRAMEWORKS,
         tolerance=CONFIG.parity.tolerance,
     script:
         "../scripts/parity_compare.py"

@@ -235,6 +235,36 @@ rule plot_parity:
         "../scripts/plot_parity.py"
 
 
+# The port's claims (Noise2Void_jittor's README) against this run's own files: accuracy,
+# validation-curve fluctuation, epoch time, memory and utilisation, Jittor against PyTorch
+# per seed (src/n2v_repro/report/claims.py).
+rule port_claims:
+    input:
+        summaries=run_files(EVAL_DIR, "summary.json"),
+        per_image=run_files(EVAL_DIR, "per_image.csv"),
+        histories=run_files(MODEL_DIR, "history.csv"),
+        monitors=run_files(MODEL_DIR, "monitor.csv"),
+        train_summaries=run_files(MODEL_DIR, "train_summary.json"),
+    output:
+        json=f"{CLAIMS_TABLE}.json",
+        markdown=f"{CLAIMS_TABLE}.md",
+        html=report(
+            f"{CLAIMS_TABLE}.html",
+            caption="../report/port_claims.rst",
+            category=report_category("claims"),
+            labels={"table": "each claim, measured, with its verdict"},
+        ),
+    log:
+        "logs/port_claims/port_claims.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        runs=RUNS,
+    script:
+        "../scripts/port_claims.py"
+
+
 # Every method side by side: BM3D (config key `baselines`) and each recipe by its
 # train.method, a block per sigma, on the landing page (workflow.rst), and one image crop of
 # each method per sigma.

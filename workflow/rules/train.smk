@@ -38,6 +38,6 @@ rule train_torch:
 
 use rule train_torch as train_jittor with:
     wildcard_constraints:
-        framework="jittor",
+        framework=JITTOR_FRAMEWORKS,
     conda:
         "../../envs/jittor.yaml"

@@ -14,7 +14,9 @@ with script_log(snakemake.log[0]):
     run_reference(
         snakemake.wildcards.arch,
         inputs_path=snakemake.input.inputs,
-        framework_paths={"torch": snakemake.input.torch[0], "jittor": snakemake.input.jittor[0]},
+        framework_paths=dict(
+            zip(snakemake.params.frameworks, snakemake.input.results, strict=True)
+        ),
         output_path=snakemake.output[0],
         threads=snakemake.threads,
     )

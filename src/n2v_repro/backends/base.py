@@ -173,6 +173,9 @@ class Backend(ABC):
     # Opt-in speed levers of the framework in effect; none: stock (each framework's own ops
     # and defaults), the only setting the pipeline has. Recorded wherever speed is reported.
     speed_levers: tuple[str, ...] = ()
+    # The batch norm its networks use: stock (the framework's own) or exact (the project's,
+    # the opt-in Jittor variant); None for an arch without. Recorded beside speed_levers.
+    batch_norm: str | None = None
 
     def __init__(self, arch: str, precision: str = "fp32"):
         if precision not in PRECISIONS:

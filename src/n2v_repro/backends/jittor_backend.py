@@ -20,7 +20,7 @@ import numpy as np
 from n2v_repro.backends.base import Adam, Backend, layer_call_name
 from n2v_repro.backends.jittor_env import cuda_driver_available, prepare_jittor_env
 from n2v_repro.config import OptimizerConfig
-from n2v_repro.models.spec import is_buffer
+from n2v_repro.models.spec import has_batch_norm, is_buffer
 from n2v_repro.models.spec import layers as spec_layers
 
 
@@ -138,6 +138,7 @@ class JittorBackend(Backend):
         device: str = "auto",
         threads: int | None = None,
         precision: str = "fp32",
+        batch_norm: str = "stock",
     ):
         if precision == "bf16":
             raise ValueError(
@@ -149,9 +150,10 @@ class JittorBackend(Backend):
         self.jt, self.device = import_jittor(device)
         # TF32 tensor cores only when asked for: off, float32 is IEEE float32 as in torch.
         self.jt.flags.use_tensorcore = 1 if self.precision == "tf32" else 0
-        from n2v_repro.models.jittor_nets import build_model
+        from n2v_repro.models.jittor_nets import BATCH_NORMS, build_model
 
-        self.model = build_model(arch)
+        self.model = build_model(arch, BATCH_NORMS[batch_norm])
+        self.batch_norm = batch_norm if has_batch_norm(arch) else None
         state = self.model.state_dict()
         self._params = {name: state[name] for name in self.trainable}
         self._peak_bytes = 0

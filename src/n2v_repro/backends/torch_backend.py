@@ -21,7 +21,7 @@ from n2v_repro.backends.base import (
     layer_call_name,
 )
 from n2v_repro.config import OptimizerConfig
-from n2v_repro.models.spec import is_buffer, trainable_names
+from n2v_repro.models.spec import has_batch_norm, is_buffer, trainable_names
 from n2v_repro.models.spec import layers as spec_layers
 from n2v_repro.models.torch_nets import build_model
 
@@ -152,7 +152,9 @@ class TorchBackend(Backend):
         device: str = "auto",
         threads: int | None = None,
         precision: str = "fp32",
+        batch_norm: type | None = None,
     ):
+        """`batch_norm`: PyTorch's own (None) or, for parity's emulations, another class."""
         super().__init__(arch, precision)
         if threads:
             torch.set_num_threads(threads)
@@ -161,7 +163,9 @@ class TorchBackend(Backend):
             set_cuda_precision(self.precision)
             # Fixed input shapes: let cuDNN pick the fastest convolution algorithms once.
             torch.backends.cudnn.benchmark = True
-        self.model = build_model(arch).to(self.device)
+        self.model = build_model(arch, batch_norm or torch.nn.BatchNorm2d).to(self.device)
+        if has_batch_norm(arch):
+            self.batch_norm = "stock" if batch_norm is None else batch_norm.__name__
         named = dict(self.model.named_parameters())
         self._params = {name: named[name] for name in self.trainable}
 
@@ -292,10 +296,12 @@ class TorchBackend(Backend):
             torch.cuda.synchronize()
 
 
-def float64_model(arch: str, weights: dict[str, np.ndarray]) -> torch.nn.Module:
-    """`arch` in float64 on the CPU with `weights` (buffers included)."""
+def float64_model(
+    arch: str, weights: dict[str, np.ndarray], batch_norm: type | None = None
+) -> torch.nn.Module:
+    """`arch` in float64 on the CPU with `weights`, buffers included (batch_norm: TorchBackend)."""
     check_weights(arch, weights)
-    model = build_model(arch).double()
+    model = build_model(arch, batch_norm or torch.nn.BatchNorm2d).double()
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             if not name.endswith("num_batches_tracked"):
@@ -310,6 +316,7 @@ def float64_loss_and_grads(
     targets: np.ndarray,
     mask: np.ndarray,
     replace: Mapping[str, Replacement] | None = None,
+    batch_norm: type | None = None,
 ) -> tuple[float, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """`Backend.traced_loss_and_grads` computed in float64 on the CPU: the parity reference.
 
@@ -317,7 +324,7 @@ def float64_loss_and_grads(
     with. Layer outputs and gradients are float64 numpy arrays.
     """
     check_batch(arch, inputs, targets, mask)
-    model = float64_model(arch, weights).train()
+    model = float64_model(arch, weights, batch_norm).train()
     x, t, m = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (inputs, targets, mask))
     with recorded_layers(model, arch, replace) as outputs:
         loss = masked_mse(model(x), t, m)
@@ -334,8 +341,10 @@ def float64_loss_and_grads(
 
 
 @torch.no_grad()
-def float64_predict(arch: str, weights: dict[str, np.ndarray], inputs: np.ndarray) -> np.ndarray:
+def float64_predict(
+    arch: str, weights: dict[str, np.ndarray], inputs: np.ndarray, batch_norm: type | None = None
+) -> np.ndarray:
     """`Backend.predict` computed in float64 on the CPU."""
     check_images(arch, inputs)
-    model = float64_model(arch, weights).eval()
+    model = float64_model(arch, weights, batch_norm).eval()
     return model(torch.from_numpy(np.asarray(inputs, dtype=np.float64))).numpy()

@@ -186,6 +186,7 @@ def evaluate_model(
                 "device": backend.device,
                 "precision": backend.precision,
                 "speed_levers": list(backend.speed_levers),
+                "batch_norm": backend.batch_norm,
                 "tta": tta,
                 "images": len(images),
                 "seconds": elapsed,

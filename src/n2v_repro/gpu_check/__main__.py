@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.backends.registry import STOCK_FRAMEWORKS as FRAMEWORKS
 
 
 def prepare_main(argv: list[str]) -> None:

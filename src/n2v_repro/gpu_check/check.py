@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from n2v_repro import bench
-from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.backends.registry import STOCK_FRAMEWORKS as FRAMEWORKS
 from n2v_repro.config import REPO_ROOT, PipelineConfig, TrainConfig, load_config, plain
 from n2v_repro.framework_site import framework_env
 from n2v_repro.models.spec import ARCHS
@@ -394,8 +394,7 @@ class Check:
         if both:
             records = compare_frameworks(
                 both,
-                [str(folder / "torch" / f"{arch}.npz") for arch in both],
-                [str(folder / "jittor" / f"{arch}.npz") for arch in both],
+                {fw: [str(folder / fw / f"{arch}.npz") for arch in both] for fw in FRAMEWORKS},
                 [str(folder / "reference" / f"{arch}.npz") for arch in both],
                 folder / "parity.json",
                 folder / "parity.csv",

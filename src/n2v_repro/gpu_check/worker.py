@@ -122,7 +122,7 @@ def run_parity(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_parity_reference(task: dict[str, Any]) -> dict[str, Any]:
-    from n2v_repro.backends.registry import FRAMEWORKS
+    from n2v_repro.backends.registry import STOCK_FRAMEWORKS as FRAMEWORKS
     from n2v_repro.parity import run_reference
 
     folder = Path(task["dir"])

@@ -65,10 +65,13 @@ EVAL_SUMMARY_KEYS = (
     "test_sets",
     "inference",
 )
-# One row per arch: each check's named layer (or parameter) with both frameworks' measures
-# against float64 and the threshold (parity.DEFINITION); every layer's are in parity.json.
+# One row per arch and Jittor: each check's named layer (or parameter) with both frameworks'
+# measures against float64 and the threshold (parity.DEFINITION); every layer's are in
+# parity.json.
 PARITY_COLUMNS = (
     "arch",
+    "framework",
+    "batch_norm_semantics",
     "forward_layer",
     "forward_error_torch",
     "forward_error_jittor",
@@ -428,6 +431,14 @@ def write_eval_summary(path: PathLike, summary: Mapping[str, Any]) -> None:
     write_json(path, dict(summary))
 
 
+def read_train_summary(path: PathLike) -> dict[str, Any]:
+    """Read a training run's train_summary.json (training/outputs.py writes it)."""
+    summary = _read_json(path)
+    if not isinstance(summary, dict) or "framework" not in summary:
+        raise FormatError(f"{path}: must be a JSON object naming its framework")
+    return summary
+
+
 def read_eval_summary(path: PathLike) -> dict[str, Any]:
     """Read an evaluation's summary.json; it names its own recipe, framework, sigma and seed."""
     summary = _read_json(path)
@@ -443,7 +454,7 @@ def read_eval_summary(path: PathLike) -> dict[str, Any]:
 
 
 def write_parity_csv(path: PathLike, records: Iterable[Mapping[str, Any]]) -> None:
-    """Write parity.csv, one row per arch: each record's PARITY_COLUMNS.
+    """Write parity.csv, one row per arch and Jittor: each record's PARITY_COLUMNS.
 
     The records' per-layer `details` are in parity.json only.
     """

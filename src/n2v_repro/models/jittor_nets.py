@@ -1,11 +1,11 @@
 """The networks in Jittor. torch_nets.py is the same file line for line in PyTorch.
 
 Every layer is Jittor's own op, as PyTorch's side uses PyTorch's: the two frameworks are
-compared stock. Differences from the PyTorch file are Jittor's API only: `execute` instead
-of `forward`, `jt.concat` instead of `torch.cat`, and a BatchNorm2d composed here of Jittor
-ops so that the running variance is updated exactly as PyTorch does (Jittor's own uses the
-biased variance). Call `n2v_repro.backends.jittor_env.prepare_jittor_env()` before
-importing this module.
+compared stock, batch norm included (jittor.nn.BatchNorm, as Jittor's users write it).
+Differences from the PyTorch file are Jittor's API only: `execute` instead of `forward`,
+`jt.concat` instead of `torch.cat`. `ExactBatchNorm2d`, PyTorch's semantics composed of Jittor
+ops, is the opt-in variant `jittor-exactbn` (backends.registry). Call
+`n2v_repro.backends.jittor_env.prepare_jittor_env()` before importing this module.
 """
 
 from __future__ import annotations
@@ -61,16 +61,15 @@ def max_blur_pool2x(x: jt.Var) -> jt.Var:
     return nn.conv2d(x, kernel, stride=2, padding=1, groups=channels)
 
 
-class BatchNorm2d(nn.Module):
-    """Batch norm with PyTorch's BatchNorm2d semantics.
+class ExactBatchNorm2d(nn.Module):
+    """Batch norm with PyTorch's BatchNorm2d semantics, the opt-in variant `jittor-exactbn`.
 
-    It normalises with the biased batch variance and updates the running variance with the
-    unbiased one (Jittor's nn.BatchNorm uses the biased one).
-
-    The normalisation runs in float64: Jittor's float32 reductions are less exact than
-    PyTorch's, and the batch-norm backward amplifies their error (it subtracts nearly equal
-    sums). In float32 Jittor's n2v_unet gradients were 1.8e-2 off PyTorch's; in float64 they
-    are as close to a float64 reference as PyTorch's own float32 gradients (parity.py).
+    It normalises with the biased batch variance, two-pass, and updates the running variance
+    with the unbiased one; jittor.nn.BatchNorm (stock) keeps the biased one, computes the
+    variance as E[x^2] - E[x]^2 and normalises as x * w + (b - mean * w). The normalisation
+    runs in float64, so its gradients are as close to a float64 reference as PyTorch's own
+    float32 ones; how far stock Jittor's are, and why, is the parity check's batch-norm
+    finding (parity.batch_norm).
     """
 
     def __init__(self, channels: int, eps: float, momentum: float):
@@ -102,6 +101,9 @@ class BatchNorm2d(nn.Module):
         x_hat = x_hat.float32()  # (B, C, H, W)
         return x_hat * self.weight.broadcast(x32, [0, 2, 3]) + self.bias.broadcast(x32, [0, 2, 3])
 
+
+# The batch norms of backends.registry.BATCH_NORM: Jittor's own, or the exact variant.
+BATCH_NORMS = {"stock": nn.BatchNorm, "exact": ExactBatchNorm2d}
 
 # --- n2n_unet ------------------------------------------------------------------------------
 
@@ -190,11 +192,11 @@ class N2NUNet(nn.Module):
 class DoubleConv(nn.Module):
     """CSBDeep level: 2 x (3x3 conv + batch norm + ReLU)."""
 
-    def __init__(self, cin: int, mid: int, cout: int):
+    def __init__(self, cin: int, mid: int, cout: int, batch_norm: type = nn.BatchNorm):
         self.conv1 = conv3x3(cin, mid)
-        self.bn1 = BatchNorm2d(mid, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn1 = batch_norm(mid, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.conv2 = conv3x3(mid, cout)
-        self.bn2 = BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn2 = batch_norm(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
 
     def execute(self, x: jt.Var) -> jt.Var:
         x = nn.relu(self.bn1(self.conv1(x)))
@@ -208,13 +210,13 @@ class N2VUNet(nn.Module):
     residual.
     """
 
-    def __init__(self, base: int = N2V_BASE, n2v2: bool = False):
+    def __init__(self, base: int = N2V_BASE, n2v2: bool = False, batch_norm: type = nn.BatchNorm):
         self.n2v2 = n2v2
-        self.down0 = DoubleConv(1, base, base)
-        self.down1 = DoubleConv(base, 2 * base, 2 * base)
-        self.middle = DoubleConv(2 * base, 4 * base, 2 * base)
-        self.up1 = DoubleConv(4 * base, 2 * base, base)
-        self.up0 = DoubleConv(base if n2v2 else 2 * base, base, base)
+        self.down0 = DoubleConv(1, base, base, batch_norm)
+        self.down1 = DoubleConv(base, 2 * base, 2 * base, batch_norm)
+        self.middle = DoubleConv(2 * base, 4 * base, 2 * base, batch_norm)
+        self.up1 = DoubleConv(4 * base, 2 * base, base, batch_norm)
+        self.up0 = DoubleConv(base if n2v2 else 2 * base, base, base, batch_norm)
         self.head = nn.Conv2d(base, 1, 1)
 
     def execute(self, x: jt.Var) -> jt.Var:
@@ -276,11 +278,12 @@ class REDNet(nn.Module):
         return getattr(self, f"deconv{self.depth}")(y) + x  # (B, 1, H, W)
 
 
-def build_model(arch: str) -> nn.Module:
+def build_model(arch: str, batch_norm: type = nn.BatchNorm) -> nn.Module:
+    """Build `arch`; `batch_norm` (channels, eps, momentum) makes its batch norms."""
     if arch == "n2n_unet":
         return N2NUNet()
     if arch in N2V_WIDTHS:
-        return N2VUNet(N2V_WIDTHS[arch], n2v2=arch in N2V2_BASE)
+        return N2VUNet(N2V_WIDTHS[arch], n2v2=arch in N2V2_BASE, batch_norm=batch_norm)
     if arch in REDNET_DEPTH:
         return REDNet(arch)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

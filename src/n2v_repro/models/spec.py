@@ -189,6 +189,10 @@ def is_buffer(name: str) -> bool:
     return name.rsplit(".", 1)[-1] in BN_BUFFERS
 
 
+def has_batch_norm(arch: str) -> bool:
+    return any(layer.kind == "batch_norm" for layer in layers(arch))
+
+
 def biases_before_batch_norm(arch: str) -> list[str]:
     """List the conv biases directly followed by batch norm.
 

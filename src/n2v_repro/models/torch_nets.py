@@ -135,12 +135,12 @@ class N2NUNet(nn.Module):
 class DoubleConv(nn.Module):
     """CSBDeep level: 2 x (3x3 conv + batch norm + ReLU)."""
 
-    def __init__(self, cin: int, mid: int, cout: int):
+    def __init__(self, cin: int, mid: int, cout: int, batch_norm: type = nn.BatchNorm2d):
         super().__init__()
         self.conv1 = conv3x3(cin, mid)
-        self.bn1 = nn.BatchNorm2d(mid, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn1 = batch_norm(mid, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.conv2 = conv3x3(mid, cout)
-        self.bn2 = nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.bn2 = batch_norm(cout, eps=BN_EPS, momentum=BN_MOMENTUM)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -154,14 +154,14 @@ class N2VUNet(nn.Module):
     residual.
     """
 
-    def __init__(self, base: int = N2V_BASE, n2v2: bool = False):
+    def __init__(self, base: int = N2V_BASE, n2v2: bool = False, batch_norm: type = nn.BatchNorm2d):
         super().__init__()
         self.n2v2 = n2v2
-        self.down0 = DoubleConv(1, base, base)
-        self.down1 = DoubleConv(base, 2 * base, 2 * base)
-        self.middle = DoubleConv(2 * base, 4 * base, 2 * base)
-        self.up1 = DoubleConv(4 * base, 2 * base, base)
-        self.up0 = DoubleConv(base if n2v2 else 2 * base, base, base)
+        self.down0 = DoubleConv(1, base, base, batch_norm)
+        self.down1 = DoubleConv(base, 2 * base, 2 * base, batch_norm)
+        self.middle = DoubleConv(2 * base, 4 * base, 2 * base, batch_norm)
+        self.up1 = DoubleConv(4 * base, 2 * base, base, batch_norm)
+        self.up0 = DoubleConv(base if n2v2 else 2 * base, base, base, batch_norm)
         self.head = nn.Conv2d(base, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,11 +237,12 @@ class REDNet(nn.Module):
         return getattr(self, f"deconv{self.depth}")(y) + x  # (B, 1, H, W)
 
 
-def build_model(arch: str) -> nn.Module:
+def build_model(arch: str, batch_norm: type = nn.BatchNorm2d) -> nn.Module:
+    """Build `arch`; `batch_norm` (channels, eps, momentum) makes its batch norms."""
     if arch == "n2n_unet":
         return N2NUNet()
     if arch in N2V_WIDTHS:
-        return N2VUNet(N2V_WIDTHS[arch], n2v2=arch in N2V2_BASE)
+        return N2VUNet(N2V_WIDTHS[arch], n2v2=arch in N2V2_BASE, batch_norm=batch_norm)
     if arch in REDNET_DEPTH:
         return REDNet(arch)
     raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")

@@ -21,12 +21,12 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from n2v_repro.backends.registry import FRAMEWORKS  # noqa: E402
+from n2v_repro.backends.registry import FRAMEWORK_TITLES, FRAMEWORKS  # noqa: E402
 from n2v_repro.io.atomic import atomic_path  # noqa: E402
 from n2v_repro.io.formats import read_history, read_monitor  # noqa: E402
 from n2v_repro.report.tables import Run  # noqa: E402
 
-FRAMEWORK_COLOURS = {"torch": "#d1495b", "jittor": "#00798c"}
+FRAMEWORK_COLOURS = {"torch": "#d1495b", "jittor": "#00798c", "jittor-exactbn": "#edae49"}
 PANEL_SIZE = (4.2, 3.2)  # inches per panel
 
 RunTable = Mapping[Run, Mapping[str, np.ndarray]]
@@ -105,7 +105,9 @@ def _plot_by_sigma(
                         style,
                         color=framework_colour(framework),
                         # One legend entry per framework and series, not per seed.
-                        label=f"{framework} {suffix}".strip() if position == 0 else None,
+                        label=f"{FRAMEWORK_TITLES[framework]} {suffix}".strip()
+                        if position == 0
+                        else None,
                         alpha=1.0 if position == 0 else 0.6,
                         marker="." if table[x_key].size < 30 else None,
                     )

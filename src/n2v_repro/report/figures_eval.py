@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from n2v_repro.backends.registry import FRAMEWORK_TITLES
 from n2v_repro.evaluation.predict import to_uint8
 from n2v_repro.io.atomic import atomic_open
 from n2v_repro.io.formats import (
@@ -18,7 +19,7 @@ from n2v_repro.io.formats import (
     read_per_image,
     read_split,
 )
-from n2v_repro.parity import FACTOR, FLOOR
+from n2v_repro.parity import FACTOR, FLOOR, run_name
 from n2v_repro.report.figures import framework_colour, frameworks_of, panel_grid, save_figure
 from n2v_repro.report.html_pages import render_figure
 from n2v_repro.report.references import (
@@ -37,7 +38,7 @@ from n2v_repro.report.tables import (
 )
 
 # Horizontal offset of each framework's marker at a sigma, so error bars do not overlap.
-FRAMEWORK_OFFSET = {"torch": -0.6, "jittor": 0.6}
+FRAMEWORK_OFFSET = {"torch": -0.6, "jittor": 0.6, "jittor-exactbn": 1.8}
 # The parity figure's bars: each check's named layer, Jittor's measure over its threshold.
 PARITY_CHECKS = {"forward": "forward (layer)", "grad": "gradient (layer)", "adam": "Adam"}
 
@@ -80,7 +81,7 @@ def plot_final_psnr(
                     color=colour,
                     markerfacecolor=colour if filled else "white",
                     capsize=3,
-                    label=f"{framework} ({weights} weights)",
+                    label=f"{FRAMEWORK_TITLES[framework]} ({weights} weights)",
                 )
         noisy = {s: v for s, v in noisy.items() if v is not None}
         if noisy:
@@ -300,11 +301,13 @@ def make_methods_figure(
         for recipe in recipes:
             files = by_run.get((recipe, framework))
             if files is None:
-                panels.append((None, f"{label(recipe)}: no {framework} run"))
+                panels.append((None, f"{label(recipe)}: no {FRAMEWORK_TITLES[framework]} run"))
                 continue
             psnr_value = read_last_psnr(files[1]).get((weights, image_id))
             picture = read_gray_png(files[0] / f"{image_id}.png")
-            panels.append((picture, _titled(f"{label(recipe)} {framework}", psnr_value)))
+            panels.append(
+                (picture, _titled(f"{label(recipe)} {FRAMEWORK_TITLES[framework]}", psnr_value))
+            )
         panels.append((clean, "clean"))
         layout.append([title for _, title in panels])
         for ax, (picture, title) in zip(axes[row], panels, strict=True):
@@ -324,7 +327,7 @@ def make_methods_figure(
 
 
 def read_parity(parity_csv: str | Path) -> dict[str, dict[str, float]]:
-    """{arch: {check: Jittor's measure / its threshold}} from parity.csv; above 1 fails.
+    """{arch (framework): {check: Jittor's measure / its threshold}} from parity.csv; >1 fails.
 
     NaN where a check was not measured (an arch whose layers did not even match).
     """
@@ -334,14 +337,14 @@ def read_parity(parity_csv: str | Path) -> dict[str, dict[str, float]]:
         return float(value) / float(limit) if value and limit else float("nan")
 
     return {
-        row["arch"]: {label: ratio(row, check) for check, label in PARITY_CHECKS.items()}
+        run_name(row): {label: ratio(row, check) for check, label in PARITY_CHECKS.items()}
         for row in read_parity_csv(parity_csv)
     }
 
 
 def failed_archs(parity_csv: str | Path) -> list[str]:
-    """Return the archs whose `passed` column of parity.csv is not True."""
-    return [row["arch"] for row in read_parity_csv(parity_csv) if row["passed"] != "True"]
+    """Return the `arch (framework)` rows of parity.csv whose `passed` column is not True."""
+    return [run_name(row) for row in read_parity_csv(parity_csv) if row["passed"] != "True"]
 
 
 FAILED_COLOUR = "#b00020"
@@ -408,5 +411,8 @@ def make_parity_figure(
 ) -> None:
     """parity.png: each check's named measure over its threshold (parity.DEFINITION)."""
     tolerance = float(read_parity_json(parity_json)["tolerance"])
-    label = f"threshold ({FACTOR:g} x PyTorch's own error, within [{FLOOR:g}, {tolerance:g}])"
+    label = (
+        f"threshold ({FACTOR:g} x PyTorch float32's own error with the same formulas, at least "
+        f"{FLOOR:g}; PyTorch's within {tolerance:g})"
+    )
     plot_parity(read_parity(parity_csv), 1.0, output, failed_archs(parity_csv), label)

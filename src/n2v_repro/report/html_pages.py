@@ -63,6 +63,18 @@ def fixed(digits: int, signed: bool = False) -> Callable[[Any], str]:
     return format_number
 
 
+def render_markdown_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Render render_table's table in Markdown (the docs/measured pages)."""
+    lines = [
+        "| " + " | ".join(c.header for c in columns) + " |",
+        "|" + "|".join("---:" if c.numeric else "---" for c in columns) + "|",
+    ]
+    for row in rows:
+        cells = [MISSING if is_missing(row.get(c.key)) else c.fmt(row.get(c.key)) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render_table(
     title: str,
     columns: Sequence[Column],

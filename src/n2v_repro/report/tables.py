@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from n2v_repro.backends.base import speed_setting
-from n2v_repro.backends.registry import FRAMEWORKS
+from n2v_repro.backends.registry import FRAMEWORK_TITLES, FRAMEWORKS
 from n2v_repro.evaluation.bm3d_baseline import BM3D, BM3D_WEIGHTS
 from n2v_repro.evaluation.predict import TEST_SETS
 from n2v_repro.io.atomic import atomic_open
@@ -302,13 +302,15 @@ def psnr_ssim_rows(
         torch_row = by_cell.get(
             (row["recipe"], row["test_set"], row["sigma"], row["weights"], "torch")
         )
-        if row["framework"] != "jittor" or torch_row is None:
+        if row["framework"] == "torch" or torch_row is None:
             continue
+        # Each Jittor (stock, exact BN) against PyTorch, on the same images and seeds.
         row["jittor_minus_torch_psnr"] = row["psnr_mean"] - torch_row["psnr_mean"]
         if per_image is not None:
             differences = per_image_differences(
-                per_image, row["recipe"], row["sigma"], TEST_SETS[row["test_set"]], row["weights"]
-            )
+                per_image, row["recipe"], row["sigma"], TEST_SETS[row["test_set"]],
+                row["weights"], second=row["framework"],
+            )  # fmt: skip
             row["pairs"], row["p_value"] = paired_test(differences)
             if row["p_value"] is not None:
                 row["significant"] = "yes" if row["p_value"] < SIGNIFICANCE else "no"
@@ -352,13 +354,12 @@ def summary_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def summary_columns(frameworks: Sequence[str]) -> list[Column]:
-    names = {"torch": "PyTorch", "jittor": "Jittor"}
     return [
         Column("recipe", "recipe"),
         Column("test", "test images"),
         Column("sigma", "σ"),
         Column("weights", "weights"),
-        *[Column(f, names.get(f, f), numeric=True) for f in frameworks],
+        *[Column(f, FRAMEWORK_TITLES.get(f, f), numeric=True) for f in frameworks],
         Column("paper", "paper", fixed(2), True),
     ]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from n2v_repro.framework_site import framework_package
 from n2v_repro.io.atomic import atomic_path, write_json
 from n2v_repro.io.formats import read_monitor, save_weights, write_history
 from n2v_repro.machine import machine_name
@@ -93,7 +94,7 @@ def write_outputs(
         out / "train_summary.json",
         {
             "framework": job.framework,
-            "framework_version": _framework_version(job.framework),
+            "framework_version": _framework_version(framework_package(job.framework)),
             "method": job.train.method,
             "arch": job.train.arch,
             "seed": job.seed,
@@ -104,6 +105,7 @@ def write_outputs(
             "machine": machine_name(),
             "precision": backend.precision,
             "speed_levers": list(backend.speed_levers),
+            "batch_norm": backend.batch_norm,
             "threads": job.threads,
             "epochs": state.epochs_done,
             "steps_per_epoch": job.train.steps_per_epoch,

@@ -22,6 +22,7 @@ import numpy as np
 
 from n2v_repro.config import MaskingConfig, OptimizerConfig
 from n2v_repro.errors import UserError
+from n2v_repro.framework_site import framework_package
 from n2v_repro.io.atomic import atomic_open, save_npz
 from n2v_repro.io.formats import (
     FormatError,
@@ -62,29 +63,45 @@ FLOOR = 2e-6
 ADAM_EXPONENTS = (-40, 0)
 SEMANTICS = ("torch", "keras")
 CHECKS = ("forward", "grad", "adam")
+# Stock Jittor's yardstick: the emulation with all of jittor.nn.BatchNorm's formulas
+# (parity.batch_norm), measured as a run of its own under this name.
+YARDSTICK = "emulation"
+YARDSTICK_CAUSE = "sequential_sums"
+# The key of a record's batch-norm finding (parity.finding).
+FINDING = "batch_norm_finding"
 
 # Written into parity.json beside the numbers, so the file explains itself.
 DEFINITION = f"""Framework parity: PyTorch and Jittor, each against a float64 reference.
 
 Steps, each its own process: (1) `write_parity_inputs`: initial weights and one masked
-batch per arch; (2) `run_framework` in each framework (float32): the output of every layer
-call in the train-mode forward pass, the gradients of that pass, the eval-mode output, and
-K Adam steps (each semantics) from zero weights on prescribed gradients; (3)
-`run_reference`: the same in float64 with PyTorch on the CPU; (4) `compare_frameworks`:
-the measures below, parity.json / parity.csv; `check_parity` is the gate.
+batch per arch; (2) `run_framework` in each framework (float32; stock Jittor and, when the
+run has it, its exact-BN variant): the output of every layer call in the train-mode forward
+pass, the gradients of that pass, the eval-mode output, and K Adam steps (each semantics)
+from zero weights on prescribed gradients; (3) `run_reference`: the same in float64 with
+PyTorch on the CPU, once per batch-norm semantics in use: PyTorch's, and jittor.nn.BatchNorm's
+(the running variance keeps the biased batch variance) for stock Jittor on an arch with
+batch norm; for the latter also PyTorch float32 with jittor.nn.BatchNorm's formulas
+(parity.batch_norm); (4) `compare_frameworks`: the measures below, parity.json /
+parity.csv, and the batch-norm finding; `check_parity` is the gate.
 
-Measures, per layer, of a float32 framework's array a against the float64 reference r:
-forward, the relative L2 norm ||a - r|| / ||r|| of the layer's output (over up to {SAMPLE:,}
-elements at fixed positions, the same in every process), of each batch-norm statistic's
-update and of the eval-mode output; gradient, the same over the layer's parameters
-together (and their cosine similarity); Adam, the largest element-wise |a - r| / |r| of
-the layer's weights after the steps. The loss, one number, is shown and not judged.
+Measures, per layer, of a float32 framework's array a against the float64 reference r of
+its own semantics: forward, the relative L2 norm ||a - r|| / ||r|| of the layer's output
+(over up to {SAMPLE:,} elements at fixed positions, the same in every process), of each
+batch-norm statistic's update and of the eval-mode output; gradient, the same over the
+layer's parameters together (and their cosine similarity); Adam, the largest element-wise
+|a - r| / |r| of the layer's weights after the steps. The loss, one number, is shown and
+not judged.
 
-Criterion: Jittor passes a layer when its measure is at most {FACTOR:g} x PyTorch float32's
-own, clipped to [{FLOOR:g}, tolerance]: two float32 implementations of one computation err
-alike, so an error well beyond PyTorch's is a real difference; PyTorch's own must be within
-the tolerance. The forward check names the first failing layer in forward order (where a
-fault enters), the gradient and Adam checks the layer furthest beyond its threshold.
+Criterion: Jittor passes a layer when its measure is at most {FACTOR:g} x the error of
+PyTorch float32 computing the same formulas (its yardstick), at least {FLOOR:g}: two float32
+implementations of one computation err alike, so an error well beyond the yardstick's is a
+real difference. For PyTorch's semantics the yardstick is PyTorch itself and must be within
+the tolerance, which also caps the threshold. For stock Jittor's batch norm it is PyTorch
+with jittor.nn.BatchNorm's formulas (E[x^2] - E[x]^2 in float32, x * w + (b - mean * w)),
+whose rounding is Jittor's choice, not a fault: no tolerance applies to it, and how far it
+takes Jittor from PyTorch is reported apart (batch_norm_finding: parity.finding). The
+forward check names the first failing layer in forward order (where a fault enters), the
+gradient and Adam checks the layer furthest beyond its threshold.
 
 Kinks: a unit whose pre-activation lies within rounding of a ReLU's kink can be on one side
 in a framework and on the other in float64, and pass its gradient in one of them only: in
@@ -321,6 +338,21 @@ def _pool_ties(arch: str, recorded: Mapping[str, np.ndarray]) -> dict[str, np.nd
     return out
 
 
+def network_result(backend: Any, arch: str, arrays: Mapping[str, np.ndarray]) -> dict:
+    """Return a float32 backend's eval output, traced loss, gradients, layers, kinks, ties."""
+    weights = arrays_under(arrays, "weights")
+    batch = (arrays["inputs"], arrays["targets"], arrays["mask"])
+    backend.load_weights(weights)
+    out: dict[str, np.ndarray] = {"eval_output": backend.predict(batch[0])}
+    loss, grads, recorded = backend.traced_loss_and_grads(*batch)
+    out["loss"] = np.array(loss)
+    out |= {f"grad/{k}": v for k, v in grads.items()}
+    out |= _layer_arrays(recorded, weights)
+    out |= _kink_units(arch, recorded)
+    out |= _pool_ties(arch, recorded)
+    return out
+
+
 def run_framework(
     framework: str,
     arch: str,
@@ -335,30 +367,20 @@ def run_framework(
     from n2v_repro.backends.registry import make_backend
 
     arrays = load_parity_file(inputs_path, "seed")
-    weights = arrays_under(arrays, "weights")
-    batch = (arrays["inputs"], arrays["targets"], arrays["mask"])
     seed = int(arrays["seed"])
     backend = make_backend(framework, arch, device=device, threads=threads)
-    backend.load_weights(weights)
-    out: dict[str, np.ndarray] = {"eval_output": backend.predict(batch[0])}
-    loss, grads, recorded = backend.traced_loss_and_grads(*batch)
-    out["loss"] = np.array(loss)
-    out |= {f"grad/{k}": v for k, v in grads.items()}
-    out |= _layer_arrays(recorded, weights)
-    out |= _kink_units(arch, recorded)
-    out |= _pool_ties(arch, recorded)
-    del recorded
-    zeros = {name: np.zeros_like(value) for name, value in weights.items()}
-    for semantics in SEMANTICS:
+    out = network_result(backend, arch, arrays)
+    zeros = {name: np.zeros_like(v) for name, v in arrays_under(arrays, "weights").items()}
+    for adam_semantics in SEMANTICS:
         backend.load_weights(zeros)
-        backend.configure_optimizer(dataclasses.replace(optimizer, semantics=semantics))
+        backend.configure_optimizer(dataclasses.replace(optimizer, semantics=adam_semantics))
         for step in range(1, steps + 1):
             backend.apply_gradients(adam_gradients(arch, seed, step))
         after = backend.get_weights()
-        out |= {f"adam_{semantics}/{k}": after[k] for k in trainable_names(arch)}
+        out |= {f"adam_{adam_semantics}/{k}": after[k] for k in trainable_names(arch)}
     out["adam_settings"] = np.array([optimizer.lr, *optimizer.betas, optimizer.eps])
     out["steps"], out["seed"] = np.array(steps), np.array(seed)
-    log.info("%s %s: loss %.6g", framework, arch, loss)
+    log.info("%s %s: loss %.6g", framework, arch, float(out["loss"]))
     save_npz(output_path, out)
 
 
@@ -409,6 +431,14 @@ def kink_flips(
     return flips, farthest
 
 
+def batch_norm_semantics(framework: str, arch: str) -> str:
+    """Return whose batch norm `framework` computes `arch` with: torch's or (stock) jittor's."""
+    from n2v_repro.backends.registry import batch_norm
+
+    stock_jittor = framework_package(framework) == "jittor" and batch_norm(framework, arch)
+    return "jittor" if stock_jittor == "stock" else "torch"
+
+
 def run_reference(
     arch: str,
     inputs_path: str | Path,
@@ -416,31 +446,53 @@ def run_reference(
     output_path: str | Path,
     threads: int | None = None,
 ) -> None:
-    """Compute the float64 reference (DEFINITION, step 3) at its own and each framework's kinks."""
+    """Compute the float64 references (DEFINITION, step 3) at their own and each run's kinks.
+
+    One per batch-norm semantics the frameworks compute (`batch_norm_semantics`), under its
+    name; for stock Jittor's also PyTorch float32 with each of its formulas (`batch_norm`
+    module: `emulation/<cause>/`), the last of them its yardstick.
+    """
     import torch
 
-    from n2v_repro.backends.torch_backend import float64_loss_and_grads, float64_predict
+    from n2v_repro.backends.torch_backend import (
+        TorchBackend,
+        float64_loss_and_grads,
+        float64_predict,
+    )
+    from n2v_repro.parity.batch_norm import EMULATIONS, JittorFormulas
 
     if threads:
         torch.set_num_threads(threads)
     arrays = load_npz(inputs_path)
     weights = arrays_under(arrays, "weights")
     batch = (arrays["inputs"], arrays["targets"], arrays["mask"])
-    loss, grads, recorded = float64_loss_and_grads(arch, weights, *batch)
-    out: dict[str, np.ndarray] = {
-        "eval_output": float64_predict(arch, weights, batch[0]),
-        "loss": np.array(loss),
-    }
-    out |= {f"grad/{k}": v for k, v in grads.items()}
-    out |= _layer_arrays(recorded, weights)
-    for framework, path in framework_paths.items():
-        flips, farthest = kink_flips(recorded, load_parity_file(path, "layer_names"))
-        out[f"kink_flips/{framework}"] = np.array(sum(len(i) for i, _ in flips.values()))
-        out[f"kink_distance/{framework}"] = np.array(farthest)
-        log.info("%s %s: %d units across a kink", framework, arch, out[f"kink_flips/{framework}"])
-        if flips:
-            _, matched, _ = float64_loss_and_grads(arch, weights, *batch, replace=flips)
-            out |= {f"grad_{framework}/{k}": v for k, v in matched.items()}
+    runs = {fw: load_parity_file(path, "layer_names") for fw, path in framework_paths.items()}
+    measured = {fw: batch_norm_semantics(fw, arch) for fw in runs}
+    out: dict[str, np.ndarray] = {}
+    if "jittor" in measured.values():
+        for cause, module in EMULATIONS.items():
+            backend = TorchBackend(arch, device="cpu", threads=threads, batch_norm=module)
+            result = network_result(backend, arch, arrays)
+            out |= {f"emulation/{cause}/{k}": v for k, v in result.items()}
+        runs[YARDSTICK] = arrays_under(out, f"emulation/{YARDSTICK_CAUSE}")
+        measured[YARDSTICK] = "jittor"
+    for semantics in dict.fromkeys(measured.values()):
+        module = JittorFormulas if semantics == "jittor" else None
+        loss, grads, recorded = float64_loss_and_grads(arch, weights, *batch, batch_norm=module)
+        exact = {"eval_output": float64_predict(arch, weights, batch[0], module)}
+        exact |= {"loss": np.array(loss), **{f"grad/{k}": v for k, v in grads.items()}}
+        exact |= _layer_arrays(recorded, weights)
+        for run in (r for r, s in measured.items() if s == semantics):
+            flips, farthest = kink_flips(recorded, runs[run])
+            out[f"kink_flips/{run}"] = np.array(sum(len(i) for i, _ in flips.values()))
+            out[f"kink_distance/{run}"] = np.array(farthest)
+            log.info("%s %s: %d units across a kink", run, arch, out[f"kink_flips/{run}"])
+            if flips:
+                _, matched, _ = float64_loss_and_grads(
+                    arch, weights, *batch, replace=flips, batch_norm=module
+                )
+                exact |= {f"grad_{run}/{k}": v for k, v in matched.items()}
+        out |= {f"{semantics}/{k}": v for k, v in exact.items()}
     save_npz(output_path, out)
 
 
@@ -539,13 +591,33 @@ def compare_arch(
     jittor_path: str | Path,
     reference_path: str | Path,
     tolerance: float,
+    framework: str = "jittor",
 ) -> dict[str, Any]:
-    """One record of measures for `arch` (DEFINITION, step 4), with every layer's in `details`."""
+    """One record of measures for `arch` in `framework` (a Jittor; DEFINITION, step 4).
+
+    Every layer's measures are in `details`; an arch with stock Jittor's batch norm adds
+    the finding on its difference from PyTorch (`batch_norm_finding`).
+    """
     keys = ("layer_names", "adam_settings")
     results = {fw: load_parity_file(path, *keys) for fw, path in
                (("torch", torch_path), ("jittor", jittor_path))}  # fmt: skip
-    ref = load_parity_file(reference_path, "layer_names", "kink_flips/jittor")
-    record: dict[str, Any] = {"arch": arch, "steps": int(results["torch"]["steps"])}
+    semantics = batch_norm_semantics(framework, arch)
+    ref_file = load_parity_file(reference_path, f"{semantics}/layer_names")
+    ref = arrays_under(ref_file, semantics)
+    # Measured against the same semantics in PyTorch float32: PyTorch itself, or for stock
+    # Jittor's batch norm PyTorch with Jittor's formulas (parity.batch_norm).
+    yardstick, yardstick_run = results["torch"], "torch"
+    if semantics == "jittor":
+        yardstick = arrays_under(ref_file, f"emulation/{YARDSTICK_CAUSE}")
+        yardstick_run = YARDSTICK
+    network = {"torch": yardstick, "jittor": results["jittor"]}
+    runs = {"torch": yardstick_run, "jittor": framework}
+    # Stock Jittor's formulas are judged by their own rounding, not by PyTorch's tolerance.
+    cap = tolerance if semantics == "torch" else math.inf
+    record: dict[str, Any] = {
+        "arch": arch, "framework": framework, "batch_norm_semantics": semantics,
+        "steps": int(results["torch"]["steps"]),
+    }  # fmt: skip
     problem = _structure_problem(results["torch"], results["jittor"], ref)
     if problem is not None and problem.startswith("the layer calls"):
         return record | {"passed": False, "failure": problem, "details": {}}
@@ -553,27 +625,27 @@ def compare_arch(
     # Forward: every layer call in order, the batch-norm statistics' updates and the
     # eval-mode output, all against the one float64 forward pass.
     forward_arrays = []
-    for source in (*results.values(), ref):
+    for source in (*network.values(), ref):
         arrays = arrays_under(source, "layer") | arrays_under(source, "buffer")
         arrays["output (eval mode)"] = source["eval_output"]
         forward_arrays.append(arrays)
     torch_fwd, jittor_fwd, exact_fwd = forward_arrays
     names = [*ref["layer_names"], *arrays_under(ref, "buffer"), "output (eval mode)"]
     exact = {"torch": exact_fwd, "jittor": exact_fwd}
-    forward = _measures(names, torch_fwd, jittor_fwd, exact, tolerance)
+    forward = _measures(names, torch_fwd, jittor_fwd, exact, cap)
 
-    # Gradients, per layer: each framework against float64 at its own kink sides.
+    # Gradients, per layer: each run against float64 at its own kink sides.
     # Conv biases directly before batch norm: their exact gradient is zero (rounding noise).
     groups = layer_parameters(arch, biases_before_batch_norm(arch))
     plain_grads = by_layer(arrays_under(ref, "grad"), groups)
     matched = {
-        fw: by_layer(arrays_under(ref, f"grad_{fw}") or arrays_under(ref, "grad"), groups)
-        for fw in results
+        side: by_layer(arrays_under(ref, f"grad_{run}") or arrays_under(ref, "grad"), groups)
+        for side, run in runs.items()
     }
     torch_grads, jittor_grads = (
-        by_layer(arrays_under(r, "grad"), groups) for r in results.values()
+        by_layer(arrays_under(r, "grad"), groups) for r in network.values()
     )
-    grads = _measures(list(groups), torch_grads, jittor_grads, matched, tolerance, with_cosine=True)
+    grads = _measures(list(groups), torch_grads, jittor_grads, matched, cap, with_cosine=True)
     unmatched = max(relative_l2(jittor_grads[n], plain_grads[n]) for n in groups)
 
     # Adam on prescribed gradients, per layer, against float64 numpy with the same settings.
@@ -584,14 +656,14 @@ def compare_arch(
     all_params = layer_parameters(arch)
     adam = []
     seed = int(results["torch"]["seed"])
-    for semantics in SEMANTICS:
-        config = OptimizerConfig(lr=lr, betas=(b1, b2), eps=eps, semantics=semantics)
+    for adam_semantics in SEMANTICS:
+        config = OptimizerConfig(lr=lr, betas=(b1, b2), eps=eps, semantics=adam_semantics)
         after = {
             "reference": adam_reference(arch, config, seed, record["steps"]),
-            **{fw: arrays_under(r, f"adam_{semantics}") for fw, r in results.items()},
+            **{fw: arrays_under(r, f"adam_{adam_semantics}") for fw, r in results.items()},
         }
         after = {
-            key: {f"{semantics}: {k}": v for k, v in by_layer(value, all_params).items()}
+            key: {f"{adam_semantics}: {k}": v for k, v in by_layer(value, all_params).items()}
             for key, value in after.items()
         }
         exact = {"torch": after["reference"], "jittor": after["reference"]}
@@ -601,8 +673,11 @@ def compare_arch(
         )  # fmt: skip
 
     checks = {"forward": forward, "grad": grads, "adam": adam}
+    caps = {"forward": cap, "grad": cap, "adam": tolerance}
     failures = []
-    named = {check: named_measure(check, measures, tolerance) for check, measures in checks.items()}
+    named = {
+        check: named_measure(check, measures, caps[check]) for check, measures in checks.items()
+    }
     for check, shown in named.items():
         record |= {
             f"{check}_layer": shown.name,
@@ -610,30 +685,38 @@ def compare_arch(
             f"{check}_error_jittor": shown.jittor,
             f"{check}_threshold": shown.threshold,
         }
-        if shown.failed(tolerance):
-            failures.append(describe(check, shown, tolerance))
+        if shown.failed(caps[check]):
+            failures.append(describe(check, shown, caps[check], semantics))
     record["grad_cosine_jittor"] = named["grad"].cosine
     record["grad_error_jittor_unmatched"] = unmatched
-    for fw in results:
-        record[f"kink_flips_{fw}"] = int(ref[f"kink_flips/{fw}"])
+    for side, run in runs.items():
+        record[f"kink_flips_{side}"] = int(ref_file[f"kink_flips/{run}"])
     if problem is not None:
         failures.append(problem)
     record["passed"] = not failures
     record["failure"] = "; ".join(failures)
     record["details"] = {
-        "kink_distance": {fw: float(ref[f"kink_distance/{fw}"]) for fw in results},
+        "kink_distance": {
+            side: float(ref_file[f"kink_distance/{run}"]) for side, run in runs.items()
+        },
         # The loss is one number, its error one draw: shown, not judged (the layers are).
-        "loss": {fw: relative_l2(r["loss"], ref["loss"]) for fw, r in results.items()},
+        "loss": {side: relative_l2(r["loss"], ref["loss"]) for side, r in network.items()},
         **{check: [dataclasses.asdict(m) for m in measures] for check, measures in checks.items()},
     }
+    if semantics == "jittor":
+        from n2v_repro.parity.finding import batch_norm_finding
+
+        record[FINDING] = batch_norm_finding(arch, results["torch"], results["jittor"], ref_file)
     return record
 
 
 CHECK_TITLES = {"forward": "forward", "grad": "gradient", "adam": "Adam"}
+# What a semantics' yardstick is, in a failure message.
+YARDSTICK_TITLE = {"torch": "PyTorch", "jittor": "PyTorch with Jittor's batch-norm formulas"}
 
 
-def describe(check: str, measure: Measure, tolerance: float) -> str:
-    """Put one failing measure in words: the check, the layer, both frameworks' errors."""
+def describe(check: str, measure: Measure, tolerance: float, semantics: str = "torch") -> str:
+    """Put one failing measure in words: the check, the layer, both runs' errors."""
     where = f"{CHECK_TITLES[check]} at {measure.name}"
     if measure.torch > tolerance:
         return (
@@ -642,62 +725,76 @@ def describe(check: str, measure: Measure, tolerance: float) -> str:
         )
     return (
         f"{where}: Jittor {measure.jittor:.3g} from float64 > threshold {measure.threshold:.3g} "
-        f"({FACTOR:g} x PyTorch's {measure.torch:.3g})"
+        f"({FACTOR:g} x {YARDSTICK_TITLE[semantics]}'s {measure.torch:.3g})"
     )
 
 
 def compare_frameworks(
     archs: list[str],
-    torch_paths: Sequence[str | Path],
-    jittor_paths: Sequence[str | Path],
+    framework_paths: Mapping[str, Sequence[str | Path]],
     reference_paths: Sequence[str | Path],
     json_path: str | Path,
     csv_path: str | Path,
     tolerance: float,
     html_path: str | Path | None = None,
+    finding_html_path: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Write parity.json/.csv (and the HTML table) for every arch, passed or not.
+    """Write parity.json/.csv (and the HTML tables) for every arch and Jittor, passed or not.
 
-    Failing archs are logged; `check_parity` turns them into an error.
+    `framework_paths`: each framework's results, one per arch, torch's among them. Failing
+    records are logged; `check_parity` turns them into an error.
     """
+    torch_paths = framework_paths["torch"]
     records = [
-        compare_arch(arch, t, j, r, tolerance)
-        for arch, t, j, r in zip(archs, torch_paths, jittor_paths, reference_paths, strict=True)
+        compare_arch(arch, torch_paths[i], paths[i], reference_paths[i], tolerance, framework)
+        for i, arch in enumerate(archs)
+        for framework, paths in framework_paths.items()
+        if framework != "torch"
     ]
     write_parity_json(json_path, tolerance, DEFINITION, records)
     write_parity_csv(csv_path, records)
     if html_path is not None:
         write_parity_html(html_path, records, tolerance)
+    if finding_html_path is not None:
+        from n2v_repro.parity.finding import write_finding_html
+
+        write_finding_html(finding_html_path, records)
     for r in records:
-        log.info("parity %s", {k: v for k, v in r.items() if k != "details"})
+        log.info("parity %s", {k: v for k, v in r.items() if k not in ("details", FINDING)})
     message = failure_message(records)
     if message is not None:
         log.error("%s", message)
     return records
 
 
+def run_name(record: Mapping[str, Any]) -> str:
+    """`arch (framework)`: one parity record's name in messages, tables and figures."""
+    return f"{record['arch']} ({record.get('framework', 'jittor')})"
+
+
 def failure_message(records: list[dict[str, Any]]) -> str | None:
-    """Describe every failing arch (its failing checks: layer and measure); None if none."""
+    """Describe every failing record (its failing checks: layer and measure); None if none."""
     failed = [r for r in records if not r["passed"]]
     if not failed:
         return None
-    lines = [f"{r['arch']}: {r['failure']}" for r in failed]
+    lines = [f"{run_name(r)}: {r['failure']}" for r in failed]
     return "PyTorch and Jittor disagree:\n  " + "\n  ".join(lines)
 
 
 def check_parity(json_path: str | Path, passed_path: str | Path) -> list[str]:
     """Gate on parity.json: raise ParityError naming every failing arch, layer and measure.
 
-    When every arch passed, write `passed_path` (one line per arch) and return the archs.
+    When every record passed, write `passed_path` (one line per arch and Jittor) and return
+    their names.
     """
     report = read_parity_json(json_path)
     message = failure_message(report["archs"])
     if message is not None:
         raise ParityError(f"{message}\n(measures of every arch and layer: {json_path})")
-    archs = [r["arch"] for r in report["archs"]]
+    names = [run_name(r) for r in report["archs"]]
     with atomic_open(passed_path) as handle:
-        handle.write("".join(f"{arch} passed\n" for arch in archs))
-    return archs
+        handle.write("".join(f"{name} passed\n" for name in names))
+    return names
 
 
 # --- 5. the report's table -----------------------------------------------------------------
@@ -706,30 +803,34 @@ def check_parity(json_path: str | Path, passed_path: str | Path) -> list[str]:
 def criterion_note(tolerance: float) -> str:
     """Say the criterion in a few sentences, for the report's table."""
     return (
-        "Each measure is a float32 framework against a float64 reference of the same step "
-        "(PyTorch on the CPU), per layer: the relative L2 norm of the difference of its "
-        "output (train mode; also each batch-norm statistic's update and the eval-mode "
-        "output) and of its parameters' gradients; for Adam (parity.steps steps on "
-        "prescribed gradients from zero weights), the largest element-wise relative error. "
-        f"Jittor passes a layer when its measure is at most {FACTOR:g} x PyTorch float32's "
-        f"own, clipped to [{FLOOR:g}, {tolerance:g}]; PyTorch's own must be within "
-        f"{tolerance:g}. Each row shows the first failing layer (forward) or the one furthest "
-        "beyond its threshold, else the one closest to it. Gradients are measured against "
-        "float64 at each framework's own side of every ReLU kink its units lie within "
-        "rounding of, and at its own order of every max-pool window's two largest inputs "
-        "within rounding of each other (kink units: how many lay on the other side than in "
-        "float64)."
+        "Each measure is a float32 framework against a float64 reference of its own "
+        "semantics (PyTorch on the CPU; stock Jittor's batch norm keeps the biased running "
+        "variance, so its reference does too), per layer: the relative L2 norm of the "
+        "difference of its output (train mode; also each batch-norm statistic's update and "
+        "the eval-mode output) and of its parameters' gradients; for Adam (parity.steps "
+        "steps on prescribed gradients from zero weights), the largest element-wise relative "
+        f"error. Jittor passes a layer when its measure is at most {FACTOR:g} x the error of "
+        "PyTorch float32 computing the same formulas (PyTorch itself; for stock Jittor's "
+        "batch norm, PyTorch with jittor.nn.BatchNorm's formulas), at least "
+        f"{FLOOR:g}; PyTorch's own must be within {tolerance:g}, a bound that stock Jittor's "
+        "formulas, judged by their own rounding, do not have. Each row shows the first "
+        "failing layer (forward) or the one furthest beyond its threshold, else the one "
+        "closest to it. Gradients are measured against float64 at each run's own side of "
+        "every ReLU kink its units lie within rounding of, and at its own order of every "
+        "max-pool window's two largest inputs within rounding of each other (kink units: "
+        "how many lay on the other side than in float64)."
     )
 
 
 def parity_table_html(records: list[dict[str, Any]], tolerance: float) -> str:
-    """One row per arch; a failing arch's row is red, says FAILED and names its failure."""
+    """One row per arch and Jittor; a failing row is red, says FAILED and names its failure."""
+    from n2v_repro.backends.registry import FRAMEWORK_TITLES
     from n2v_repro.report.html_pages import Column, render_table
 
     def scientific(value: Any) -> str:
         return f"{float(value):.2e}"
 
-    columns = [Column("arch", "arch"), Column("status", "status")]
+    columns = [Column("arch", "arch"), Column("jittor", "Jittor"), Column("status", "status")]
     for check, title in CHECK_TITLES.items():
         columns += [
             Column(f"{check}_layer", f"{title}: layer"),
@@ -745,6 +846,8 @@ def parity_table_html(records: list[dict[str, Any]], tolerance: float) -> str:
     rows = [
         {
             **r,
+            "jittor": FRAMEWORK_TITLES[r.get("framework", "jittor")]
+            + (" (batch norm: stock)" if r.get("batch_norm_semantics") == "jittor" else ""),
             "status": "passed" if r["passed"] else "FAILED",
             "kinks": f"{r.get('kink_flips_torch', '—')} / {r.get('kink_flips_jittor', '—')}",
             # 1 - cosine: the cosine itself reads 1.000000000 for every correct arch.
@@ -754,11 +857,16 @@ def parity_table_html(records: list[dict[str, Any]], tolerance: float) -> str:
         }
         for r in records
     ]
+    notes = [
+        criterion_note(tolerance),
+        "PyTorch columns: PyTorch float32 computing the Jittor row's formulas (for stock "
+        "Jittor's batch norm, PyTorch with jittor.nn.BatchNorm's; parity.batch_norm).",
+    ]
     return render_table(
         "Framework parity",
         columns,
         rows,
-        [criterion_note(tolerance)],
+        notes,
         row_class=lambda row: None if row["passed"] else "n2v-failed",
     )
 
