@@ -211,6 +211,9 @@ def test_an_injected_fault_fails_the_gate_naming_its_layer(
     folder: Path, monkeypatch: pytest.MonkeyPatch, fault: str
 ) -> None:
     target, inject, check, layer = FAULTS[fault]
+    from n2v_repro.backends.jittor_backend import import_jittor
+
+    import_jittor("cpu")  # Jittor's environment before a patch imports jittor
     if target == "monkeypatch":
         inject(monkeypatch)
     else:
