@@ -26,6 +26,7 @@ from n2v_repro.io.formats import save_valid_tiles, save_weights, write_train_sta
 from n2v_repro.models.initialisation import make_init_weights
 from n2v_repro.models.spec import ARCH_STRIDE, ARCHS
 from n2v_repro.models.torch_nets import build_model
+from n2v_repro.report.references import METHOD_PAPER_PSNR, method_paper_psnr
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARCH = "n2v_unet32"
@@ -281,7 +282,7 @@ def test_readme_and_citations_name_the_method(method: str, paper: str) -> None:
     from n2v_repro.bmz.export import RunInfo, citations_of, readme_text
 
     info = RunInfo(
-        recipe="r", framework="jittor", sigma=50, seed=3, weights="best", arch=ARCH,
+        recipe="r", framework="jittor", sigma=25, seed=3, weights="best", arch=ARCH,
         train_set="bsd400", validation="heldout_train", authors=({"name": "A"},), method=method,
     )  # fmt: skip
     rows = [{"test_set": "bsd68", "n": 68, "psnr_mean": 25.5, "psnr_std": 1.0,
@@ -291,8 +292,13 @@ def test_readme_and_citations_name_the_method(method: str, paper: str) -> None:
         weight_formats=["pytorch_state_dict"], onnx_note="no onnxruntime",
     )  # fmt: skip
     first = readme.split("\n\n")[1]
-    assert paper in first and "sigma 50" in readme and "| method | `" + method in readme
+    assert paper in first and "sigma 25" in readme and "| method | `" + method in readme
     assert "25.50" in readme and "No ONNX weights: no onnxruntime" in readme
+    # The method's own number from the paper's table, as in the report's methods table.
+    own = method_paper_psnr(method, "bsd68", 25)
+    assert (f"reports {own:.2f} dB" if own else "no BSD68 number for N2V2") in readme
+    others = [v for v in METHOD_PAPER_PSNR.values() if v != own]
+    assert not [v for v in others if f"{v:.2f} dB" in readme]
     cited = [entry["text"] for entry in citations_of(method)]
     assert any("Noise2Void" in text for text in cited) and any("Segmented" in t for t in cited)
     assert len(cited) == len(set(cited))

@@ -40,6 +40,7 @@ from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_path, write_json
 from n2v_repro.io.formats import load_weights, read_eval_summary, read_train_stats
 from n2v_repro.models.spec import ARCH_STRIDE
+from n2v_repro.report.references import METHOD_PAPER_CITATION, method_paper_psnr
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +330,14 @@ def readme_text(
     )
     call = f'inputs={{"{INPUT_ID}": image[None, None]}}).members["{OUTPUT_ID}"].data'
     what, _ = METHODS.get(info.method, METHODS["n2v"])
+    paper_psnr = method_paper_psnr(info.method, "bsd68", info.sigma)
+    paper = (
+        f"The Noise2Void paper ({METHOD_PAPER_CITATION}) reports {paper_psnr:.2f} dB for "
+        f"{info.method.upper()} on all of BSD68 at sigma {info.sigma}, with its own recipe."
+        if paper_psnr is not None
+        else f"The Noise2Void paper has no BSD68 number for {info.method.upper()} at sigma "
+        f"{info.sigma}."
+    )
     return f"""# {info.method.upper()} denoiser: {title}
 
 A {what} to remove additive Gaussian noise of standard deviation {info.sigma} grey levels
@@ -366,7 +375,7 @@ of these weights ({evaluation}):
 | --- | --- | --- | --- |
 {results}
 
-The paper reports 27.71 dB on BSD68 at sigma 25 for its recipe (the `paper` recipe here).
+{paper}
 
 The package's test input: {source}. Its test output is {info.framework}'s own prediction
 of it (CPU, float32); `bioimageio test` reproduces it with every weight format of this
