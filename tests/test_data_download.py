@@ -70,6 +70,22 @@ def test_local_folder_and_file_url_mirrors(tmp_path: Path, fake: FakeBsds) -> No
     _assert_verified(outputs, fake)
 
 
+@pytest.mark.parametrize("layout", ["data/images", "images"])
+def test_local_mirror_one_level_too_high_is_looked_into(
+    tmp_path: Path, fake: FakeBsds, caplog, layout: str
+) -> None:
+    """BSDS500's tarball root (or its data/) as the mirror: the images under it are used."""
+    top = tmp_path / "BSDS500"
+    shutil.copytree(fake.images, top / layout)
+    validate_config({"data": {"mirrors": [str(top)]}})  # the up-front check lets it through
+    outputs = _outputs(tmp_path, fake, fake.bsd68)
+    with caplog.at_level(logging.INFO):
+        results = download_images(outputs, fake.manifest, [str(top)], tmp_path / "cache")
+    _assert_verified(outputs, fake)
+    assert {r.source for r in results} == {str(top / layout)}
+    assert f"mirror {top} has no train/, val/ or test/ folder; using {top / layout}" in caplog.text
+
+
 def test_checksum_mismatch_names_file_and_mirror_and_keeps_the_rest(
     tmp_path: Path, fake: FakeBsds
 ) -> None:

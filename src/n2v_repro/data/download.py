@@ -1,9 +1,10 @@
 """Fetch BSDS500 jpgs from a list of mirrors, verified against the sha256 manifest.
 
 Each mirror is a base laid out `<base>/<split>/<id>.jpg`: an http(s) URL, a file:// URL or
-a local folder. Verified files are kept in a cache folder that is not a declared Snakemake
-output, so a failed job (whose declared outputs Snakemake deletes) loses nothing; outputs
-are hard links to the cached files (a copy where links are impossible).
+a local folder (one named above its <split>/ folders is looked into, `config.mirror_images`,
+and the folder used is logged). Verified files are kept in a cache folder that is not a
+declared Snakemake output, so a failed job (whose declared outputs Snakemake deletes) loses
+nothing; outputs are hard links to the cached files (a copy where links are impossible).
 
 A few files are fetched at once (HTTP by `requests`). Each connection has a short connect
 timeout and a read timeout (seconds without a byte), so a mirror that accepts connections and
@@ -32,6 +33,7 @@ from typing import Any
 
 import requests
 
+from n2v_repro.config import local_mirror, mirror_images
 from n2v_repro.data.manifest import ManifestEntry, read_manifest
 from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_path
@@ -93,6 +95,16 @@ def mirror_url(base: str, entry: ManifestEntry) -> str:
     if "://" not in base:
         base = Path(base).resolve().as_uri()
     return f"{base.rstrip('/')}/{entry.relpath}"
+
+
+def resolve_mirror(base: str) -> str:
+    """Return `base`, or for a local mirror named above its <split>/ folders, where they are."""
+    folder = local_mirror(base)
+    images = mirror_images(folder) if folder is not None else None
+    if images is None or images == folder:
+        return base
+    log.info("mirror %s has no train/, val/ or test/ folder; using %s", base, images)
+    return str(images)
 
 
 def _fetch_to(url: str, destination: Path, settings: DownloadSettings = DownloadSettings()) -> int:
@@ -327,6 +339,7 @@ def download_images(
     """
     if not mirrors:
         raise DownloadError("config key 'data.mirrors': no mirror given")
+    mirrors = [resolve_mirror(base) for base in mirrors]
     manifest = read_manifest(manifest_path)
     targets = [(Path(p), _entry_for_output(Path(p), manifest, str(manifest_path))) for p in outputs]
     progress = _Progress(len(targets))
