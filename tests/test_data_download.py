@@ -191,6 +191,32 @@ def test_hung_mirror_costs_a_timeout_is_logged_once_and_given_up(
     )
 
 
+def test_requests_in_flight_to_a_mirror_given_up_end_at_once(
+    tmp_path: Path, fake: FakeBsds
+) -> None:
+    """One of two hung requests fails early (the mirror closes it), so its thread asks the
+    mirror again while the other still waits; the give-up at the other's read timeout ends
+    that third request too, instead of its own read timeout later (issue 35: 63 s)."""
+    settings = DownloadSettings(
+        connect_timeout_s=1.0, read_timeout_s=3.0, connections=2, mirror_failures=2
+    )
+    outputs = _outputs(tmp_path, fake, fake.train_ids + fake.bsd68)
+    with silent_server() as hung, serve_directory(fake.images) as base:
+        closer = threading.Timer(2.0, lambda: hung.sockets[0].close())
+        closer.start()
+        start = time.monotonic()
+        results = download_images(
+            outputs, fake.manifest, [hung.url, base], tmp_path / "c", settings
+        )
+        elapsed = time.monotonic() - start
+        closer.join()
+    assert {r.source for r in results} == {base}
+    _assert_verified(outputs, fake)
+    assert hung.connections == 3
+    # Given up at 3 s; the third request, asked at 2 s, would have waited until 5 s.
+    assert elapsed < 4, elapsed
+
+
 def test_only_a_hung_mirror_fails_within_the_timeouts(tmp_path: Path, fake: FakeBsds) -> None:
     outputs = _outputs(tmp_path, fake, fake.bsd68)
     with silent_server() as hung, pytest.raises(DownloadError) as raised:
