@@ -89,6 +89,11 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [
         ["data.mirrors[0]", "/no/such/BSDS500/images", "is not a folder"],
     ),
     (
+        "local mirror without <split>/ folders",
+        {"data": {"mirrors": [str(REPO_ROOT / "docs")]}},
+        ["data.mirrors[0]", "docs", "has no train/, val/ or test/ folder"],
+    ),
+    (
         "file:// mirror folder missing",
         {"data": {"mirrors": ["https://example.org/x", "file:///no/such/folder"]}},
         ["data.mirrors[1]", "file:///no/such/folder"],

@@ -70,6 +70,22 @@ def test_local_folder_and_file_url_mirrors(tmp_path: Path, fake: FakeBsds) -> No
     _assert_verified(outputs, fake)
 
 
+@pytest.mark.parametrize("layout", ["data/images", "images"])
+def test_local_mirror_one_level_too_high_is_looked_into(
+    tmp_path: Path, fake: FakeBsds, caplog, layout: str
+) -> None:
+    """BSDS500's tarball root (or its data/) as the mirror: the images under it are used."""
+    top = tmp_path / "BSDS500"
+    shutil.copytree(fake.images, top / layout)
+    validate_config({"data": {"mirrors": [str(top)]}})  # the up-front check lets it through
+    outputs = _outputs(tmp_path, fake, fake.bsd68)
+    with caplog.at_level(logging.INFO):
+        results = download_images(outputs, fake.manifest, [str(top)], tmp_path / "cache")
+    _assert_verified(outputs, fake)
+    assert {r.source for r in results} == {str(top / layout)}
+    assert f"mirror {top} has no train/, val/ or test/ folder; using {top / layout}" in caplog.text
+
+
 def test_checksum_mismatch_names_file_and_mirror_and_keeps_the_rest(
     tmp_path: Path, fake: FakeBsds
 ) -> None:
@@ -173,6 +189,32 @@ def test_hung_mirror_costs_a_timeout_is_logged_once_and_given_up(
     assert (
         progress[-1].startswith(f"{len(ids)}/{len(ids)} files in place") and "MB/s" in progress[-1]
     )
+
+
+def test_requests_in_flight_to_a_mirror_given_up_end_at_once(
+    tmp_path: Path, fake: FakeBsds
+) -> None:
+    """One of two hung requests fails early (the mirror closes it), so its thread asks the
+    mirror again while the other still waits; the give-up at the other's read timeout ends
+    that third request too, instead of its own read timeout later (issue 35: 63 s)."""
+    settings = DownloadSettings(
+        connect_timeout_s=1.0, read_timeout_s=3.0, connections=2, mirror_failures=2
+    )
+    outputs = _outputs(tmp_path, fake, fake.train_ids + fake.bsd68)
+    with silent_server() as hung, serve_directory(fake.images) as base:
+        closer = threading.Timer(2.0, lambda: hung.sockets[0].close())
+        closer.start()
+        start = time.monotonic()
+        results = download_images(
+            outputs, fake.manifest, [hung.url, base], tmp_path / "c", settings
+        )
+        elapsed = time.monotonic() - start
+        closer.join()
+    assert {r.source for r in results} == {base}
+    _assert_verified(outputs, fake)
+    assert hung.connections == 3
+    # Given up at 3 s; the third request, asked at 2 s, would have waited until 5 s.
+    assert elapsed < 4, elapsed
 
 
 def test_only_a_hung_mirror_fails_within_the_timeouts(tmp_path: Path, fake: FakeBsds) -> None:

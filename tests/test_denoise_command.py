@@ -327,15 +327,20 @@ def test_a_failure_midway_leaves_no_output(tmp_path):
         assert not list(tmp_path.glob("**/.*.denoise-*"))
 
 
-@pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_non_finite_weights_are_refused(tmp_path, value):
+@pytest.mark.parametrize("value", [np.nan, np.inf, "float16"])
+def test_unusable_weights_are_refused(tmp_path, value):
     good_input(tmp_path / "in")
     weights_path = model_dir(tmp_path / "model")
     weights = make_init_weights(ARCH, 4)
     first = next(iter(weights))
-    weights[first].flat[0] = value
+    if value == "float16":
+        weights[first] = weights[first].astype(np.float16)
+        problem = rf"not float32 in 1 of .* \({first} float16\)"
+    else:
+        weights[first].flat[0] = value
+        problem = rf"NaN or infinite values in 1 of .* \({first}\)"
     save_npz(weights_path, weights)
-    assert_fails(tmp_path, rf"best\.npz: NaN or infinite values in 1 of .* \({first}\)")
+    assert_fails(tmp_path, rf"best\.npz: {problem}")
 
 
 def test_non_finite_output_is_refused(tmp_path):

@@ -60,7 +60,10 @@ def test_train_stats_round_trip_and_bad_json(tmp_path: Path) -> None:
 
 
 def test_weights_and_bundles(tmp_path: Path) -> None:
-    weights = {"conv.weight": np.ones((2, 1, 3, 3), np.float32), "conv.bias": np.zeros(2)}
+    weights = {
+        "conv.weight": np.ones((2, 1, 3, 3), np.float32),
+        "conv.bias": np.zeros(2, np.float32),
+    }
     formats.save_weights(tmp_path / "w.npz", weights)
     loaded = formats.load_weights(tmp_path / "w.npz")
     assert loaded.keys() == weights.keys()
@@ -168,9 +171,20 @@ def test_the_frameworks_are_listed_once() -> None:
     assert set(FRAMEWORK_OFFSET) == set(FRAMEWORKS)
 
 
-def test_weights_with_nan_are_refused_where_any_caller_reads_them(tmp_path: Path) -> None:
-    """The one reader of weight files (evaluation, denoise command) refuses NaN/inf."""
+@pytest.mark.parametrize(
+    ("b", "problem"),
+    [
+        (np.array([1.0, np.inf], np.float32), r"NaN or infinite values in 1 of 2 arrays \(b\)"),
+        (np.ones(2, np.float16), r"not float32 in 1 of 2 arrays \(b float16\)"),
+        (np.ones(2, np.int64), r"not float32 in 1 of 2 arrays \(b int64\)"),
+    ],
+)
+def test_unusable_weights_are_refused_where_any_caller_reads_them(
+    tmp_path: Path, b: np.ndarray, problem: str
+) -> None:
+    """The one reader of weight files (initial weights, evaluation, denoise command, export)
+    refuses NaN/inf and any dtype but float32, which the networks would cast silently."""
     path = tmp_path / "last.npz"
-    formats.save_weights(path, {"a": np.ones(3, np.float32), "b": np.array([1.0, np.inf])})
-    with pytest.raises(formats.NonFiniteWeightsError, match=r"last\.npz: NaN or .* 1 of 2 .*\(b\)"):
+    formats.save_weights(path, {"a": np.ones(3, np.float32), "b": b})
+    with pytest.raises(formats.UnusableWeightsError, match=r"last\.npz: " + problem):
         formats.load_weights(path)

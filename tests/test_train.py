@@ -389,6 +389,11 @@ def corrupt(path: Path, how: str) -> None:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif how == "random_bytes":
         path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+    elif how in ("float16", "int64", "nan"):  # right names and shapes, unusable values
+        arrays = dict(np.load(path))
+        for key in [k for k in arrays if k.startswith("weights/")]:
+            arrays[key] = arrays[key] * np.nan if how == "nan" else arrays[key].astype(how)
+        np.savez(path, **arrays)
     else:  # without its optimizer state, or without some of its weights
         prefix = "optimizer/" if how == "no_optimizer" else "weights/enc"
         kept = {k: v for k, v in np.load(path).items() if not k.startswith(prefix)}
@@ -417,7 +422,7 @@ def run_until_saved(monkeypatch: pytest.MonkeyPatch, job: TrainJob, saves: int) 
     monkeypatch.undo()
 
 
-CORRUPTIONS = ["truncated", "random_bytes", "no_optimizer", "no_weights"]
+CORRUPTIONS = ["truncated", "random_bytes", "no_optimizer", "no_weights", "float16", "int64", "nan"]
 
 
 @pytest.mark.parametrize(

@@ -191,11 +191,23 @@ def _tiles_per_image(sides: tuple[int, int], size: int) -> int:
     return (sides[0] // size) * (sides[1] // size)
 
 
-def _local_mirror(base: str) -> Path | None:
+def local_mirror(base: str) -> Path | None:
     """Return the folder of a local mirror (a path or a file:// URL); None for a remote one."""
     if base.startswith("file://"):
         return Path(unquote(urlparse(base).path))
     return None if "://" in base else Path(base)
+
+
+def mirror_images(folder: Path) -> Path | None:
+    """Return the folder under `folder` that holds the <split>/ folders, or None.
+
+    A local mirror named one level too high, BSDS500's tarball root or its data/ folder, keeps
+    them under data/images/ or images/.
+    """
+    for sub in ("", "data/images", "images"):
+        if any((folder / sub / split).is_dir() for split in ("train", "val", "test")):
+            return folder / sub
+    return None
 
 
 def _check_consistency(config: Mapping[str, Any]) -> None:
@@ -204,11 +216,17 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
     problems: list[str] = []
     # A missing local folder would otherwise pass the dry run and fail only at the download.
     for index, base in enumerate(data["mirrors"]):
-        folder = _local_mirror(str(base))
+        folder = local_mirror(str(base))
         if folder is not None and not folder.is_dir():
             problems.append(
                 f"config key 'data.mirrors[{index}]': {base!r} is not a folder; a local mirror "
                 "must exist, laid out <split>/<id>.jpg (or give an http(s) URL)"
+            )
+        elif folder is not None and mirror_images(folder) is None:
+            problems.append(
+                f"config key 'data.mirrors[{index}]': {base!r} has no train/, val/ or test/ "
+                "folder, nor data/images/ or images/ with them; a local mirror is laid out "
+                "<split>/<id>.jpg"
             )
     n_bsd68 = data["bsd68_images"] if data["bsd68_images"] is not None else BSD68_SIZE
     if data["bsd68_images"] is not None and data["bsd68_images"] > BSD68_SIZE:

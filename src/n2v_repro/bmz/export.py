@@ -40,6 +40,7 @@ from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_path, write_json
 from n2v_repro.io.formats import load_weights, read_eval_summary, read_train_stats
 from n2v_repro.models.spec import ARCH_STRIDE
+from n2v_repro.report.references import METHOD_PAPER_CITATION, method_paper_psnr
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,25 @@ def citations_of(method: str) -> list[dict[str, str]]:
     return [dict(entry) for entry in {entry["text"]: entry for entry in entries}.values()]
 
 
+def use_snippet(package: str) -> str:
+    """Return the README's lines that denoise a (y, x) `image` with the package.
+
+    bioimageio.core's predict takes y and x only on the input's step and pads only by a halo,
+    so the lines reflect-pad as `evaluation.predict.reflect_pad` does, and crop back.
+    """
+    return f"""import numpy as np
+from bioimageio.core import load_model_description, predict
+
+model = load_model_description("{package}")
+step = model.inputs[0].axes[2].size.step  # y and x must be multiples of it
+h, w = image.shape
+ph, pw = -h % step, -w % step  # padding, split as the pipeline splits it
+padded = np.pad(image, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="reflect")
+output = predict(model=model, inputs={{"{INPUT_ID}": padded[None, None]}}).members["{OUTPUT_ID}"]
+denoised = np.asarray(output.data)[0, 0, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
+"""
+
+
 def readme_text(
     info: RunInfo,
     *,
@@ -327,8 +347,15 @@ def readme_text(
         f"- {entry['text']}, " + (f"doi:{entry['doi']}" if "doi" in entry else entry["url"])
         for entry in citations_of(info.method)
     )
-    call = f'inputs={{"{INPUT_ID}": image[None, None]}}).members["{OUTPUT_ID}"].data'
     what, _ = METHODS.get(info.method, METHODS["n2v"])
+    paper_psnr = method_paper_psnr(info.method, "bsd68", info.sigma)
+    paper = (
+        f"The Noise2Void paper ({METHOD_PAPER_CITATION}) reports {paper_psnr:.2f} dB for "
+        f"{info.method.upper()} on all of BSD68 at sigma {info.sigma}, with its own recipe."
+        if paper_psnr is not None
+        else f"The Noise2Void paper has no BSD68 number for {info.method.upper()} at sigma "
+        f"{info.sigma}."
+    )
     return f"""# {info.method.upper()} denoiser: {title}
 
 A {what} to remove additive Gaussian noise of standard deviation {info.sigma} grey levels
@@ -352,9 +379,10 @@ paper's BSD68 experiment (Krull, Buchholz and Jug, CVPR 2019) in PyTorch and Jit
 ## Input and output
 
 One grey image, axes (batch, channel, y, x), float32 grey levels (0-255 for 8-bit images),
-y and x multiples of {stride}. The package normalises the input with the training
-statistics (`fixed_zero_mean_unit_variance`) and maps the output back to grey levels
-(`scale_linear`); the output is not clipped.
+y and x multiples of {stride} (the network's stride). The package normalises the input with
+the training statistics (`fixed_zero_mean_unit_variance`) and maps the output back to grey
+levels (`scale_linear`); the output is not clipped. No halo is declared: the pipeline scored
+whole images, and tiles (`blocksize_parameter`) would meet without overlap.
 
 ## Validation
 
@@ -366,7 +394,7 @@ of these weights ({evaluation}):
 | --- | --- | --- | --- |
 {results}
 
-The paper reports 27.71 dB on BSD68 at sigma 25 for its recipe (the `paper` recipe here).
+{paper}
 
 The package's test input: {source}. Its test output is {info.framework}'s own prediction
 of it (CPU, float32); `bioimageio test` reproduces it with every weight format of this
@@ -374,14 +402,14 @@ package within {ABSOLUTE_TOLERANCE} grey levels + {RELATIVE_TOLERANCE} x |output
 
 ## Use
 
-With `bioimageio.core` (0.11; `pip install bioimageio.core torch`), on a float32 (y, x) image:
+With `bioimageio.core` 0.11 (`pip install bioimageio.core==0.11.0 "pydantic<2.14" torch`;
+with pydantic 2.14 it cannot open a package), on a float32 (y, x) image of any size (a BSD68
+image is 321 x 481). `predict` refuses y or x off the step of {stride} (it pads only by a
+declared halo), so these lines pad as the pipeline's evaluation did (reflect, the odd pixel
+at the bottom and right) and crop back: the result is the pipeline's prediction.
 
 ```python
-from bioimageio.core import load_model_description, predict
-
-model = load_model_description("{info.stem}.zip")
-denoised = predict(model=model, {call}
-```
+{use_snippet(info.stem + ".zip")}```
 
 ## Licence and data
 

@@ -1,29 +1,35 @@
 """Fetch BSDS500 jpgs from a list of mirrors, verified against the sha256 manifest.
 
 Each mirror is a base laid out `<base>/<split>/<id>.jpg`: an http(s) URL, a file:// URL or
-a local folder. Verified files are kept in a cache folder that is not a declared Snakemake
-output, so a failed job (whose declared outputs Snakemake deletes) loses nothing; outputs
-are hard links to the cached files (a copy where links are impossible).
+a local folder (one named above its <split>/ folders is looked into, `config.mirror_images`,
+and the folder used is logged). Verified files are kept in a cache folder that is not a
+declared Snakemake output, so a failed job (whose declared outputs Snakemake deletes) loses
+nothing; outputs are hard links to the cached files (a copy where links are impossible).
 
 A few files are fetched at once (HTTP by `requests`). Each connection has a short connect
 timeout and a read timeout (seconds without a byte), so a mirror that accepts connections and
 never answers costs seconds, not minutes. A mirror's first failure is logged, and a mirror that
-cannot be reached for several files in a row is given up for the rest of the run: the next
-mirror serves the remaining files at once. Progress (files, bytes, rate) is logged at regular
-intervals. A download is written to `.<name>.<pid>.part` and renamed only once its sha256
-matches; the next attempt at that file deletes what a killed run left.
+cannot be reached for several files in a row is given up for the rest of the run, its
+requests in flight ended (their sockets shut down): the next mirror serves the remaining
+files at once. Progress (files, bytes, rate) is logged at regular intervals. A download is
+written to `.<name>.<pid>.part` and renamed only once its sha256 matches; the next attempt at
+that file deletes what a killed run left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
@@ -31,7 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 
+from n2v_repro.config import local_mirror, mirror_images
 from n2v_repro.data.manifest import ManifestEntry, read_manifest
 from n2v_repro.errors import UserError
 from n2v_repro.io.atomic import atomic_path
@@ -95,14 +105,99 @@ def mirror_url(base: str, entry: ManifestEntry) -> str:
     return f"{base.rstrip('/')}/{entry.relpath}"
 
 
-def _fetch_to(url: str, destination: Path, settings: DownloadSettings = DownloadSettings()) -> int:
+def resolve_mirror(base: str) -> str:
+    """Return `base`, or for a local mirror named above its <split>/ folders, where they are."""
+    folder = local_mirror(base)
+    images = mirror_images(folder) if folder is not None else None
+    if images is None or images == folder:
+        return base
+    log.info("mirror %s has no train/, val/ or test/ folder; using %s", base, images)
+    return str(images)
+
+
+class _Sockets:
+    """The sockets of one mirror's connections.
+
+    `cut` shuts them down, which ends the requests waiting on them at once (closing a socket
+    from another thread would not wake them).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._cut = False
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.add(sock)
+            if self._cut:  # opened while the mirror was being given up
+                _shut(sock)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            for sock in self._open:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Tracked:
+    """A urllib3 connection that hands its socket to its mirror's `_Sockets`."""
+
+    def __init__(self, *args: Any, sockets: _Sockets, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sockets = sockets
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.sockets.add(self.sock)  # type: ignore[attr-defined]
+
+
+class _HTTPConnection(_Tracked, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Tracked, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+def _session(sockets: _Sockets, connections: int) -> requests.Session:
+    """Return a session whose connections (not through a proxy) register in `sockets`."""
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=connections)
+    # urllib3 keeps the pool classes per pool manager so that they can be overridden; the
+    # pools pass `sockets` on to the connections they make.
+    adapter.poolmanager.pool_classes_by_scheme = {
+        "http": functools.partial(_HTTPPool, sockets=sockets),
+        "https": functools.partial(_HTTPSPool, sockets=sockets),
+    }
+    session = requests.Session()
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return session
+
+
+def _fetch_to(
+    url: str, destination: Path, settings: DownloadSettings, session: requests.Session
+) -> int:
     """Stream `url` (http(s) or file://) into `destination`; return the number of bytes."""
     if url.startswith("file:"):
         shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(url).path), destination)
         return destination.stat().st_size
     timeout = (settings.connect_timeout_s, settings.read_timeout_s)
     with (
-        requests.get(url, timeout=timeout, stream=True) as response,
+        session.get(url, timeout=timeout, stream=True) as response,
         open(destination, "wb") as out,
     ):
         response.raise_for_status()
@@ -142,12 +237,15 @@ class MirrorHealth:
     """What the run has seen of each mirror, shared by the download threads.
 
     Logs a mirror's first failure and the first file another mirror served in its place,
-    and gives a mirror up after `settings.mirror_failures` unreachable attempts in a row.
+    and gives a mirror up after `settings.mirror_failures` unreachable attempts in a row,
+    ending its requests in flight (each would otherwise wait out its read timeout).
     """
 
     def __init__(self, settings: DownloadSettings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
+        self._sockets: dict[str, _Sockets] = {}
+        self._sessions: dict[str, requests.Session] = {}
         self._in_a_row: dict[str, int] = {}
         self._given_up: dict[str, str] = {}
         self._failed: set[str] = set()
@@ -156,6 +254,18 @@ class MirrorHealth:
     def skip_reason(self, base: str) -> str | None:
         with self._lock:
             return self._given_up.get(base)
+
+    def session(self, base: str) -> requests.Session:
+        """Return the mirror's HTTP session (one per mirror, so that one mirror can be cut)."""
+        with self._lock:
+            if base not in self._sessions:
+                self._sockets[base] = _Sockets()
+                self._sessions[base] = _session(self._sockets[base], self.settings.connections)
+            return self._sessions[base]
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
 
     def failed(self, base: str, entry: ManifestEntry, error: Exception, reason: str) -> None:
         with self._lock:
@@ -181,6 +291,8 @@ class MirrorHealth:
                     base,
                     count,
                 )
+                if base in self._sockets:
+                    self._sockets[base].cut()
 
     def served(self, base: str, entry: ManifestEntry, failed_first: list[str]) -> None:
         with self._lock:
@@ -219,7 +331,7 @@ def fetch_verified(
             continue
         try:
             with atomic_path(cached, suffix=".part") as tmp:
-                n_bytes = _fetch_to(url, tmp, settings)
+                n_bytes = _fetch_to(url, tmp, settings, health.session(base))
                 digest = sha256_of(tmp)
                 if digest != entry.sha256:
                     raise ValueError(
@@ -227,7 +339,9 @@ def fetch_verified(
                         f"({n_bytes} bytes)"
                     )
         except (OSError, ValueError, requests.RequestException) as error:
-            reason = _reason(error, settings)
+            # A request cut because the mirror was given up meanwhile: say that, not "closed".
+            cut = health.skip_reason(base) if _unreachable(error) else None
+            reason = cut or _reason(error, settings)
             reasons.append(f"{url}: {reason}")
             failed_first.append(base)
             health.failed(base, entry, error, reason)
@@ -327,6 +441,7 @@ def download_images(
     """
     if not mirrors:
         raise DownloadError("config key 'data.mirrors': no mirror given")
+    mirrors = [resolve_mirror(base) for base in mirrors]
     manifest = read_manifest(manifest_path)
     targets = [(Path(p), _entry_for_output(Path(p), manifest, str(manifest_path))) for p in outputs]
     progress = _Progress(len(targets))
@@ -371,6 +486,7 @@ def download_images(
                 except DownloadError as error:
                     failures.append(str(error))
             progress.line()
+    health.close()
     progress.line(force=True)
     # The order of the outputs, not of completion: the error lists files in a stable order.
     order = {entry.relpath: n for n, (_, entry) in enumerate(targets)}

@@ -41,7 +41,7 @@ from n2v_repro.data.transforms import check_stats, denormalise, normalise
 from n2v_repro.errors import UserError
 from n2v_repro.evaluation.metrics import psnr, ssim
 from n2v_repro.evaluation.predict import Predictor, predict_image, read_train_stats, reflect_pad
-from n2v_repro.io.formats import FormatError, NonFiniteWeightsError, load_weights
+from n2v_repro.io.formats import FormatError, UnusableWeightsError, load_weights
 from n2v_repro.models.card import ModelCardError, card_path, read_model_card
 from n2v_repro.models.spec import ARCHS, parameter_shapes
 
@@ -76,7 +76,7 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
         raise DenoiseError(f"weights file {path} not found")
     try:
         return load_weights(path)
-    except NonFiniteWeightsError as error:
+    except UnusableWeightsError as error:
         raise DenoiseError(f"{error}: use weights of a run that trained normally") from None
     except (OSError, FormatError) as error:
         raise DenoiseError(

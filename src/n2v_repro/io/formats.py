@@ -98,8 +98,8 @@ class FormatError(UserError, ValueError):
     """A file does not have the format its reader expects."""
 
 
-class NonFiniteWeightsError(FormatError):
-    """A weights file holds NaN or infinite values (e.g. saved from a diverged run)."""
+class UnusableWeightsError(FormatError):
+    """A weights file holds arrays that are not float32, or NaN or infinite (a diverged run)."""
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -362,14 +362,26 @@ def load_weights(path: PathLike) -> dict[str, np.ndarray]:
     weights = load_npz(path)
     if not weights:
         raise FormatError(f"{path}: holds no weights")
-    bad = [name for name, array in weights.items() if not np.isfinite(array).all()]
-    if bad:
-        raise NonFiniteWeightsError(
-            f"{path}: NaN or infinite values in {len(bad)} of {len(weights)} arrays "
-            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); a network cannot "
-            "predict with them"
-        )
+    check_weight_arrays(path, weights)
     return weights
+
+
+def check_weight_arrays(path: PathLike, weights: Mapping[str, np.ndarray]) -> None:
+    """Raise UnusableWeightsError unless every array is float32 and finite.
+
+    Every reader of weights (the files above, training checkpoints) checks here: a cast
+    would change the network silently, and NaN weights fail every use the same way.
+    """
+    for problem, bad in (
+        ("not float32", [f"{n} {a.dtype}" for n, a in weights.items() if a.dtype != np.float32]),
+        ("NaN or infinite values", [n for n, a in weights.items() if not np.isfinite(a).all()]),
+    ):
+        if bad:
+            raise UnusableWeightsError(
+                f"{path}: {problem} in {len(bad)} of {len(weights)} arrays "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); a network cannot "
+                "predict with them"
+            )
 
 
 # --- training records -----------------------------------------------------------------------

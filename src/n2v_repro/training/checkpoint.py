@@ -13,9 +13,10 @@ under the cosine schedule, which is laid out over `epochs`); `device` so that it
 another machine. A checkpoint from beyond the configured number of epochs is also discarded.
 
 The last two checkpoints are kept (`checkpoint.npz` and `checkpoint.prev.npz`). One that
-cannot be read, or whose arrays do not fit the model, is moved aside (`<name>.bad-<n>`, kept
-for inspection), named in the log, and the run resumes from the previous one, or from epoch
-1 when neither is usable; either way it ends as an uninterrupted run would.
+cannot be read, or whose weights do not fit the model or are not finite float32, is moved
+aside (`<name>.bad-<n>`, kept for inspection), named in the log, and the run resumes from the
+previous one, or from epoch 1 when neither is usable; either way it ends as an uninterrupted
+run would.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 
 from n2v_repro.backends.base import check_weights
 from n2v_repro.io.atomic import save_npz
-from n2v_repro.io.formats import arrays_under, load_npz, load_weights
+from n2v_repro.io.formats import arrays_under, check_weight_arrays, load_npz, load_weights
 from n2v_repro.training.job import TrainJob
 from n2v_repro.training.sampler import TrainingData
 
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 # Keys of config["train"] that may change without invalidating a checkpoint (module docstring).
 RESUMABLE_KEYS = ("epochs", "device")
 CHECKPOINT_FORMAT = 2
+# The checkpoint's groups of network weights (the Adam state is the third).
+WEIGHT_GROUPS = ("weights/", "best/")
 
 
 @dataclass
@@ -127,6 +130,7 @@ def remove_checkpoints(path: Path) -> None:
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], TrainState]:
     """(meta, state) of a checkpoint written by `save_checkpoint`."""
     arrays = load_npz(path)
+    check_weight_arrays(path, {k: v for k, v in arrays.items() if k.startswith(WEIGHT_GROUPS)})
     meta = json.loads(str(arrays["meta"]))
     state = TrainState(
         epochs_done=int(meta["epochs_done"]),
