@@ -104,6 +104,18 @@ def test_no_estimate_without_a_rate_or_on_a_gpu(tmp_path: Path) -> None:
     assert gpu == [gpu[0]] and gpu[0].startswith("GPU found")
 
 
+def test_the_claims_config_plans_the_pipelines_runs() -> None:
+    """No exact-BN job for the port's U-Net (no batch norm: the stock model), as common.smk."""
+    claims = run_plan.REPO_ROOT / "config" / "port-claims-cpu.yaml"
+    config = PipelineConfig.from_mapping(
+        load_config(run_plan.DEFAULT_CONFIG, run_plan.CPU_CONFIG, claims)
+    )
+    jobs = run_plan.training_jobs(config, {})
+    frameworks = {(j.recipe, j.framework) for j in jobs}
+    assert len(jobs) == 15 and ("port_cpu", "jittor-exactbn") not in frameworks
+    assert ("cpu_short", "jittor-exactbn") in frameworks
+
+
 def test_main_prints_arguments_and_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from n2v_repro.backends.jittor_env import cuda_driver_available
+from n2v_repro.backends.registry import is_own_model
 from n2v_repro.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
 from n2v_repro.errors import UserError
 from n2v_repro.training.progress import format_duration
@@ -131,7 +132,8 @@ def training_jobs(
     for recipe in config.run_recipes:
         train = recipe.train
         patches = train.epochs * train.steps_per_epoch * train.batch_size
-        for framework in config.frameworks:
+        # The pipeline's runs (common.smk's RUNS): no exact-BN run of an arch without batch norm.
+        for framework in (f for f in config.frameworks if is_own_model(f, train.arch)):
             rate = rates.get((framework, train.arch, train.batch_size)) or rates.get(
                 (framework, train.arch, BENCH_BATCH)
             )
