@@ -306,6 +306,13 @@ def first_seed_files(pattern, name):
     )
 
 
+def first_seed_frameworks(wildcards):
+    """The framework of each of first_seed_files' files: the exact-BN variant has no run of
+    an arch without batch norm."""
+    runs = runs_of(recipe=wildcards.recipe, sigma=wildcards.sigma, seed=SEEDS[0])
+    return [run[1] for run in runs]
+
+
 def recipe_settings():
     """Per recipe the settings the report needs: validation scheme, arch, training set."""
     return {

@@ -209,7 +209,7 @@ rule plot_qualitative:
     params:
         n_images=CONFIG.eval.figure_images,
         # The framework of each denoised folder and per_image.csv, in the inputs' order.
-        frameworks=FRAMEWORKS,
+        frameworks=first_seed_frameworks,
         seed=SEEDS[0],
     script:
         "../scripts/plot_qualitative.py"

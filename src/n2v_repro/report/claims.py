@@ -265,7 +265,7 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def _three(value: Any) -> str:
-    return f"{float(value):.3g}"
+    return f"{float(value):.4g}"
 
 
 COLUMNS = [
