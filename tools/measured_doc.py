@@ -350,11 +350,35 @@ def claims_page(root: Path, name: str, config: str, run_time: dict | None, sourc
     ]
     if run_time is not None:
         minutes = (float(run_time["end_s"]) - float(run_time["start_s"])) / 60
+        status = run_time.get("status", 0)
         lines += [
             f"The whole run, `{run_time['command']}` in a fresh clone, took **{minutes:.1f} "
-            f"minutes** (`{relative}/run_time.json`).",
+            f"minutes** (`{relative}/run_time.json`)"
+            + ("." if not status else f", exit status {status} (docs/measured/README.md)."),
             "",
         ]
+    verdicts: dict[str, list[str]] = {}
+    for row in claims["claims"]:
+        against = "" if row["against"] == "torch" else f" vs {FRAMEWORK_TITLES[row['against']]}"
+        verdicts.setdefault(row["claim"], []).append(
+            f"{row['recipe']}, {FRAMEWORK_TITLES[row['jittor']]}{against}: {row['verdict']}"
+        )
+    lines += [
+        "## Verdicts at a glance",
+        "",
+        "Claims d and e are about the GPU; here they are judged on the CPU analogue (peak RSS, "
+        "the cores' busy share), the GPU column says what would measure them.",
+        "",
+    ]
+    says = {row["claim"]: row["port_says"] for row in claims["claims"]}
+    lines += [f"- **{c}** ({says[c]}): " + "; ".join(t) + "." for c, t in verdicts.items()]
+    lines.append("")
+    for recipe in dict.fromkeys(run["recipe"] for run in claims["runs"]):
+        figure = root / paths.RECIPE_FIGURES.format(recipe=recipe) / "valid_psnr_ssim.png"
+        if figure.exists():
+            shutil.copyfile(figure, sources / f"{recipe}_valid_psnr_ssim.png")
+            lines += [f"![{recipe}: validation PSNR and SSIM per epoch, every seed]"
+                      f"({sources.name}/{recipe}_valid_psnr_ssim.png)", ""]  # fmt: skip
     passed = ", ".join(f"{r['arch']} ({r['framework']}): {'passed' if r['passed'] else 'FAILED'}"
                        for r in records)  # fmt: skip
     lines += [
