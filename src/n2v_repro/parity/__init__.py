@@ -825,11 +825,9 @@ def criterion_note(tolerance: float) -> str:
 def parity_table_html(records: list[dict[str, Any]], tolerance: float) -> str:
     """One row per arch and Jittor; a failing row is red, says FAILED and names its failure."""
     from n2v_repro.backends.registry import FRAMEWORK_TITLES
-    from n2v_repro.report.html_pages import Column, render_table
+    from n2v_repro.report.html_pages import Column, digits, render_table
 
-    def scientific(value: Any) -> str:
-        return f"{float(value):.2e}"
-
+    scientific = digits(".2e")
     columns = [Column("arch", "arch"), Column("jittor", "Jittor"), Column("status", "status")]
     for check, title in CHECK_TITLES.items():
         columns += [

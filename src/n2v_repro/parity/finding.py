@@ -20,7 +20,7 @@ import numpy as np
 from n2v_repro.io.atomic import atomic_open
 from n2v_repro.io.formats import arrays_under
 from n2v_repro.models.spec import biases_before_batch_norm
-from n2v_repro.report.html_pages import Column, render_table
+from n2v_repro.report.html_pages import Column, digits, render_table
 
 # (term, header): the differences of T, E0..E3 and J in order (NOTE says what each isolates).
 TERMS = (
@@ -130,16 +130,12 @@ def finding_rows(records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _scientific(value: Any) -> str:
-    return f"{float(value):.1e}"
-
-
 COLUMNS = [
     Column("arch", "arch"),
     Column("quantity", "quantity"),
     Column("layer", "layer"),
-    Column("total", "total: Jittor − PyTorch", _scientific, True),
-    *[Column(term, text, _scientific, True) for term, text in TERMS],
+    Column("total", "total: Jittor − PyTorch", digits(".1e"), True),
+    *[Column(term, text, digits(".1e"), True) for term, text in TERMS],
 ]
 
 

@@ -29,7 +29,13 @@ from scipy import stats as scipy_stats
 from n2v_repro.backends.registry import FRAMEWORK_TITLES
 from n2v_repro.io.atomic import atomic_open, write_json
 from n2v_repro.io.formats import read_history, read_monitor, read_train_summary
-from n2v_repro.report.html_pages import Column, fixed, render_markdown_table, render_table
+from n2v_repro.report.html_pages import (
+    Column,
+    digits,
+    fixed,
+    render_markdown_table,
+    render_table,
+)
 
 SIGNIFICANCE = 0.05
 # |Jittor - PyTorch| below this is "on par"; at least this, and significant, "clearly".
@@ -264,10 +270,6 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def _three(value: Any) -> str:
-    return f"{float(value):.4g}"
-
-
 COLUMNS = [
     Column("claim", "claim"),
     Column("port_says", "the port says"),
@@ -276,11 +278,11 @@ COLUMNS = [
     Column("jittor_title", "Jittor"),
     Column("against_title", "against"),
     Column("statistic", "statistic"),
-    Column("jittor_value", "Jittor's", _three, True),
-    Column("other_value", "against's", _three, True),
+    Column("jittor_value", "Jittor's", digits(".4g"), True),
+    Column("other_value", "against's", digits(".4g"), True),
     Column("ratio", "ratio (geometric mean over seeds)", fixed(3), True),
     Column("difference", "difference (mean over seeds)", fixed(3, signed=True), True),
-    Column("p", "p", _three, True),
+    Column("p", "p", digits(".4g"), True),
     Column("seeds", "seeds", numeric=True),
     Column("verdict", "verdict"),
     Column("gpu", "GPU"),

@@ -63,6 +63,15 @@ def fixed(digits: int, signed: bool = False) -> Callable[[Any], str]:
     return format_number
 
 
+def digits(spec: str) -> Callable[[Any], str]:
+    """Formatter for numbers by a format spec (".2e", ".4g"); MISSING for absent values."""
+
+    def format_number(value: Any) -> str:
+        return MISSING if is_missing(value) else format(float(value), spec)
+
+    return format_number
+
+
 def render_markdown_table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]]) -> str:
     """Render render_table's table in Markdown (the docs/measured pages)."""
     lines = [
