@@ -3,8 +3,9 @@
     python tools/bmz_readme_check.py <checkout> --json bmz_readme_check.json
 
 Run it with the Python of a user's own environment (`pip install bioimageio.core
-"pydantic<2.14" scikit-image torch`), not the pipeline's: the point is that the README works
-where the pipeline is not installed. For every package under `results/*/*/sigma*/seed*/bmz/`,
+"pydantic<2.14" scikit-image torch`, then `pip install --no-deps -e .` for this tool's own
+readers), not the pipeline's: the point is that the README works where the pipeline's
+environment is not. For every package under `results/*/*/sigma*/seed*/bmz/`,
 the README's python block is executed on each noisy BSD68 image of the run's noise level, and
 its PSNR is compared with the pipeline's own evaluation of the same weights
 (`eval/per_image.csv`).
@@ -21,11 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from n2v_repro.evaluation.metrics import psnr  # noqa: E402
-from n2v_repro.io.formats import load_noisy_set, read_gray_png, read_per_image  # noqa: E402
-from n2v_repro.machine import machine_name  # noqa: E402
+from n2v_repro.evaluation.metrics import psnr
+from n2v_repro.io.formats import load_noisy_set, read_gray_png, read_per_image
+from n2v_repro.machine import machine_name
 
 PACKAGE = re.compile(
     r"(?P<run>results/[^/]+/[^/]+/sigma(?P<sigma>\d+)/seed\d+)/bmz/.+_(?P<w>last|best)\.zip$"
