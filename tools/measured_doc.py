@@ -44,6 +44,8 @@ from n2v_repro.training.progress import format_duration  # noqa: E402
 CURVE_ROWS = 10
 # How far N2V may come out above N2N in a short CPU run before the ordering check fails.
 SANITY_MARGIN_DB = 0.3
+# A train summary's batch norm where the summary predates the field (None: an arch without).
+UNRECORDED = "unrecorded"
 
 
 def run_files(root: Path, recipe: str, framework: str, sigma: int, seed: int) -> dict[str, Path]:
@@ -79,7 +81,7 @@ def framework_row(framework: str, files: dict[str, Path], recipe: str = "") -> d
         "recipe": recipe,
         "method": summary.get("method", "n2v"),
         "framework": framework,
-        "batch_norm": summary.get("batch_norm"),
+        "batch_norm": summary.get("batch_norm", UNRECORDED),
         "noisy": bsd68["noisy"],
         "machine": summary.get("machine", "?"),
         "last": bsd68["last"],
@@ -97,17 +99,17 @@ def framework_row(framework: str, files: dict[str, Path], recipe: str = "") -> d
 
 def how_they_ran(rows: list[dict[str, object]]) -> str:
     """Say how the frameworks ran, from the batch norm each run's train summary records."""
-    kinds = {row["batch_norm"] for row in rows}
-    if kinds == {"stock"}:
+    kinds = {row["batch_norm"] for row in rows} - {None}
+    if UNRECORDED in kinds:
+        return "The runs' train summaries do not record their batch norm (written before it was)."
+    if kinds <= {"stock"}:
         return (
             "Both frameworks ran stock, as their train summaries record: each one's own ops "
-            "and defaults (Jittor's `jittor.nn.BatchNorm`)."
+            "and defaults (Jittor's `jittor.nn.BatchNorm` where an arch has batch norm)."
         )
-    if None in kinds:
-        return "The runs' train summaries do not record their batch norm (written before it was)."
     return (
         "Each run's batch norm is in its train summary: "
-        + ", ".join(f"{row['framework']} {row['batch_norm']}" for row in rows)
+        + ", ".join(f"{row['framework']} {row['batch_norm'] or 'none'}" for row in rows)
         + " (exact: the opt-in `jittor-exactbn`, the project's BatchNorm)."
     )
 
