@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from n2v_repro import paths
 from n2v_repro.evaluation.metrics import psnr
 from n2v_repro.io.formats import load_noisy_set, read_gray_png, read_per_image
 from n2v_repro.machine import machine_name
 
+# A package of one run, paths.BMZ_PACKAGE: its run's folder, noise level and weights.
 PACKAGE = re.compile(
     r"(?P<run>results/[^/]+/[^/]+/sigma(?P<sigma>\d+)/seed\d+)/bmz/.+_(?P<w>last|best)\.zip$"
 )
@@ -49,20 +51,21 @@ def check_package(root: Path, package: Path) -> dict[str, object]:
         for row in read_per_image(run / "eval" / "per_image.csv")
         if row["weights"] == weights
     }
-    noisy_set = load_noisy_set(root / f"resources/noisy/sigma{sigma}/bsd68.npz")
+    noisy_set = load_noisy_set(root / paths.NOISY_NPZ.format(sigma=sigma, dataset="bsd68"))
     code = compile(readme_code(package), f"{package.name}:README.md", "exec")
     differences = []
     for image_id, pipeline_psnr in pipeline.items():
         namespace: dict = {"image": noisy_set[image_id]}
         exec(code, namespace)  # noqa: S102 - the package's own README lines, the thing checked
-        clean = read_gray_png(root / f"resources/gray/bsd68/{image_id}.png")
+        clean = read_gray_png(root / paths.GRAY_PNG.format(dataset="bsd68", image_id=image_id))
         differences.append(psnr(clean, namespace["denoised"]) - pipeline_psnr)
     gaps = np.asarray(differences)
+    pipeline_mean = float(np.mean(list(pipeline.values())))
     return {
         "package": package.relative_to(root).as_posix(),
         "images": len(gaps),
-        "pipeline_mean_psnr": float(np.mean(list(pipeline.values()))),
-        "readme_mean_psnr": float(np.mean(list(pipeline.values())) + gaps.mean()),
+        "pipeline_mean_psnr": pipeline_mean,
+        "readme_mean_psnr": pipeline_mean + float(gaps.mean()),
         "max_abs_image_difference_db": float(np.abs(gaps).max()),
     }
 
@@ -73,7 +76,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True, help="where to write the records")
     args = parser.parse_args()
     root = args.checkout.resolve()
-    packages = sorted(p for p in root.glob("results/*/*/sigma*/seed*/bmz/*.zip"))
+    packages = sorted(root.glob("results/*/*/sigma*/seed*/bmz/*.zip"))
     if not packages:
         sys.exit(f"{root}/results: no bioimage.io package (bmz/*.zip); run `bash run.sh` first")
     import bioimageio.core

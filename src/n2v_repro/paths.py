@@ -3,12 +3,13 @@
 workflow/rules/common.smk builds the rules and target lists from them; the tools that read a
 finished run (tools/measured_doc.py, tools/cpu_tuning.py) format the same patterns. Paths are
 relative to the working directory. Wildcards: `{sigma}`, `{dataset}` (bsd400 or bsd68),
-`{data_tag}`, `{arch}`, `{init}`, `{seed}`, `{recipe}`, `{framework}`, `{weights}`.
+`{data_tag}`, `{arch}`, `{init}`, `{seed}`, `{recipe}`, `{framework}`, `{weights}`, `{image_id}`.
 """
 
 from __future__ import annotations
 
 BSD68_SPLIT = "resources/bsd68_split.csv"
+GRAY_PNG = "resources/gray/{dataset}/{image_id}.png"
 NOISY_NPZ = "resources/noisy/sigma{sigma}/{dataset}.npz"
 # Noise2Noise's second, independent noise realisation of the training images.
 NOISY2_NPZ = "resources/noisy/sigma{sigma}/{dataset}_noisy2.npz"

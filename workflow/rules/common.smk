@@ -24,6 +24,7 @@ from n2v_repro.paths import (
     EVAL_BENCHMARK,
     EVAL_DIR,
     GRAY_BENCHMARK,
+    GRAY_PNG,
     INIT_WEIGHTS,
     MODEL_DIR,
     NOISE2_BENCHMARK,
@@ -130,7 +131,7 @@ JPGS = {
     for dataset, ids in IMAGE_IDS.items()
 }
 GRAY_PNGS = {
-    dataset: [f"resources/gray/{dataset}/{i}.png" for i in ids]
+    dataset: [GRAY_PNG.format(dataset=dataset, image_id=i) for i in ids]
     for dataset, ids in IMAGE_IDS.items()
 }
 
