@@ -16,6 +16,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/bm3d.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/bmz.smk"
+include: "workflow/rules/references.smk"
 
 
 rule all:
@@ -24,3 +25,5 @@ rule all:
         final_outputs(),
         # The methods table and figure (BM3D and every recipe by its method).
         methods_outputs(),
+        # The reference implementations' settings tables and curves (config `references`).
+        reference_outputs(),

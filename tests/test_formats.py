@@ -15,6 +15,7 @@ from PIL import Image
 from n2v_repro.backends.registry import FRAMEWORKS, STOCK_FRAMEWORKS
 from n2v_repro.io import formats
 from n2v_repro.io.formats import FormatError
+from n2v_repro.references.registry import REFERENCE_NAMES
 from n2v_repro.report.figures import FRAMEWORK_COLOURS
 from n2v_repro.report.figures_eval import FRAMEWORK_OFFSET
 
@@ -167,7 +168,8 @@ def test_the_frameworks_are_listed_once() -> None:
     frameworks = schema["properties"]["frameworks"]
     assert tuple(frameworks["items"]["enum"]) == FRAMEWORKS
     assert tuple(frameworks["default"]) == STOCK_FRAMEWORKS
-    assert set(FRAMEWORK_COLOURS) == set(FRAMEWORKS)
+    assert set(FRAMEWORK_COLOURS) == set(FRAMEWORKS) | set(REFERENCE_NAMES)
+    assert tuple(schema["properties"]["references"]["items"]["enum"]) == REFERENCE_NAMES
     assert set(FRAMEWORK_OFFSET) == set(FRAMEWORKS)
 
 

@@ -44,6 +44,15 @@ def _defined_rules() -> set[str]:
 
 # Rules that only the methods with their own targets (N2N, N2C) need.
 PAPER_TABLE_RULES = {"add_noise2", "patchify_with_targets"}
+# Rules that only a run with reference implementations (config key `references`) plans.
+REFERENCE_RULES = {
+    "reference_env",
+    "train_reference",
+    "predict_reference",
+    "score_reference",
+    "reference_settings",
+    "plot_reference_curves",
+}
 
 
 def _planned_jobs(*args: str) -> dict[str, int]:
@@ -67,9 +76,12 @@ def test_default_config_dag_has_every_framework_and_sigma() -> None:
     # paper-table config plans them.
     rules = _defined_rules() - {"to_gray"}
     counts = _planned_jobs()
-    assert set(counts) - {"total"} == rules - PAPER_TABLE_RULES, counts
+    assert set(counts) - {"total"} == rules - PAPER_TABLE_RULES - REFERENCE_RULES, counts
     table = _planned_jobs("--configfile", "config/paper-table-cpu.yaml")
     assert set(table) >= PAPER_TABLE_RULES, table
+    references = _planned_jobs("--configfile", "config/references-cpu.yaml")
+    assert set(references) >= REFERENCE_RULES, references
+    assert references["train_reference"] == references["score_reference"] == 2, references
     assert table["train_torch"] == table["train_jittor"] == 4, table
     sigmas, recipes = len(config["sigmas"]), len(config["recipes"])
     seeds = len(config["seeds"] or [config["seed"]])

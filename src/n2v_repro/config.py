@@ -22,6 +22,7 @@ import yaml
 
 from n2v_repro.errors import UserError
 from n2v_repro.framework_site import framework_package
+from n2v_repro.references.registry import REFERENCE_ARCHS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -263,8 +264,44 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
                 "(Jittor 1.3.11 has no bfloat16 autocast) and frameworks includes jittor; "
                 "allowed with jittor: fp32, tf32"
             )
+    problems += _reference_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def reference_recipes(config: Mapping[str, Any]) -> list[str]:
+    """Return the recipes of the run that the references train beside (method n2v)."""
+    if not config["references"]:
+        return []
+    return [n for n in config["recipes"] if recipe_mapping(config, n)["method"] == "n2v"]
+
+
+def _reference_problems(config: Mapping[str, Any]) -> list[str]:
+    """Check that the references train the CSBDeep U-Net on Train400 beside an N2V recipe."""
+    if not config["references"]:
+        return []
+    recipes = reference_recipes(config)
+    if not recipes:
+        return [
+            f"config key 'references': {config['references']} train N2V beside an N2V recipe, "
+            f"and no recipe of {config['recipes']} has method n2v; add one or set references: []"
+        ]
+    problems = []
+    for name in recipes:
+        recipe = recipe_mapping(config, name)
+        if recipe["arch"] not in REFERENCE_ARCHS:
+            problems.append(
+                f"config key '{_recipe_key(config, name, 'arch')}': the references build the "
+                f"CSBDeep U-Net only; recipe {name!r} has {recipe['arch']!r}; allowed with "
+                f"references: {', '.join(REFERENCE_ARCHS)}"
+            )
+        if recipe["train_set"] != "train400":
+            problems.append(
+                f"config key '{_recipe_key(config, name, 'train_set')}': the references stack "
+                f"their training images, which must be of one size; recipe {name!r} has "
+                f"{recipe['train_set']!r}; allowed with references: train400"
+            )
+    return problems
 
 
 def _recipe_problems(
@@ -495,6 +532,8 @@ class PipelineConfig:
     recipes: tuple[str, ...]
     recipe_book: dict[str, Any]
     baselines: tuple[str, ...]
+    references: tuple[str, ...]
+    reference_envs: str
     data: DataConfig
     train: TrainConfig
     eval: EvalConfig

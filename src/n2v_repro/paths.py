@@ -53,6 +53,18 @@ BMZ_TENSORS = f"{BMZ_DIR}/test_tensors.npz"
 BMZ_PACKAGE = f"{BMZ_DIR}/n2v_{{recipe}}_{{framework}}_sigma{{sigma}}_seed{{seed}}_{{weights}}.zip"
 BMZ_VALIDATION = f"{BMZ_DIR}/{{weights}}_validation.json"
 BMZ_TABLE = "results/tables/bmz_packages"
+# The reference implementations (workflow/rules/references.smk): one run per recipe x
+# reference x sigma x seed, beside the pipeline's runs; each reference's environment below
+# the config key reference_envs.
+REFERENCE_RUN = "{recipe}/references/{reference}/sigma{sigma}/seed{seed}"
+REFERENCE_MODEL_DIR = f"results/{REFERENCE_RUN}/model"
+REFERENCE_EVAL_DIR = f"results/{REFERENCE_RUN}/eval"
+REFERENCE_TRAIN_BENCHMARK = f"benchmarks/train_reference/{REFERENCE_RUN}.tsv"
+REFERENCE_PREDICT_BENCHMARK = f"benchmarks/predict_reference/{REFERENCE_RUN}.tsv"
+REFERENCE_ENV_BUILT = "{envs}/{reference}/built.json"
+# Per recipe and reference: its settings beside ours (.csv, .html).
+REFERENCE_SETTINGS = f"{RECIPE_TABLES}/reference_{{reference}}_settings"
+REFERENCE_CURVES = f"{RECIPE_FIGURES}/reference_valid_loss.png"
 # Verified downloads; not a declared output, so a failed job never deletes them.
 DOWNLOAD_CACHE = "resources/.download_cache"
 
@@ -60,3 +72,10 @@ DOWNLOAD_CACHE = "resources/.download_cache"
 def run_path(pattern: str, recipe: str, framework: str, sigma: int | str, seed: int | str) -> str:
     """`pattern` (RUN, MODEL_DIR, TRAIN_BENCHMARK, ...) of one training run."""
     return pattern.format(recipe=recipe, framework=framework, sigma=sigma, seed=seed)
+
+
+def reference_run_path(
+    pattern: str, recipe: str, reference: str, sigma: int | str, seed: int | str
+) -> str:
+    """`pattern` (REFERENCE_MODEL_DIR, ...) of one reference run."""
+    return pattern.format(recipe=recipe, reference=reference, sigma=sigma, seed=seed)

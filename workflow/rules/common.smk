@@ -289,14 +289,24 @@ def run_files(pattern, name, recipe=None, sigma=None, seed=None):
     ]
 
 
-def recipe_run_files(pattern, name):
-    """Input function: `name` of every run of the wildcard's recipe."""
-    return lambda wildcards: run_files(pattern, name, recipe=wildcards.recipe)
+def recipe_run_files(pattern, name, reference_pattern=None):
+    """Input function: `name` of every run of the wildcard's recipe; with
+    `reference_pattern`, the reference implementations' runs of it after ours."""
+    return lambda wildcards: run_files(pattern, name, recipe=wildcards.recipe) + (
+        reference_run_files(reference_pattern, name, recipe=wildcards.recipe)
+        if reference_pattern
+        else []
+    )
 
 
 def recipe_runs(wildcards):
     """The (recipe, framework, sigma, seed) of each file of recipe_run_files, in order."""
     return runs_of(recipe=wildcards.recipe)
+
+
+def recipe_all_runs(wildcards):
+    """recipe_runs, then the recipe's reference runs (recipe_run_files with references)."""
+    return runs_of(recipe=wildcards.recipe) + reference_runs_of(wildcards.recipe)
 
 
 def first_seed_files(pattern, name):
@@ -549,3 +559,99 @@ def bmz_outputs():
     if not CONFIG.bmz.export:
         return []
     return [*bmz_files(BMZ_PACKAGE), f"{BMZ_TABLE}.csv", f"{BMZ_TABLE}.html"]
+
+
+# --- reference implementations (workflow/rules/references.smk) -----------------------------
+from pathlib import Path
+
+from n2v_repro.config import reference_recipes as _reference_recipes
+from n2v_repro.paths import (
+    REFERENCE_CURVES,
+    REFERENCE_ENV_BUILT,
+    REFERENCE_EVAL_DIR,
+    REFERENCE_MODEL_DIR,
+    REFERENCE_PREDICT_BENCHMARK,
+    REFERENCE_RUN,
+    REFERENCE_SETTINGS,
+    REFERENCE_TRAIN_BENCHMARK,
+    reference_run_path,
+)
+from n2v_repro.references.registry import REFERENCE_NAMES, REFERENCES as _REFERENCES
+
+REFERENCES = list(CONFIG.references)
+# Where each reference's environment is built; several working directories may share it.
+REFERENCE_ENVS = CONFIG.reference_envs
+# Every (recipe, reference, sigma, seed) run: each N2V recipe of the run, every seed.
+REFERENCE_RUNS = [
+    (recipe, name, s, seed)
+    for recipe in _reference_recipes(config)
+    for name in REFERENCES
+    for s in SIGMAS
+    for seed in SEEDS
+]
+
+
+# Ours, then the references': the run of each file of all_run_files, in order.
+ALL_RUNS = RUNS + REFERENCE_RUNS
+
+
+def all_run_files(pattern, reference_pattern, name):
+    """`name` under `pattern` for every run of ours, then under `reference_pattern` for
+    every reference run (ALL_RUNS order)."""
+    return run_files(pattern, name) + reference_run_files(reference_pattern, name)
+
+
+def reference_env(wildcards):
+    return REFERENCE_ENV_BUILT.format(
+        envs=REFERENCE_ENVS, reference=wildcards.reference
+    )
+
+
+def reference_env_prefix(wildcards):
+    return str(Path(reference_env(wildcards)).parent)
+
+
+def reference_env_file(wildcards):
+    return str(Path(workflow.basedir) / _REFERENCES[wildcards.reference].env_file)
+
+
+def reference_training_inputs(wildcards):
+    """The recipe's own training images, validation tiles and statistics; the environment."""
+    train = RECIPES[wildcards.recipe]
+    return {
+        **patch_files(train.data_tag, wildcards.sigma),
+        "env": reference_env(wildcards),
+    }
+
+
+def reference_run_files(pattern, name="", recipe=None, sigma=None, seed=None):
+    """`name` under `pattern` of each reference run (REFERENCE_RUNS order), filtered."""
+    return [
+        (
+            f"{reference_run_path(pattern, *run)}/{name}"
+            if name
+            else reference_run_path(pattern, *run)
+        )
+        for run in REFERENCE_RUNS
+        if (recipe is None or run[0] == recipe)
+        and (sigma is None or run[2] == int(sigma))
+        and (seed is None or run[3] == int(seed))
+    ]
+
+
+def reference_runs_of(recipe=None):
+    return [run for run in REFERENCE_RUNS if recipe is None or run[0] == recipe]
+
+
+def reference_outputs():
+    """The references' settings tables and validation curves, per recipe that has them."""
+    recipes = dict.fromkeys(run[0] for run in REFERENCE_RUNS)
+    return [
+        *[
+            f"{REFERENCE_SETTINGS.format(recipe=r, reference=name)}.{ext}"
+            for r in recipes
+            for name in REFERENCES
+            for ext in ("csv", "html")
+        ],
+        *[REFERENCE_CURVES.format(recipe=r) for r in recipes],
+    ]

@@ -6,12 +6,13 @@
 
 rule summary_tables:
     input:
-        summaries=run_files(EVAL_DIR, "summary.json"),
-        per_image=run_files(EVAL_DIR, "per_image.csv"),
-        histories=run_files(MODEL_DIR, "history.csv"),
-        monitors=run_files(MODEL_DIR, "monitor.csv"),
-        train_benchmarks=run_files(TRAIN_BENCHMARK, ""),
-        eval_benchmarks=run_files(EVAL_BENCHMARK, ""),
+        # Every run's files, ours then the reference implementations' (ALL_RUNS order).
+        summaries=all_run_files(EVAL_DIR, REFERENCE_EVAL_DIR, "summary.json"),
+        per_image=all_run_files(EVAL_DIR, REFERENCE_EVAL_DIR, "per_image.csv"),
+        histories=all_run_files(MODEL_DIR, REFERENCE_MODEL_DIR, "history.csv"),
+        monitors=all_run_files(MODEL_DIR, REFERENCE_MODEL_DIR, "monitor.csv"),
+        train_benchmarks=all_run_files(TRAIN_BENCHMARK, REFERENCE_TRAIN_BENCHMARK, ""),
+        eval_benchmarks=all_run_files(EVAL_BENCHMARK, REFERENCE_PREDICT_BENCHMARK, ""),
         data_benchmarks=data_benchmarks,
         # BM3D's summaries and job benchmarks (SIGMAS order; none when `baselines` is []):
         # its time per image in the benchmark table.
@@ -58,7 +59,7 @@ rule summary_tables:
     params:
         # The (recipe, framework, sigma, seed) of each file above, in the order the input
         # lists give them: the script pairs them, never reading a path.
-        runs=RUNS,
+        runs=ALL_RUNS,
         recipes=recipe_settings(),
     script:
         "../scripts/aggregate_tables.py"
@@ -66,11 +67,13 @@ rule summary_tables:
 
 rule recipe_tables:
     input:
-        summaries=recipe_run_files(EVAL_DIR, "summary.json"),
-        per_image=recipe_run_files(EVAL_DIR, "per_image.csv"),
-        histories=recipe_run_files(MODEL_DIR, "history.csv"),
-        monitors=recipe_run_files(MODEL_DIR, "monitor.csv"),
-        train_benchmarks=recipe_run_files(TRAIN_BENCHMARK, ""),
+        summaries=recipe_run_files(EVAL_DIR, "summary.json", REFERENCE_EVAL_DIR),
+        per_image=recipe_run_files(EVAL_DIR, "per_image.csv", REFERENCE_EVAL_DIR),
+        histories=recipe_run_files(MODEL_DIR, "history.csv", REFERENCE_MODEL_DIR),
+        monitors=recipe_run_files(MODEL_DIR, "monitor.csv", REFERENCE_MODEL_DIR),
+        train_benchmarks=recipe_run_files(
+            TRAIN_BENCHMARK, "", REFERENCE_TRAIN_BENCHMARK
+        ),
     output:
         psnr_ssim_csv=report(
             f"{RECIPE_TABLES}/psnr_ssim.csv",
@@ -106,7 +109,7 @@ rule recipe_tables:
         "../../envs/analysis.yaml"
     threads: 1
     params:
-        runs=recipe_runs,
+        runs=recipe_all_runs,
         recipes=one_recipe_settings,
     script:
         "../scripts/aggregate_tables.py"
@@ -270,8 +273,8 @@ rule port_claims:
 # each method per sigma.
 rule methods_table:
     input:
-        summaries=run_files(EVAL_DIR, "summary.json"),
-        per_image=run_files(EVAL_DIR, "per_image.csv"),
+        summaries=all_run_files(EVAL_DIR, REFERENCE_EVAL_DIR, "summary.json"),
+        per_image=all_run_files(EVAL_DIR, REFERENCE_EVAL_DIR, "per_image.csv"),
         baselines=baseline_files("summary.json"),
     output:
         csv=report(
@@ -299,7 +302,7 @@ rule methods_table:
     threads: 1
     params:
         # As in summary_tables: the run of each per_image.csv, in the input list's order.
-        runs=RUNS,
+        runs=ALL_RUNS,
         methods=RECIPE_METHODS,
     script:
         "../scripts/methods_table.py"

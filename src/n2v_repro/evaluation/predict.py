@@ -324,6 +324,36 @@ def run_evaluation(
     mean, std = read_train_stats(stats_json)
     weight_sets = {name: load_weights(path) for name, path in weight_files.items()}
     result = evaluate_model(backend, weight_sets, images, mean, std, tta)
+    return write_scores(
+        result=result,
+        images=images,
+        run={"recipe": recipe, "framework": framework, "arch": arch, "sigma": sigma, "seed": seed},
+        validation=validation,
+        tta=tta,
+        train_stats={"mean": mean, "std": std},
+        per_image_csv=per_image_csv,
+        summary_json=summary_json,
+        denoised_dir=denoised_dir,
+    )
+
+
+def write_scores(
+    *,
+    result: EvaluationResult,
+    images: Sequence[EvalImage],
+    run: Mapping[str, Any],
+    validation: str,
+    tta: bool,
+    train_stats: Mapping[str, float] | None,
+    per_image_csv: str | Path,
+    summary_json: str | Path,
+    denoised_dir: str | Path,
+) -> dict[str, Any]:
+    """Write per_image.csv, summary.json and denoised/ of one run's scores.
+
+    `run` names it (recipe, framework, arch, sigma, seed); the validation scheme decides which
+    test sets may show its best weights (`summarise`).
+    """
     valid_in_test = {
         test_set: sum(img.subset == "valid" for img in images if img.subset in subsets)
         if validation == "bsd68_split"
@@ -331,14 +361,14 @@ def run_evaluation(
         for test_set, subsets in TEST_SETS.items()
     }
     summary = {
-        "recipe": recipe,
-        "framework": framework,
-        "arch": arch,
-        "sigma": int(sigma),
-        "seed": int(seed),
+        "recipe": run["recipe"],
+        "framework": run["framework"],
+        "arch": run["arch"],
+        "sigma": int(run["sigma"]),
+        "seed": int(run["seed"]),
         "validation": {"scheme": validation, "images_in_test_set": valid_in_test},
         "tta": tta,
-        "train_stats": {"mean": mean, "std": std},
+        "train_stats": dict(train_stats) if train_stats is not None else None,
         "test_sets": summarise(result.rows, validation),
         "inference": result.inference,
     }

@@ -443,6 +443,14 @@ def write_eval_summary(path: PathLike, summary: Mapping[str, Any]) -> None:
     write_json(path, dict(summary))
 
 
+def read_json_object(path: PathLike) -> dict[str, Any]:
+    """Read a JSON file that must hold one object (a reference's inference record)."""
+    record = _read_json(path)
+    if not isinstance(record, dict):
+        raise FormatError(f"{path}: must be a JSON object")
+    return record
+
+
 def read_train_summary(path: PathLike) -> dict[str, Any]:
     """Read a training run's train_summary.json (training/outputs.py writes it)."""
     summary = _read_json(path)

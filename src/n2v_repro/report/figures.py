@@ -26,7 +26,14 @@ from n2v_repro.io.atomic import atomic_path  # noqa: E402
 from n2v_repro.io.formats import read_history, read_monitor  # noqa: E402
 from n2v_repro.report.tables import Run  # noqa: E402
 
-FRAMEWORK_COLOURS = {"torch": "#d1495b", "jittor": "#00798c", "jittor-exactbn": "#edae49"}
+FRAMEWORK_COLOURS = {
+    "torch": "#d1495b",
+    "jittor": "#00798c",
+    "jittor-exactbn": "#edae49",
+    # The reference implementations (config `references`), beside the frameworks.
+    "juglab_n2v": "#2ca02c",
+    "careamics": "#7b4fa0",
+}
 PANEL_SIZE = (4.2, 3.2)  # inches per panel
 
 RunTable = Mapping[Run, Mapping[str, np.ndarray]]

@@ -36,6 +36,7 @@ from n2v_repro.io.formats import (
     read_monitor,
     read_per_image,
 )
+from n2v_repro.references.registry import REFERENCE_NAMES, REFERENCE_TITLES
 from n2v_repro.report.html_pages import Column, fixed, render_table, render_table_blocks
 from n2v_repro.report.references import (
     METHOD_PAPER_CITATION,
@@ -76,7 +77,9 @@ FRAMEWORK_NOTE = (
     "two-sided, on the per-image PSNR differences jittor − torch paired by image and seed "
     f"(both frameworks start from the same weights and see the same batches per seed); "
     f"'significant' at {SIGNIFICANCE}. Pairs of one image under different seeds are not "
-    "independent, so read p as a guide, not an exact error rate."
+    "independent, so read p as a guide, not an exact error rate. A reference implementation's "
+    "rows (juglab n2v, CAREamics: trained on the same data and scored by the same code) carry "
+    "the same test, reference − torch, in the same columns."
 )
 
 PSNR_SSIM_COLUMNS = [
@@ -94,7 +97,7 @@ PSNR_SSIM_COLUMNS = [
     Column("ssim_mean", "SSIM mean", fixed(4), True),
     Column("ssim_sd_seeds", "SSIM sd over seeds", fixed(4), True),
     Column("noisy_psnr", "noisy PSNR (dB)", fixed(2), True),
-    Column("jittor_minus_torch_psnr", "jittor − torch PSNR (dB)", fixed(3, signed=True), True),
+    Column("jittor_minus_torch_psnr", "row − torch PSNR (dB)", fixed(3, signed=True), True),
     Column("pairs", "test pairs", numeric=True),
     Column("p_value", "p (Wilcoxon)", fixed(3), True),
     Column("significant", "significant at 0.05"),
@@ -167,9 +170,10 @@ def pair_runs(runs: Iterable[Sequence[Any]], paths: Sequence[str | Path]) -> dic
     keys = [_run_key(run) for run in runs]
     if len(keys) != len(paths):
         raise ValueError(f"{len(keys)} runs {keys} for {len(paths)} files {list(paths)}")
-    unknown = sorted({key[1] for key in keys} - set(FRAMEWORKS))
+    known = (*FRAMEWORKS, *REFERENCE_NAMES)
+    unknown = sorted({key[1] for key in keys} - set(known))
     if unknown:
-        raise ValueError(f"unknown frameworks {unknown}; expected some of {FRAMEWORKS}")
+        raise ValueError(f"unknown frameworks {unknown}; expected some of {known}")
     if len(set(keys)) != len(keys):
         raise ValueError(f"a (recipe, framework, sigma, seed) is listed twice in {keys}")
     return {key: Path(path) for key, path in zip(keys, paths, strict=True)}
@@ -730,6 +734,36 @@ METHODS_CSV_COLUMNS = [
     Column("significant", "significant at 0.05"),
     Column("no_framework_psnr", "no framework PSNR (dB)", fixed(2), True),
     Column("paper_psnr", "paper PSNR (dB)", fixed(2), True),
+    # A reference implementation's row (config `references`): its PSNR and ours against it.
+    Column("reference", "reference"),
+    Column("reference_psnr", "reference PSNR (dB)", fixed(2), True),
+    Column("reference_sd_seeds", "reference sd over seeds (dB)", fixed(3), True),
+    *[
+        column
+        for ours in ("torch", "jittor")
+        for column in (
+            Column(
+                f"{ours}_minus_reference_psnr",
+                f"{ours} − reference PSNR (dB)",
+                fixed(3, signed=True),
+                True,
+            ),
+            Column(
+                f"{ours}_reference_ci_low",
+                f"{ours} − reference 95% CI low (dB)",
+                fixed(3, signed=True),
+                True,
+            ),
+            Column(
+                f"{ours}_reference_ci_high",
+                f"{ours} − reference 95% CI high (dB)",
+                fixed(3, signed=True),
+                True,
+            ),
+            Column(f"{ours}_reference_pairs", f"{ours} vs reference pairs", numeric=True),
+            Column(f"{ours}_reference_p", f"{ours} vs reference p (Wilcoxon)", fixed(3), True),
+        )
+    ],
 ]
 
 
@@ -750,6 +784,13 @@ METHODS_HTML_COLUMNS = [
     Column("p_value", "p (Wilcoxon)", fixed(3), True),
     Column("no_framework_psnr", "no framework", fixed(2), True),
     Column("paper_psnr", "paper", fixed(2), True),
+    Column("reference_cell", "reference", numeric=True),
+    Column("torch_minus_reference_psnr", "torch − ref.", fixed(3, signed=True), True),
+    Column("torch_reference_ci", "95% CI", numeric=True),
+    Column("torch_reference_p", "p", fixed(3), True),
+    Column("jittor_minus_reference_psnr", "jittor − ref.", fixed(3, signed=True), True),
+    Column("jittor_reference_ci", "95% CI", numeric=True),
+    Column("jittor_reference_p", "p", fixed(3), True),
 ]
 
 METHODS_NOTE = (
@@ -765,6 +806,19 @@ METHODS_NOTE = (
     "seed, as in the PSNR/SSIM table. BM3D has no framework and no seed: its one number (the "
     "bm3d package, both stages, the known σ) is in 'no framework', on the same test images as "
     "the rows beside it (a row per test set in use)."
+)
+
+
+REFERENCES_NOTE = (
+    "Reference implementations (rows 'N2V, juglab n2v ...', 'N2V, CAREamics ...'; config "
+    "key references): each trained on the same recipe's training images and validation tiles "
+    "with its budget (settings beside ours: the recipe's '4. References' tables), predicted the "
+    "same noisy BSD68 images with its own predict, and was scored by the pipeline's metric "
+    "code. reference: mean ± sd over seeds. torch − ref., jittor − ref.: our row above minus "
+    "the reference (positive: ours is better); 95% CI: the t-interval of the mean per-image "
+    "difference, each image's seeds averaged first (the images are the independent units); p: "
+    "Wilcoxon signed-rank on the per-image differences paired by image and seed. CAREamics "
+    "defines no best weights for N2V: it has last rows only."
 )
 
 
@@ -791,6 +845,7 @@ def methods_rows(
     accuracy: Sequence[Mapping[str, Any]],
     recipe_methods: Mapping[str, str],
     baselines: Mapping[int, Mapping[str, Any]] | None = None,
+    per_image: Mapping[Run, Sequence[Mapping[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of the methods table: per sigma, BM3D then each recipe by its method.
 
@@ -833,8 +888,14 @@ def methods_rows(
             for weights in weights_list:
                 torch_row = cells.get((recipe, sigma, test_set, weights, "torch"))
                 jittor_row = cells.get((recipe, sigma, test_set, weights, "jittor"))
+                references = [
+                    cells[key]
+                    for name in REFERENCE_NAMES
+                    if (key := (recipe, sigma, test_set, weights, name)) in cells
+                ]
                 first = torch_row or jittor_row
-                assert first is not None  # `present` came from these cells
+                if first is None:  # only a reference has these weights
+                    continue
                 learned.append(
                     {
                         "sigma": sigma,
@@ -859,12 +920,93 @@ def methods_rows(
                         "paper_psnr": method_paper_psnr(method, test_set, sigma),
                     }
                 )
+                learned += [_reference_row(learned[-1], row, per_image or {}) for row in references]
         rows += _bm3d_rows(sigma, baselines.get(sigma), learned)
         rows += learned
     for row in rows:
         row["torch_cell"] = _with_sd(row.get("torch_psnr"), row.get("torch_sd_seeds"))
         row["jittor_cell"] = _with_sd(row.get("jittor_psnr"), row.get("jittor_sd_seeds"))
+        row["reference_cell"] = _with_sd(row.get("reference_psnr"), row.get("reference_sd_seeds"))
     return rows
+
+
+def paired_interval(differences_by_image: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """Mean of the per-image differences (each image's mean over seeds) and its 95% t-interval.
+
+    Averaging an image's seeds first makes the images the independent units.
+    """
+    means = np.array([np.mean(d) for d in differences_by_image.values()], dtype=np.float64)
+    if means.size < 2:
+        return {"mean": float(means.mean()) if means.size else None, "low": None, "high": None}
+    half = scipy_stats.t.ppf(0.975, means.size - 1) * means.std(ddof=1) / np.sqrt(means.size)
+    return {
+        "mean": float(means.mean()),
+        "low": float(means.mean() - half),
+        "high": float(means.mean() + half),
+    }
+
+
+def _differences_by_image(
+    per_image: Mapping[Run, Sequence[Mapping[str, Any]]],
+    row: Mapping[str, Any],
+    ours: str,
+) -> dict[str, list[float]]:
+    """PSNR(ours) − PSNR(reference) per image, one value per seed both have."""
+    by_image: dict[str, list[float]] = {}
+    subsets = TEST_SETS[row["test_set"]]
+    seeds = sorted({key[3] for key in per_image if key[0] == row["recipe"]})
+    for seed in seeds:
+        scores = {
+            name: {
+                r["id"]: r["psnr"]
+                for r in per_image.get((row["recipe"], name, row["sigma"], seed), [])
+                if r["weights"] == row["weights"] and r["subset"] in subsets
+            }
+            for name in (ours, row["framework"])
+        }
+        for image_id in sorted(set(scores[ours]) & set(scores[row["framework"]])):
+            by_image.setdefault(image_id, []).append(
+                scores[ours][image_id] - scores[row["framework"]][image_id]
+            )
+    return by_image
+
+
+def _reference_row(
+    ours: Mapping[str, Any],
+    reference_row: Mapping[str, Any],
+    per_image: Mapping[Run, Sequence[Mapping[str, Any]]],
+) -> dict[str, Any]:
+    """Build a reference implementation's row below ours: its PSNR, ours − its, CI and p."""
+    row: dict[str, Any] = {
+        **dict.fromkeys(c.key for c in METHODS_CSV_COLUMNS),
+        **{k: ours[k] for k in ("sigma", "method", "recipe", "test_set", "test", "weights")},
+        "label": f"{METHOD_LABELS.get(ours['method'], ours['method'])}, "
+        + REFERENCE_TITLES[reference_row["framework"]],
+        "reference": reference_row["framework"],
+        "n": reference_row["n"],
+        "seeds": reference_row["seeds"],
+        "reference_psnr": reference_row["psnr_mean"],
+        "reference_sd_seeds": reference_row["psnr_sd_seeds"],
+    }
+    for framework in ("torch", "jittor"):
+        if ours.get(f"{framework}_psnr") is None:
+            continue
+        by_image = _differences_by_image(per_image, reference_row, framework)
+        interval = paired_interval(by_image)
+        pairs, p_value = paired_test([d for values in by_image.values() for d in values])
+        row[f"{framework}_minus_reference_psnr"] = ours[f"{framework}_psnr"] - row["reference_psnr"]
+        row[f"{framework}_reference_ci_low"] = interval["low"]
+        row[f"{framework}_reference_ci_high"] = interval["high"]
+        row[f"{framework}_reference_p"] = p_value
+        row[f"{framework}_reference_pairs"] = pairs
+        row[f"{framework}_reference_ci"] = _interval_text(interval)
+    return row
+
+
+def _interval_text(interval: Mapping[str, Any]) -> str | None:
+    if interval["low"] is None:
+        return None
+    return f"{interval['low']:+.3f} to {interval['high']:+.3f}"
 
 
 def _bm3d_rows(
@@ -922,8 +1064,11 @@ def make_methods_table(
     html_path: str | Path,
 ) -> list[dict[str, Any]]:
     """Write the methods table (.csv, .html: a block per sigma); returns its rows."""
-    accuracy = psnr_ssim_rows(read_summaries(summaries), read_per_images(per_image))
-    rows = methods_rows(accuracy, recipe_methods, read_baseline_summaries(baseline_summaries))
+    loaded_per_image = read_per_images(per_image)
+    accuracy = psnr_ssim_rows(read_summaries(summaries), loaded_per_image)
+    rows = methods_rows(
+        accuracy, recipe_methods, read_baseline_summaries(baseline_summaries), loaded_per_image
+    )
     write_csv(csv_path, METHODS_CSV_COLUMNS, rows)
     blocks = [
         (f"σ = {sigma}", [r for r in rows if r["sigma"] == sigma])
@@ -935,7 +1080,11 @@ def make_methods_table(
             "Denoising methods on BSD68 (PSNR, dB)",
             METHODS_HTML_COLUMNS,
             blocks,
-            [METHODS_NOTE, _method_paper_note()],
+            [
+                METHODS_NOTE,
+                _method_paper_note(),
+                *([REFERENCES_NOTE] if any(r.get("reference") for r in rows) else []),
+            ],
             compact=True,  # it is on the landing page too (workflow.rst)
         ),
     )

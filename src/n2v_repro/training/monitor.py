@@ -122,6 +122,8 @@ class ResourceMonitor:
     framework_memory : callable returning the framework's memory figure in MiB, or None.
     time_offset_s : added to every time_s (a resumed run continues its predecessor's clock).
     append : continue an existing file without writing a second header.
+    pid : the process to watch (a reference's training in its own environment); None: this
+        one.
 
     Use as a context manager, or call `start()` and `stop()`; `summary()` covers the samples
     of this object only (not rows of an earlier run in an appended file).
@@ -136,6 +138,7 @@ class ResourceMonitor:
         framework_memory: Callable[[], float | None] | None = None,
         time_offset_s: float = 0.0,
         append: bool = False,
+        pid: int | None = None,
     ) -> None:
         if not (math.isfinite(interval_s) and interval_s > 0):
             raise ValueError(f"interval_s must be a positive number, got {interval_s!r}")
@@ -153,7 +156,7 @@ class ResourceMonitor:
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self._file: IO[str] | None = None
-        self._process = psutil.Process()
+        self._process = psutil.Process(pid)
         self._gpu: _NvmlDevice | None = None
         self._framework_failed = False
         self._start_time = 0.0
@@ -244,7 +247,9 @@ class ResourceMonitor:
             return
         self._stop_event.set()
         self._thread.join()
-        self._sample()
+        # A watched process (pid) that has ended has no last sample to give.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self._sample()
         with self._lock:
             if self._file is not None:
                 self._file.close()
