@@ -142,7 +142,10 @@ def test_each_reference_trains_the_budget_and_is_scored_by_our_metric(
     assert theirs["features"] == ours["features"] and theirs["lr"] == ours["lr"]
     assert summary["versions"][REFERENCES[name].library] == REFERENCES[name].version
     history = list(csv.DictReader((run / "model" / "history.csv").open()))
-    assert len(history) == 2 and all(float(r["patches_per_s"]) > 0 for r in history)
+    # An epoch of CAREamics' own patching may hold fewer batches than the recipe's steps per
+    # epoch (here 2 of 4): it validates more often, within the same budget of steps.
+    assert len(history) == theirs["epochs"] >= ours["epochs"]
+    assert all(float(r["patches_per_s"]) > 0 for r in history)
 
     arrays = load_npz(run / "eval" / "predictions.npz")
     rows = list(csv.DictReader((run / "eval" / "per_image.csv").open()))
@@ -194,7 +197,7 @@ def test_a_broken_environment_fails_the_job_in_one_line(
     broken_config = write_config(tmp_path / "broken.yaml", config)
     target = RUN.format(reference="juglab_n2v") + "/model/train_summary.json"
     result = run_snakemake(
-        reference_run, broken_config, [target], extra=["--forcerun", "train_reference"]
+        reference_run, broken_config, [target], extra=["--forcerun=train_reference"]
     )
     assert result.returncode != 0
     assert "reference environment juglab_n2v at" in result.stdout
