@@ -15,7 +15,6 @@ process (num_workers 0): on a 2-core machine worker processes only take cores fr
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from n2v_repro.io.formats import write_history
 from n2v_repro.references.data import noisy_test_images, training_images, validation_tiles
-from n2v_repro.references.timing import EpochClock, inference_record
+from n2v_repro.references.timing import EpochClock, Images, timed_predictions
 
 EXPERIMENT = "n2v"
 STRIDE = 4
@@ -158,30 +157,19 @@ def predict(job: dict[str, Any]) -> tuple[dict[str, dict[str, np.ndarray]], dict
         enable_progress_bar=False,
     )
 
-    def run(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        outputs, _ = careamist.predict(
-            arrays, data_type="array", axes="YX", tile_size=TILE_SIZE, tile_overlap=TILE_OVERLAP
-        )
-        return [
-            np.asarray(out, dtype=np.float32).reshape(a.shape)
-            for out, a in zip(outputs, arrays, strict=True)
-        ]
-
-    predictions: dict[str, dict[str, np.ndarray]] = {}
-    inference: dict[str, Any] = {}
-    for position, weights in enumerate(job["weights"]):
+    def load(weights: str) -> None:
         if weights != "last":
             raise ValueError(f"CAREamics has no {weights!r} weights for N2V, only 'last'")
-        if position == 0:
-            start = time.perf_counter()
-            run([next(iter(images.values()))])
-            warmup = time.perf_counter() - start
-        start = time.perf_counter()
-        outputs = run(list(images.values()))
-        predictions[weights] = dict(zip(images, outputs, strict=True))
-        if position == 0:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            inference = inference_record(
-                weights, images, time.perf_counter() - start, warmup, device
-            )
-    return predictions, inference
+
+    def predict_all(arrays: Images) -> dict[str, np.ndarray]:
+        inputs = list(arrays.values())
+        outputs, _ = careamist.predict(
+            inputs, data_type="array", axes="YX", tile_size=TILE_SIZE, tile_overlap=TILE_OVERLAP
+        )
+        return {
+            image_id: np.asarray(out, dtype=np.float32).reshape(image.shape)
+            for (image_id, image), out in zip(arrays.items(), outputs, strict=True)
+        }
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return timed_predictions(job["weights"], images, load, predict_all, device)

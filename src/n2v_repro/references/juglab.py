@@ -12,7 +12,6 @@ sub-patches, and as augmentation N2V_DataGenerator's eight rotations/flips of ev
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from n2v_repro.io.formats import write_history
 from n2v_repro.references.data import noisy_test_images, training_images, validation_tiles
-from n2v_repro.references.timing import EpochClock, inference_record
+from n2v_repro.references.timing import EpochClock, Images, timed_predictions
 
 MODEL_NAME = "n2v"
 STRIDE = 4  # 2 ** unet_n_depth
@@ -73,7 +72,7 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     model = N2V(config, MODEL_NAME, basedir=job["outputs"]["model"])
     clock = EpochClock(ours["batch_size"])
     model.prepare_for_training()
-    model.callbacks.append(_KerasClock(tf, clock, config.train_steps_per_epoch))
+    model.callbacks.append(_keras_clock(tf, clock, config.train_steps_per_epoch))
     model.train(images, valid)
     write_history(job["outputs"]["history"], clock.history_rows())
     radius = job["masking_radius"]
@@ -109,28 +108,27 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     return {"theirs": theirs, "steps": clock.steps, "images": int(images.shape[0])}
 
 
-class _KerasClock:
-    """A Keras callback feeding EpochClock (made in `train`, where Keras is imported)."""
+def _keras_clock(tf, clock: EpochClock, steps: int):  # noqa: ANN001 - tf is a module
+    """Return a Keras callback feeding `clock` (made here, once Keras is imported)."""
 
-    def __new__(cls, tf, clock: EpochClock, steps: int):  # noqa: ANN001 - tf is a module
-        class Clock(tf.keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                clock.epoch_started()
+    class Clock(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            clock.epoch_started()
 
-            def on_test_begin(self, logs=None):
-                clock.validation_started()
+        def on_test_begin(self, logs=None):
+            clock.validation_started()
 
-            def on_test_end(self, logs=None):
-                clock.validation_ended()
+        def on_test_end(self, logs=None):
+            clock.validation_ended()
 
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                lr = float(tf.keras.backend.get_value(self.model.optimizer.learning_rate))
-                clock.epoch_ended(
-                    steps, lr, float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
-                )
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            lr = float(tf.keras.backend.get_value(self.model.optimizer.learning_rate))
+            clock.epoch_ended(
+                steps, lr, float(logs.get("loss", np.nan)), float(logs.get("val_loss", np.nan))
+            )
 
-        return Clock()
+    return Clock()
 
 
 def predict(job: dict[str, Any]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
@@ -141,21 +139,15 @@ def predict(job: dict[str, Any]) -> tuple[dict[str, dict[str, np.ndarray]], dict
     images = noisy_test_images(job["inputs"]["noisy"], job["inputs"]["split"])
     model = N2V(None, MODEL_NAME, basedir=job["inputs"]["model"])
     folder = Path(job["inputs"]["model"]) / MODEL_NAME
-    predictions: dict[str, dict[str, np.ndarray]] = {}
-    inference: dict[str, Any] = {}
-    for position, weights in enumerate(job["weights"]):
+
+    def load(weights: str) -> None:
         model.keras_model.load_weights(str(folder / f"weights_{weights}.h5"))
-        if position == 0:
-            start = time.perf_counter()
-            model.predict(next(iter(images.values())), axes="YX")
-            warmup = time.perf_counter() - start
-        start = time.perf_counter()
-        predictions[weights] = {
+
+    def predict_all(arrays: Images) -> dict[str, np.ndarray]:
+        return {
             image_id: np.asarray(model.predict(image, axes="YX"), dtype=np.float32)
-            for image_id, image in images.items()
+            for image_id, image in arrays.items()
         }
-        if position == 0:
-            inference = inference_record(
-                weights, images, time.perf_counter() - start, warmup, "cpu"
-            )
-    return predictions, inference
+
+    # tensorflow-cpu: the CPU whatever the machine has.
+    return timed_predictions(job["weights"], images, load, predict_all, "cpu")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,3 +84,34 @@ def inference_record(
         "images_per_s": len(images) / seconds,
         "megapixels_per_s": megapixels / seconds,
     }
+
+
+Images = Mapping[str, np.ndarray]
+
+
+def timed_predictions(
+    weights_list: Sequence[str],
+    images: Images,
+    load: Callable[[str], None],
+    predict_all: Callable[[Images], dict[str, np.ndarray]],
+    device: str,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Predict `images` with each weights (`load` puts them in place).
+
+    The first weights are timed after a one-image warm-up, as the pipeline's evaluation does.
+    """
+    predictions: dict[str, dict[str, np.ndarray]] = {}
+    inference: dict[str, Any] = {}
+    for position, weights in enumerate(weights_list):
+        load(weights)
+        if position == 0:
+            first = next(iter(images))
+            start = time.perf_counter()
+            predict_all({first: images[first]})
+            warmup = time.perf_counter() - start
+        start = time.perf_counter()
+        predictions[weights] = predict_all(images)
+        if position == 0:
+            seconds = time.perf_counter() - start
+            inference = inference_record(weights, images, seconds, warmup, device)
+    return predictions, inference
