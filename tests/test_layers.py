@@ -15,7 +15,8 @@ LAYERS = [
     {"backends"},
     {"evaluation"},
     {"training"},
-    {"report", "parity", "bench", "gpu_check", "denoise", "run_plan"},
+    # references: its adapters train and score with training/evaluation; the report reads it.
+    {"report", "parity", "bench", "gpu_check", "denoise", "run_plan", "references"},
     # bioimage.io export: the package's network (models), test output (evaluation,
     # backends) and the report's table (report).
     {"bmz"},

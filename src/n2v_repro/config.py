@@ -22,7 +22,6 @@ import yaml
 
 from n2v_repro.errors import UserError
 from n2v_repro.framework_site import framework_package
-from n2v_repro.references.registry import REFERENCE_ARCHS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -33,6 +32,8 @@ METHOD_TARGETS = {"n2v": "noisy", "n2v2": "noisy", "n2n": "noisy2", "n2c": "clea
 METHODS = tuple(METHOD_TARGETS)
 # The N2V2 variant of each U-Net that has one (`method: n2v2` trains it; models.spec builds it).
 N2V2_VARIANT = {"n2v_unet": "n2v2_unet", "n2v_unet32": "n2v2_unet32"}
+# The archs the reference implementations (`references`) can build: the CSBDeep U-Nets of N2V.
+REFERENCE_ARCHS = ("n2v_unet", "n2v_unet32")
 
 
 class ConfigError(UserError, ValueError):

@@ -56,8 +56,6 @@ REFERENCES: dict[str, Reference] = {
 }
 REFERENCE_NAMES = tuple(REFERENCES)
 REFERENCE_TITLES = {name: ref.title for name, ref in REFERENCES.items()}
-# The archs a reference can build: the CSBDeep U-Nets of N2V (depth 2, residual, batch norm).
-REFERENCE_ARCHS = ("n2v_unet", "n2v_unet32")
 
 
 def reference(name: str) -> Reference:
