@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from n2v_repro.bmz.arch_source import arch_source
-from n2v_repro.bmz.export import ABSOLUTE_TOLERANCE, write_onnx
+from n2v_repro.bmz.export import ABSOLUTE_TOLERANCE, readme_use_lines, write_onnx
 from n2v_repro.io.formats import save_valid_tiles, save_weights, write_train_stats
 from n2v_repro.models.initialisation import make_init_weights
 from n2v_repro.models.spec import ARCH_STRIDE, ARCHS
@@ -147,12 +147,6 @@ def _tensors(tmp_path: Path, paths: dict[str, Path]) -> Path:
     return tensors
 
 
-def _readme_snippet(readme: str) -> str:
-    """The README's python block: the three lines that use a package."""
-    (block,) = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
-    return block
-
-
 def _can_go_offline() -> bool:
     unshare = shutil.which("unshare")
     if unshare is None:
@@ -227,12 +221,9 @@ def test_exported_package_passes_bioimageio_test_and_runs_as_its_readme_says(
     backend.load_weights(load_weights(paths["last.npz"]))
     ours = predict_image(backend, image, STATS["mean"], STATS["std"])
     # The project README shows the same lines for a pipeline package.
-    (project,) = re.findall(
-        r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.DOTALL
-    )
-    for snippet in (_readme_snippet(readme), project):
+    project = (REPO_ROOT / "README.md").read_text()
+    for snippet in (readme_use_lines(readme, package), readme_use_lines(project, package)):
         namespace: dict = {"image": image}
-        snippet = re.sub(r'"n2v_\w+\.zip"', repr(str(package)), snippet)
         exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - the README's code
         np.testing.assert_allclose(namespace["denoised"], ours, atol=ABSOLUTE_TOLERANCE)
 

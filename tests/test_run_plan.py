@@ -116,6 +116,17 @@ def test_the_claims_config_plans_the_pipelines_runs() -> None:
     assert ("cpu_short", "jittor-exactbn") in frameworks
 
 
+def test_the_plan_counts_the_reference_trainings_it_does_not_estimate() -> None:
+    references = run_plan.REPO_ROOT / "config" / "references-cpu.yaml"
+    config = PipelineConfig.from_mapping(
+        load_config(run_plan.DEFAULT_CONFIG, run_plan.CPU_CONFIG, references)
+    )
+    jobs = run_plan.training_jobs(config, {})
+    text = " ".join(run_plan.describe(config, jobs, "x", cpu_run=True, on_gpu=False))
+    assert len(jobs) == 2 and config.reference_recipes == ("cpu",)
+    assert "2 reference training job(s) (juglab_n2v, careamics" in text
+
+
 def test_main_prints_arguments_and_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from n2v_repro import paths
+from n2v_repro.bmz.export import readme_use_lines
 from n2v_repro.evaluation.metrics import psnr
 from n2v_repro.io.formats import load_noisy_set, read_gray_png, read_per_image
 from n2v_repro.machine import machine_name
@@ -36,9 +37,7 @@ PACKAGE = re.compile(
 def readme_code(package: Path) -> str:
     """Return the package README's python block, pointed at the package's own path."""
     with zipfile.ZipFile(package) as archive:
-        readme = archive.read("README.md").decode()
-    (block,) = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
-    return re.sub(r'"n2v_\w+\.zip"', repr(str(package)), block)
+        return readme_use_lines(archive.read("README.md").decode(), package)
 
 
 def check_package(root: Path, package: Path) -> dict[str, object]:

@@ -6,6 +6,8 @@
         --name paper-table-cpu --config config/paper-table-cpu.yaml --run-time run_time.json
     python tools/measured_doc.py /path/to/checkout --claims --name port-claims-cpu \
         --config config/port-claims-cpu.yaml --run-time run_time.json
+    python tools/measured_doc.py /path/to/checkout --references --name references-cpu \
+        --config config/references-cpu.yaml --run-time run_time.json
 
 `--run-time` names a JSON file {"command": ..., "start_s": ..., "end_s": ...} written around
 the whole run (`date +%s` before and after `bash run.sh`): the page gives its minutes.
@@ -13,7 +15,10 @@ Several recipes (the methods of config/paper-table-cpu.yaml) make one page with 
 recipe x framework, the run's methods table (BM3D beside them) and the sanity checks of the
 issue that asked for it: N2C >= N2N >= N2V - SANITY_MARGIN_DB, every method above the noisy
 input. `--claims` makes the page of the port's claims (the run's results/tables/port_claims
-table, each run's statistics and the parity check's batch-norm finding).
+table, each run's statistics and the parity check's batch-norm finding). `--references` makes
+the page of ours beside the reference implementations (config `references`): whether ours
+matches each (ours − reference and its interval, from the methods table), the settings each
+runs its own way, the cost table and the validation curves.
 
 Every number in the page is read from the run's own files (history.csv, train_summary.json,
 eval summary.json, the Snakemake benchmark TSVs, the methods table), which are copied beside
@@ -415,6 +420,150 @@ def claims_page(root: Path, name: str, config: str, run_time: dict | None, sourc
     return "\n".join(lines)
 
 
+# A reference "matches" ours when the 95% interval of ours − reference lies within this margin.
+MATCH_MARGIN_DB = 0.1
+
+
+def _float(text: str) -> float | None:
+    return float(text) if text not in ("", None) else None
+
+
+def reference_verdicts(methods_csv: Path, frameworks: list[str]) -> list[str]:
+    """Say for each reference row and each of our frameworks whether ours matches it."""
+    with open(methods_csv, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["reference"]]
+    lines = []
+    for row in rows:
+        for ours in frameworks:
+            difference = _float(row[f"{ours}_minus_reference_psnr"])
+            if difference is None:
+                continue
+            low = _float(row[f"{ours}_reference_ci_low"])
+            high = _float(row[f"{ours}_reference_ci_high"])
+            if low is None or high is None:
+                verdict = "no interval (one image)"
+            elif low >= -MATCH_MARGIN_DB and high <= MATCH_MARGIN_DB:
+                verdict = f"**matches** (the whole interval within ±{MATCH_MARGIN_DB} dB)"
+            elif low > 0 or high < 0:
+                side = "above" if low > 0 else "below"
+                verdict = f"**differs**: ours is {side} the reference"
+            else:
+                verdict = (
+                    f"**inconclusive** (the interval holds 0 but passes ±{MATCH_MARGIN_DB} dB)"
+                )
+            lines.append(
+                f"- {row['label']}, {row['weights']} weights: {FRAMEWORK_TITLES[ours]} "
+                f"{_float(row['reference_psnr']) + difference:.2f} dB, reference "
+                f"{_float(row['reference_psnr']):.2f} dB; ours − reference {difference:+.3f} dB, "
+                f"95% CI {low:+.3f} to {high:+.3f} dB, Wilcoxon p "
+                f"{float(row[f'{ours}_reference_p']):.3g}: {verdict}."
+            )
+    return lines
+
+
+def settings_differences(settings_csv: Path) -> list[str]:
+    """List the settings a reference runs its own way (the table's rows marked 'differs')."""
+    with open(settings_csv, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["differs"]]
+    return [f"{row['setting']}: ours {row['ours']}; theirs {row['theirs']}" for row in rows]
+
+
+def references_page(
+    root: Path, config: str, recipe: str, run_time: dict | None, sources: Path
+) -> str:
+    """Write the page of ours beside the reference implementations (config `references`)."""
+    relative = str(sources.relative_to(REPO))
+    methods = sources / "methods.csv"
+    shutil.copyfile(root / f"{paths.METHODS_TABLE}.csv", methods)
+    shutil.copyfile(root / "results/tables/benchmark.csv", sources / "benchmark.csv")
+    every = {"recipe": recipe, "sigma": "*", "seed": "*"}
+    model_dirs = paths.REFERENCE_MODEL_DIR.format(**every, reference="*")
+    summaries = root.glob(f"{model_dirs}/train_summary.json")
+    names = sorted({json.loads(s.read_text())["reference"] for s in summaries})
+    machine = "?"
+    frameworks = []
+    for framework in FRAMEWORKS:
+        found = sorted(
+            root.glob(f"{paths.MODEL_DIR.format(**every, framework=framework)}/train_summary.json")
+        )
+        if found:
+            frameworks.append(framework)
+            machine = json.loads(found[0].read_text()).get("machine", machine)
+    lines = [
+        f"# Ours beside the reference implementations: `{config}`, measured",
+        "",
+        f"Generated by `python tools/measured_doc.py --references` from one pipeline run on "
+        f"**{machine}**, one job after the other; its files are in `{relative}/`. Do not edit "
+        "by hand: rerun the tool on a new run. Every reference trained on the recipe's own "
+        "training patches and validation tiles with its budget, predicted the same 68 noisy "
+        "BSD68 images with its own predict, and was scored by the pipeline's metric code; "
+        "none of them saw a BSD68 image before its prediction.",
+        "",
+    ]
+    if run_time is not None:
+        minutes = (float(run_time["end_s"]) - float(run_time["start_s"])) / 60
+        status = run_time.get("status", 0)
+        lines += [
+            f"The whole run, `{run_time['command']}` in a fresh clone (set-up, data, building "
+            f"the references' environments, every training, prediction and scoring, report), "
+            f"took **{minutes:.1f} minutes** (`{relative}/run_time.json`)"
+            + ("." if not status else f", exit status {status}."),
+            "",
+        ]
+    lines += [
+        "## Does our N2V match the reference implementations here?",
+        "",
+        f"ours − reference: the mean over the 68 images of the per-image PSNR difference; its "
+        f"95% t-interval (each image's seeds averaged first); 'matches' when the whole interval "
+        f"lies within ±{MATCH_MARGIN_DB} dB, 'differs' when it excludes 0.",
+        "",
+        *reference_verdicts(methods, frameworks),
+        "",
+        "What each reference does its own way (the settings tables below, rows marked differs) "
+        "is what can explain a difference; the run does not separate their effects.",
+        "",
+    ]
+    for name in names:
+        settings = root / f"{paths.REFERENCE_SETTINGS.format(recipe=recipe, reference=name)}.csv"
+        shutil.copyfile(settings, sources / f"{name}_settings.csv")
+        lines += [f"- {name}: " + "; ".join(settings_differences(settings)) + "."]
+    lines += [
+        "",
+        "## The methods table",
+        "",
+        f"As the pipeline wrote it (`{relative}/methods.csv`), the reference rows with ours − "
+        "reference.",
+        "",
+        *csv_as_markdown(methods),
+        "",
+        "## Cost",
+        "",
+        f"The run's benchmark table (`{relative}/benchmark.csv`): each training on the same "
+        "machine, one after the other.",
+        "",
+        *csv_as_markdown(sources / "benchmark.csv"),
+        "",
+    ]
+    for name in names:
+        lines += [
+            f"## Settings: ours and {name}",
+            "",
+            *csv_as_markdown(sources / f"{name}_settings.csv"),
+            "",
+        ]
+    figure = root / paths.REFERENCE_CURVES.format(recipe=recipe)
+    if figure.exists():
+        shutil.copyfile(figure, sources / figure.name)
+        lines += [
+            "## Validation loss",
+            "",
+            f"![validation loss against patches trained, ours and the references]"
+            f"({sources.name}/{figure.name})",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the checkout that ran the pipeline")
@@ -425,6 +574,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--run-time", type=Path, default=None, help="JSON: command, start_s, end_s")
     parser.add_argument("--claims", action="store_true", help="the page of the port's claims")
+    parser.add_argument(
+        "--references", action="store_true", help="the page of ours beside the references"
+    )
     options = parser.parse_args()
     recipes = options.recipe
     name = options.name or recipes[0]
@@ -435,8 +587,12 @@ def main() -> None:
     if options.run_time is not None:
         run_time = json.loads(options.run_time.read_text())
         shutil.copyfile(options.run_time, sources / "run_time.json")
-    if options.claims:
-        text = claims_page(options.root, name, options.config or name, run_time, sources)
+    if options.claims or options.references:
+        config = options.config or name
+        if options.claims:
+            text = claims_page(options.root, name, config, run_time, sources)
+        else:
+            text = references_page(options.root, config, recipes[0], run_time, sources)
         (out_dir / f"{name}.md").write_text(text)
         print(text)
         return

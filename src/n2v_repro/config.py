@@ -556,6 +556,11 @@ class PipelineConfig:
         return RecipeConfig(name, from_plain(TrainConfig, mapping))
 
     @property
+    def reference_recipes(self) -> tuple[str, ...]:
+        """The recipes the references train beside (none without `references`)."""
+        return tuple(reference_recipes(plain(self)))
+
+    @property
     def run_recipes(self) -> tuple[RecipeConfig, ...]:
         """The recipes this run trains, in the order of `recipes`."""
         return tuple(self.recipe(name) for name in self.recipes)

@@ -174,6 +174,13 @@ def describe(
         lines = [f"GPU found: running {what}."]
     else:
         lines = [f"running {what} on the CPU."]
+    if config.reference_recipes:
+        count = len(config.reference_recipes) * len(config.sigmas) * len(config.seeds)
+        lines.append(
+            f"Beside them: {count * len(config.references)} reference training job(s) "
+            f"({', '.join(config.references)}, the same budget each, in environments built on "
+            "first use), not in the estimate: their libraries are not calibrated."
+        )
     if on_gpu:
         return lines
     known = [job.seconds for job in jobs if job.seconds is not None]

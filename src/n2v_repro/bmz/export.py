@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -303,6 +304,12 @@ padded = np.pad(image, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode=
 output = predict(model=model, inputs={{"{INPUT_ID}": padded[None, None]}}).members["{OUTPUT_ID}"]
 denoised = np.asarray(output.data)[0, 0, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
 """
+
+
+def readme_use_lines(readme: str, package: str | Path) -> str:
+    """Return a README's one python block (`use_snippet`'s lines), pointed at `package`."""
+    (block,) = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    return re.sub(r'"n2v_\w+\.zip"', repr(str(package)), block)
 
 
 def readme_text(
