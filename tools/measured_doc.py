@@ -350,6 +350,20 @@ RUN_COLUMNS = [
 ]
 
 
+def whole_run(run_time: dict | None, relative: str, steps: str, status_note: str = "") -> list[str]:
+    """Return the page's line on the whole run's minutes (and its exit status when not 0)."""
+    if run_time is None:
+        return []
+    minutes = (float(run_time["end_s"]) - float(run_time["start_s"])) / 60
+    status = run_time.get("status", 0)
+    return [
+        f"The whole run, `{run_time['command']}` in a fresh clone{steps}, took **{minutes:.1f} "
+        f"minutes** (`{relative}/run_time.json`)"
+        + ("." if not status else f", exit status {status}{status_note}."),
+        "",
+    ]
+
+
 def claims_page(root: Path, name: str, config: str, run_time: dict | None, sources: Path) -> str:
     """Write the port's claims page: the run's claims table, its runs, its parity finding."""
     relative = str(sources.relative_to(REPO))
@@ -371,15 +385,7 @@ def claims_page(root: Path, name: str, config: str, run_time: dict | None, sourc
         "`Jittor, exact BN` is the opt-in variant with the project's exact BatchNorm.",
         "",
     ]
-    if run_time is not None:
-        minutes = (float(run_time["end_s"]) - float(run_time["start_s"])) / 60
-        status = run_time.get("status", 0)
-        lines += [
-            f"The whole run, `{run_time['command']}` in a fresh clone, took **{minutes:.1f} "
-            f"minutes** (`{relative}/run_time.json`)"
-            + ("." if not status else f", exit status {status} (docs/measured/README.md)."),
-            "",
-        ]
+    lines += whole_run(run_time, relative, "", " (docs/measured/README.md)")
     verdicts: dict[str, list[str]] = {}
     for row in claims["claims"]:
         against = "" if row["against"] == "torch" else f" vs {FRAMEWORK_TITLES[row['against']]}"
@@ -500,16 +506,11 @@ def references_page(
         "none of them saw a BSD68 image before its prediction.",
         "",
     ]
-    if run_time is not None:
-        minutes = (float(run_time["end_s"]) - float(run_time["start_s"])) / 60
-        status = run_time.get("status", 0)
-        lines += [
-            f"The whole run, `{run_time['command']}` in a fresh clone (set-up, data, building "
-            f"the references' environments, every training, prediction and scoring, report), "
-            f"took **{minutes:.1f} minutes** (`{relative}/run_time.json`)"
-            + ("." if not status else f", exit status {status}."),
-            "",
-        ]
+    steps = (
+        " (set-up, data, building the references' environments, every training, prediction and "
+        "scoring, report)"
+    )
+    lines += whole_run(run_time, relative, steps)
     lines += [
         "## Does our N2V match the reference implementations here?",
         "",
