@@ -63,7 +63,7 @@ def test_recipe_book_entries_merge_over_config_yaml_recipes_by_name() -> None:
     merged = validate_config({"recipe_book": {"paper": {"epochs": 3}, "mine": {}}})
     assert merged["recipe_book"]["paper"]["epochs"] == 3
     assert merged["recipe_book"]["paper"]["batch_size"] == 128
-    assert set(merged["recipe_book"]) == {"port", "paper", "cpu", "mine"}
+    assert set(merged["recipe_book"]) == {"port", "paper", "cpu", "cpu_juglab_schedule", "mine"}
 
 
 def test_plain_train_section_is_one_recipe() -> None:
