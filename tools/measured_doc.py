@@ -8,6 +8,9 @@
         --config config/port-claims-cpu.yaml --run-time run_time.json
     python tools/measured_doc.py /path/to/checkout --references --name references-cpu \
         --config config/references-cpu.yaml --run-time run_time.json
+    python tools/measured_doc.py /path/to/checkout --recipe cpu_juglab_schedule \
+        --name references-ablation-cpu --run-time run_time.json \
+        --ablation-of docs/measured/references-cpu-run/methods.csv
 
 `--run-time` names a JSON file {"command": ..., "start_s": ..., "end_s": ...} written around
 the whole run (`date +%s` before and after `bash run.sh`): the page gives its minutes.
@@ -18,7 +21,9 @@ input. `--claims` makes the page of the port's claims (the run's results/tables/
 table, each run's statistics and the parity check's batch-norm finding). `--references` makes
 the page of ours beside the reference implementations (config `references`): whether ours
 matches each (ours − reference and its interval, from the methods table), the settings each
-runs its own way, the cost table and the validation curves.
+runs its own way, the cost table and the validation curves. `--ablation-of` adds to a
+one-recipe page (config/references-ablation-cpu.yaml's diagnostic) its BSD68 rows beside a
+references run's ours and juglab n2v, and the share of that gap the recipe's change explains.
 
 Every number in the page is read from the run's own files (history.csv, train_summary.json,
 eval summary.json, the Snakemake benchmark TSVs, the methods table), which are copied beside
@@ -202,17 +207,22 @@ def page(
 
 
 def _cell(column: str, text: str) -> str:
-    """Round a table cell for reading: dB to 0.01, differences to 0.001, p to 3 digits."""
+    """Round a table cell for reading: dB to 0.01, differences to 0.001, p to 3 digits.
+
+    Other fractional numbers keep 4 significant digits; integers stay as written.
+    """
     try:
         value = float(text)
     except ValueError:
         return text
-    if column.endswith("p_value"):
+    if column.endswith(("p_value", "_p")):
         return f"{value:.3g}"
-    if column.endswith("minus_torch_psnr"):
+    if "minus_" in column or column.endswith(("_ci_low", "_ci_high")):
         return f"{value:+.3f}"
     if column.endswith(("psnr", "sd_seeds")):
         return f"{value:.2f}"
+    if "." in text or "e" in text.lower():
+        return f"{value:.4g}"
     return text
 
 
@@ -565,6 +575,54 @@ def references_page(
     return "\n".join(lines)
 
 
+def _rate_changes(history) -> str:
+    """Say when the learning rate of a run was cut, from its history.csv."""
+    rates = [float(rate) for rate in history["lr"]]
+    cuts = [
+        f"epoch {int(history['epoch'][i])} ({rates[i - 1]:.2g} to {rates[i]:.2g})"
+        for i in range(1, len(rates))
+        if rates[i] < rates[i - 1]
+    ]
+    if not cuts:
+        return f"never cut: {rates[0]:.2g} for all {len(rates)} epochs"
+    return "cut at " + ", ".join(cuts)
+
+
+def ablation_section(rows: list[dict[str, object]], references_methods: Path) -> list[str]:
+    """Set a diagnostic run's BSD68 rows beside ours and juglab n2v in a references run."""
+    with open(references_methods, newline="") as handle:
+        table = list(csv.DictReader(handle))
+    ours = {r["weights"]: float(r["torch_psnr"]) for r in table if not r["reference"]}
+    juglab = {
+        r["weights"]: float(r["reference_psnr"]) for r in table if r["reference"] == "juglab_n2v"
+    }
+    (row,) = [r for r in rows if r["framework"] == "torch"]
+    recipe = rows[0]["recipe"]
+    lines = [
+        "## How much of the gap to juglab n2v does its learning-rate schedule explain?",
+        "",
+        f"Ours with the cosine and juglab n2v are the rows of the references run "
+        f"(`{references_methods.relative_to(REPO)}`); ours with juglab's schedule is this "
+        f"run's `{recipe}`, the same recipe but for the schedule. Its learning rate was "
+        f"{_rate_changes(row['history'])}. share = (cosine − juglab's schedule) / (ours − "
+        "juglab): the part of the gap that the schedule alone accounts for.",
+        "",
+        "| weights | ours, cosine (dB) | ours, juglab's schedule (dB) | juglab n2v (dB) | "
+        "ours − juglab (dB) | cosine − juglab's schedule (dB) | share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for weights in ("last", "best"):
+        if weights not in ours or weights not in juglab:
+            continue
+        ablated = float(row[weights]["psnr_mean"])
+        gap, explained = ours[weights] - juglab[weights], ours[weights] - ablated
+        lines.append(
+            f"| {weights} | {ours[weights]:.2f} | {ablated:.2f} | {juglab[weights]:.2f} | "
+            f"{gap:+.2f} | {explained:+.2f} | {explained / gap:.0%} |"
+        )
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the checkout that ran the pipeline")
@@ -577,6 +635,13 @@ def main() -> None:
     parser.add_argument("--claims", action="store_true", help="the page of the port's claims")
     parser.add_argument(
         "--references", action="store_true", help="the page of ours beside the references"
+    )
+    parser.add_argument(
+        "--ablation-of",
+        type=Path,
+        default=None,
+        help="a references run's methods.csv: set this one-recipe run's rows beside its ours "
+        "and juglab n2v rows",
     )
     options = parser.parse_args()
     recipes = options.recipe
@@ -608,6 +673,8 @@ def main() -> None:
     relative = str(sources.relative_to(REPO))
     if len(recipes) == 1:
         text = page(recipes[0], options.sigma, options.seed, rows, relative, run_time)
+        if options.ablation_of is not None:
+            text += "\n".join(["", *ablation_section(rows, options.ablation_of.resolve())])
         figure = options.root / "results" / "figures" / recipes[0] / "valid_psnr_time.png"
     else:
         table = options.root / f"{paths.METHODS_TABLE}.csv"
