@@ -4,7 +4,7 @@
 # (config/cpu.yaml over config/config.yaml: the `cpu` recipe at sigma 25, both frameworks);
 # with a GPU, or with --full, the full reproduction. It says which at the start, with the
 # training time estimated from a few seconds of training steps on this machine
-# (src/n2v_repro/run_plan.py; docs/measured/cpu.md has a measured run). Extra arguments go
+# (src/n2v_repro/cli/run_plan.py; docs/measured/cpu.md has a measured run). Extra arguments go
 # to snakemake, e.g.
 #   bash run.sh --full                            # the full reproduction, even on a CPU
 #   bash run.sh --configfile my-mirror.yaml       # more settings over the chosen configuration
@@ -50,7 +50,7 @@ fi
 # Which configuration, what it trains and for how long; the Snakemake arguments come back
 # NUL-separated (config/cpu.yaml added for a CPU run, --full taken out).
 plan="$(mktemp)"
-if ! .venv/bin/python -m n2v_repro.run_plan -- "$@" >"$plan"; then
+if ! .venv/bin/python -m n2v_repro.cli.run_plan -- "$@" >"$plan"; then
     rm -f "$plan"
     exit 2
 fi

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from n2v_repro import bench
+from n2v_repro.cli import bench
 
 
 def _record(framework, arch, speed, batch_size=16, precision="fp32", status="ok"):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from n2v_repro import denoise as cli
 from n2v_repro.backends.registry import make_backend
+from n2v_repro.cli import denoise as cli
 from n2v_repro.data.noise import noisy_set
 from n2v_repro.evaluation import denoise
 from n2v_repro.evaluation.denoise import DenoiseError, DenoiseOptions, run_denoise

@@ -10,17 +10,33 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "n2v_repro"
 
 # Bottom to top; a module may import from its own layer or any layer listed before it.
 LAYERS = [
-    {"io", "errors", "config", "logs", "framework_site", "machine", "throughput", "paths"},
+    {"io", "errors", "config", "logs", "framework_site", "paths"},
     {"data", "models"},
     {"backends"},
     {"evaluation"},
     {"training"},
     # references: its adapters train and score with training/evaluation; the report reads it.
-    {"report", "parity", "bench", "gpu_check", "denoise", "run_plan", "references"},
+    {"report", "parity", "cli", "gpu_check", "references"},
     # bioimage.io export: the package's network (models), test output (evaluation,
     # backends) and the report's table (report).
     {"bmz"},
 ]
+
+
+# The modules at the top of the package, each with its reason; everything else is in a
+# subpackage that names what it is.
+FLAT_MODULES = {
+    "config": "the validated config, imported by every layer",
+    "errors": "UserError, the base of every user-facing error",
+    "logs": "the scripts' and tools' logging, imported by every script",
+    "paths": "every path pattern, for the rules, the scripts and the tools",
+    "framework_site": "imported by the framework scripts before numpy is",
+}
+
+
+def test_only_the_listed_modules_stay_at_the_top_of_the_package() -> None:
+    flat = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    assert flat == set(FLAT_MODULES), "a new top-level module: put it in a subpackage"
 
 
 def layer_of(part: str) -> int:

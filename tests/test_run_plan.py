@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from n2v_repro import run_plan
+from n2v_repro.cli import run_plan
 from n2v_repro.config import PipelineConfig, load_config
-from n2v_repro.machine import machine_name
+from n2v_repro.io.machine import machine_name
 
 CPU = "config/cpu.yaml"
 

@@ -100,7 +100,7 @@ def test_another_python_is_refused_naming_the_versions(tmp_path: Path) -> None:
 
 
 # A second run's venv: snakemake logs its arguments and succeeds; python answers run_plan
-# (`-m n2v_repro.run_plan -- ARGS`) with the arguments back, NUL-separated, as run_plan does.
+# (`-m n2v_repro.cli.run_plan -- ARGS`) with the arguments back, NUL-separated, as run_plan does.
 FAKE_SNAKEMAKE = r"""#!/usr/bin/env bash
 echo "snakemake $*" >>"$FAKE_LOG"
 """

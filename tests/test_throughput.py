@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from n2v_repro.throughput import patch_rates
+from n2v_repro.training.throughput import patch_rates
 
 
 def test_rates_are_total_patches_over_total_time_not_mean_of_epoch_rates():

@@ -26,7 +26,7 @@ from n2v_repro import paths
 from n2v_repro.bmz.export import readme_use_lines
 from n2v_repro.evaluation.metrics import psnr
 from n2v_repro.io.formats import load_noisy_set, read_gray_png, read_per_image
-from n2v_repro.machine import machine_name
+from n2v_repro.io.machine import machine_name
 
 # A package of one run, paths.BMZ_PACKAGE: its run's folder, noise level and weights.
 PACKAGE = re.compile(

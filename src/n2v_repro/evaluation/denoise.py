@@ -1,4 +1,4 @@
-"""Denoise a user's own grey images with trained weights (`python -m n2v_repro.denoise`).
+"""Denoise a user's own grey images with trained weights (`python -m n2v_repro.cli.denoise`).
 
 The arch and the normalisation come from the `model.json` that training writes beside the
 weights (models/card.py). Images are 8- or 16-bit grey PNG or TIFF (colour is converted to

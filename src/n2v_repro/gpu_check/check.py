@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from n2v_repro import bench
 from n2v_repro.backends.registry import STOCK_FRAMEWORKS as FRAMEWORKS
+from n2v_repro.cli import bench
 from n2v_repro.config import REPO_ROOT, PipelineConfig, TrainConfig, load_config, plain
 from n2v_repro.framework_site import framework_env
 from n2v_repro.models.spec import ARCHS

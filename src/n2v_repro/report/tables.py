@@ -49,7 +49,7 @@ from n2v_repro.report.references import (
     paper_psnr,
     reference_code_psnr,
 )
-from n2v_repro.throughput import patch_rates
+from n2v_repro.training.throughput import patch_rates
 
 TEST_SET_ORDER = ("bsd68", "bsd68_test")
 WEIGHTS_ORDER = ("last", "best")

@@ -25,7 +25,7 @@ class TrainJob:
     patch_dir : folder with train.npy, train_index.csv, train_stats.json, valid_tiles.npz.
     init_weights : framework-neutral initial weights (.npz).
     out_dir : receives last.npz, best.npz, history.csv, monitor.csv, train_summary.json and
-        model.json (arch and normalisation, for `python -m n2v_repro.denoise`).
+        model.json (arch and normalisation, for `python -m n2v_repro.cli.denoise`).
     checkpoint : resume state, written after every epoch, deleted after success; None for a
         run that is never resumed (the GPU check).
     train : the `train` settings.

@@ -17,12 +17,12 @@ import numpy as np
 from n2v_repro.framework_site import framework_package
 from n2v_repro.io.atomic import atomic_path, write_json
 from n2v_repro.io.formats import read_monitor, save_weights, write_history
-from n2v_repro.machine import machine_name
+from n2v_repro.io.machine import machine_name
 from n2v_repro.models.card import MODEL_JSON, ModelCard, write_model_card
-from n2v_repro.throughput import patch_rates
 from n2v_repro.training.checkpoint import TrainState
 from n2v_repro.training.job import TrainJob
 from n2v_repro.training.sampler import TrainingData
+from n2v_repro.training.throughput import patch_rates
 
 
 def throughput(history: list[dict[str, float]], batch_size: int, steps: int) -> dict[str, Any]:

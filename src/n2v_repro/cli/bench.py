@@ -1,4 +1,4 @@
-"""Training throughput per framework x arch x batch size x precision: `python -m n2v_repro.bench`.
+"""Training throughput per framework x arch x batch x precision: `python -m n2v_repro.cli.bench`.
 
 Each framework runs in its own subprocess (clean timings; the torch and Jittor processes
 never share a runtime; a Jittor worker gets `N2V_SITE_JITTOR` first on its path). Every run
@@ -11,8 +11,8 @@ calibration, so that the timed part lasts about that long (`--steps` is then the
 On CUDA the GPU's busy percentage (NVML) is sampled during the timed steps. Jittor has no
 bfloat16: bf16 runs are planned for torch only.
 
-    python -m n2v_repro.bench --archs n2n_unet --steps 10 --warmup 3 --json bench.json
-    python -m n2v_repro.bench --device cuda --batch-sizes 16 128 --precisions fp32 tf32 bf16 \
+    python -m n2v_repro.cli.bench --archs n2n_unet --steps 10 --warmup 3 --json bench.json
+    python -m n2v_repro.cli.bench --device cuda --batch-sizes 16 128 --precisions fp32 tf32 bf16 \
         --seconds 2 --json bench.json
 """
 
@@ -41,7 +41,7 @@ from n2v_repro.backends.base import PRECISIONS, speed_setting
 from n2v_repro.backends.registry import FRAMEWORKS, STOCK_FRAMEWORKS
 from n2v_repro.config import OptimizerConfig
 from n2v_repro.framework_site import framework_env, framework_package
-from n2v_repro.machine import machine_name
+from n2v_repro.io.machine import machine_name
 from n2v_repro.models.spec import ARCHS
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def worker_command(framework: str, plan: BenchPlan, out: Path, budget_s: float | None) -> list:
     command = [
-        sys.executable, "-m", "n2v_repro.bench", "--worker",
+        sys.executable, "-m", "n2v_repro.cli.bench", "--worker",
         "--frameworks", framework, "--archs", *plan.archs,
         "--batch-sizes", *map(str, plan.batch_sizes), "--precisions", *plan.precisions,
         "--steps", str(plan.steps), "--warmup", str(plan.warmup),
@@ -385,7 +385,7 @@ def describe(record: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m n2v_repro.bench",
+        prog="python -m n2v_repro.cli.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

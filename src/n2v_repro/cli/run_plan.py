@@ -1,17 +1,17 @@
-"""What `bash run.sh` will run and how long its training takes: `python -m n2v_repro.run_plan`.
+"""What `bash run.sh` will run and how long its training takes: `python -m n2v_repro.cli.run_plan`.
 
 run.sh calls this before Snakemake. Without a GPU (no CUDA driver) and without `--full`, the
 run is the CPU reproduction: `config/cpu.yaml` is put first among the config files (so that
 files the user names, e.g. a mirror, still apply on top). With a GPU, or with `--full`, it is
 the full reproduction of `config/config.yaml`. The estimate is the number of training patches
 of each job over the training throughput of its framework and arch on this machine, measured
-just before by a short calibration (`python -m n2v_repro.bench`, a few seconds of training
+just before by a short calibration (`python -m n2v_repro.cli.bench`, a few seconds of training
 steps per framework; Jittor compiles its kernels there the first time, which the run would do
 anyway). Rates differ between CPU models, so a rate measured elsewhere would mislead. The
 estimate covers the training steps only, and says so. `--measured FILE` takes the rates from
 a bench JSON file instead.
 
-    python -m n2v_repro.run_plan --mode auto -- --configfile my-mirror.yaml
+    python -m n2v_repro.cli.run_plan --mode auto -- --configfile my-mirror.yaml
 
 prints the plan on stderr and the Snakemake arguments, NUL-separated, on stdout.
 """
@@ -41,7 +41,7 @@ CALIBRATION_SECONDS = 3
 CALIBRATION_WARMUP = 3
 CONFIGFILE_FLAGS = ("--configfile", "--configfiles")
 FULL_FLAG = "--full"
-# The batch size of `python -m n2v_repro.bench`'s default plan.
+# The batch size of `python -m n2v_repro.cli.bench`'s default plan.
 BENCH_BATCH = 16
 CONFIG_FLAGS = ("--config", "-C")
 
@@ -216,7 +216,7 @@ def calibrate(config: PipelineConfig, out: Path) -> Path:
     archs = sorted({recipe.train.arch for recipe in config.run_recipes})
     batches = sorted({str(recipe.train.batch_size) for recipe in config.run_recipes})
     command = [
-        sys.executable, "-m", "n2v_repro.bench", "--device", "cpu",
+        sys.executable, "-m", "n2v_repro.cli.bench", "--device", "cpu",
         "--frameworks", *config.frameworks, "--archs", *archs, "--batch-sizes", *batches,
         "--seconds", str(CALIBRATION_SECONDS), "--warmup", str(CALIBRATION_WARMUP),
         "--json", str(out),

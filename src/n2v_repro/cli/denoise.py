@@ -1,8 +1,8 @@
 r"""Denoise your own grey images with trained weights, in either framework.
 
-    python -m n2v_repro.denoise --weights results/cpu/torch/sigma25/seed123/model/best.npz \\
+    python -m n2v_repro.cli.denoise --weights results/cpu/torch/sigma25/seed123/model/best.npz \\
         --input my_images/ --output denoised/
-    python -m n2v_repro.denoise --weights results/cpu/jittor/sigma25/seed123/model/best.npz \\
+    python -m n2v_repro.cli.denoise --weights results/cpu/jittor/sigma25/seed123/model/best.npz \\
         --input resources/gray/bsd68/3096.png --output out/ --add-noise 25 --framework torch
 
 Training writes the weights to results/{recipe}/{framework}/sigma{sigma}/seed{seed}/model/
@@ -29,7 +29,7 @@ from n2v_repro.models.spec import ARCHS
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m n2v_repro.denoise",
+        prog="python -m n2v_repro.cli.denoise",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
