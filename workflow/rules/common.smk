@@ -5,45 +5,19 @@ from snakemake.utils import min_version
 
 from n2v_repro.backends.jittor_env import cuda_driver_available
 from n2v_repro.backends.registry import FRAMEWORKS as KNOWN_FRAMEWORKS
-from n2v_repro.backends.registry import is_own_model
 from n2v_repro.config import ConfigError, PipelineConfig, plain
 from n2v_repro.data import manifest as _manifest
 from n2v_repro.framework_site import framework_package
 from n2v_repro.models.initialisation import INIT_SCHEMES
 from n2v_repro.models.spec import ARCHS
-from n2v_repro.paths import (
-    BMZ_PACKAGE,
-    BMZ_TABLE,
-    BMZ_TENSORS,
-    BMZ_VALIDATION,
-    BSD68_SPLIT,
-    CLAIMS_TABLE,
-    CHECKPOINT,
-    DOWNLOAD_BENCHMARK,
-    DOWNLOAD_CACHE,
-    EVAL_BENCHMARK,
-    EVAL_DIR,
-    GRAY_BENCHMARK,
-    GRAY_PNG,
-    INIT_WEIGHTS,
-    MODEL_DIR,
-    NOISE2_BENCHMARK,
-    NOISE_BENCHMARK,
-    NOISY2_NPZ,
-    NOISY_NPZ,
-    PARITY_DIR,
-    PARITY_INPUTS,
-    PARITY_REFERENCE,
-    PARITY_RESULT,
-    PATCH_BENCHMARK,
-    PATCH_DIR,
-    PATCH_TARGET,
-    RECIPE_FIGURES,
-    RECIPE_TABLES,
-    RUN,
-    SPLIT_BENCHMARK,
-    TRAIN_BENCHMARK,
-    run_path,
+
+# Every path pattern (MODEL_DIR, EVAL_DIR, ...) and run_path, under its own name.
+from n2v_repro.paths import *
+from n2v_repro.pipeline.runs import (
+    our_runs,
+    reference_runs,
+    run_files as _run_files,
+    select,
 )
 from n2v_repro.report.categories import report_category as _report_category
 
@@ -73,16 +47,11 @@ FRAMEWORKS = list(CONFIG.frameworks)
 SEEDS = list(CONFIG.seeds)
 # The recipes this run trains, by name, in the report's order (recipes x recipe_book).
 RECIPES = {recipe.name: recipe.train for recipe in CONFIG.run_recipes}
-# Every (recipe, framework, sigma, seed) training run, in the one order that every per-run
-# list follows; Jittor's exact-BN variant only for an arch with batch norm (is_own_model).
-RUNS = [
-    (recipe, fw, s, seed)
-    for recipe, train in RECIPES.items()
-    for fw in FRAMEWORKS
-    if is_own_model(fw, train.arch)
-    for s in SIGMAS
-    for seed in SEEDS
-]
+# Every (recipe, framework, sigma, seed) training run, then every (recipe, reference, sigma,
+# seed) run of the reference implementations: the one order of every per-run list.
+RUNS = our_runs(CONFIG)
+REFERENCE_RUNS = reference_runs(CONFIG)
+ALL_RUNS = RUNS + REFERENCE_RUNS
 # The frameworks that run in Jittor's environment: the jittor rules' wildcard constraint.
 JITTOR_FRAMEWORKS = "|".join(
     f for f in KNOWN_FRAMEWORKS if framework_package(f) == "jittor"
@@ -145,25 +114,16 @@ def data_mem_mb(wildcards):
 
 def data_benchmarks(wildcards):
     """The benchmark of every data job the run makes: the time breakdown's data row."""
+    datasets = list(IMAGE_IDS)
     return [
         DOWNLOAD_BENCHMARK,
-        *[GRAY_BENCHMARK.format(dataset=d) for d in ("bsd400", "bsd68")],
+        *expand(GRAY_BENCHMARK, dataset=datasets),
         SPLIT_BENCHMARK,
-        *[
-            NOISE_BENCHMARK.format(sigma=s, dataset=d)
-            for s in SIGMAS
-            for d in ("bsd400", "bsd68")
-        ],
-        *[
-            NOISE2_BENCHMARK.format(sigma=s, dataset="bsd400")
-            for s in SIGMAS
-            if NEEDS_NOISY2
-        ],
-        *[
-            PATCH_BENCHMARK.format(data_tag=t, sigma=s)
-            for t in DATA_TAGS
-            for s in SIGMAS
-        ],
+        *expand(NOISE_BENCHMARK, sigma=SIGMAS, dataset=datasets),
+        *expand(
+            NOISE2_BENCHMARK, sigma=SIGMAS if NEEDS_NOISY2 else [], dataset="bsd400"
+        ),
+        *expand(PATCH_BENCHMARK, data_tag=DATA_TAGS, sigma=SIGMAS),
     ]
 
 
@@ -254,13 +214,7 @@ def one_recipe_settings(wildcards):
 def evaluation_inputs(wildcards):
     """The test images, the training statistics and the weights named in eval.weights."""
     train = RECIPES[wildcards.recipe]
-    folder = run_path(
-        MODEL_DIR,
-        wildcards.recipe,
-        wildcards.framework,
-        wildcards.sigma,
-        wildcards.seed,
-    )
+    folder = MODEL_DIR.format(**wildcards)
     return {
         "clean": GRAY_PNGS["bsd68"],
         "noisy": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd68"),
@@ -270,58 +224,44 @@ def evaluation_inputs(wildcards):
     }
 
 
-def runs_of(recipe=None, sigma=None, seed=None):
-    """The runs (RUNS order) of one recipe / sigma / seed, or all."""
-    return [
-        run
-        for run in RUNS
-        if (recipe is None or run[0] == recipe)
-        and (sigma is None or run[2] == int(sigma))
-        and (seed is None or run[3] == int(seed))
-    ]
+def runs_of(recipe=None, sigma=None, seed=None, references=False):
+    """Our runs (with `references`, then the references') of one recipe / sigma / seed."""
+    return select(ALL_RUNS if references else RUNS, recipe, sigma, seed)
 
 
-def run_files(pattern, name, recipe=None, sigma=None, seed=None):
-    """`name` under `pattern` for each run of runs_of(recipe, sigma, seed)."""
-    return [
-        f"{run_path(pattern, *run)}/{name}" if name else run_path(pattern, *run)
-        for run in runs_of(recipe, sigma, seed)
-    ]
+def run_files(pattern, name="", reference_pattern="", **which):
+    """`name` under `pattern` of each of runs_of(**which); with `reference_pattern`, the
+    reference runs' after ours, under it."""
+    runs = runs_of(references=bool(reference_pattern), **which)
+    return _run_files(runs, pattern, name, reference_pattern)
 
 
-def recipe_run_files(pattern, name, reference_pattern=None):
-    """Input function: `name` of every run of the wildcard's recipe; with
-    `reference_pattern`, the reference implementations' runs of it after ours."""
-    return lambda wildcards: run_files(pattern, name, recipe=wildcards.recipe) + (
-        reference_run_files(reference_pattern, name, recipe=wildcards.recipe)
-        if reference_pattern
-        else []
-    )
+def recipe_run_files(pattern, name, reference_pattern=""):
+    """Input function: run_files of the wildcard's recipe."""
+    return lambda w: run_files(pattern, name, reference_pattern, recipe=w.recipe)
 
 
 def recipe_runs(wildcards):
-    """The (recipe, framework, sigma, seed) of each file of recipe_run_files, in order."""
+    """The run of each file of recipe_run_files without references, in order."""
     return runs_of(recipe=wildcards.recipe)
 
 
 def recipe_all_runs(wildcards):
-    """recipe_runs, then the recipe's reference runs (recipe_run_files with references)."""
-    return runs_of(recipe=wildcards.recipe) + reference_runs_of(wildcards.recipe)
+    """The run of each file of recipe_run_files with references, in order."""
+    return runs_of(recipe=wildcards.recipe, references=True)
 
 
 def first_seed_files(pattern, name):
-    """Input function: `name` of each framework's first-seed run at the wildcards' recipe
-    and sigma (the qualitative figure shows one seed)."""
-    return lambda wildcards: run_files(
-        pattern, name, recipe=wildcards.recipe, sigma=wildcards.sigma, seed=SEEDS[0]
+    """Input function: each framework's first-seed run at the wildcards' recipe and sigma
+    (the qualitative figure shows one seed)."""
+    return lambda w: run_files(
+        pattern, name, recipe=w.recipe, sigma=w.sigma, seed=SEEDS[0]
     )
 
 
-def first_seed_frameworks(wildcards):
-    """The framework of each of first_seed_files' files: the exact-BN variant has no run of
-    an arch without batch norm."""
-    runs = runs_of(recipe=wildcards.recipe, sigma=wildcards.sigma, seed=SEEDS[0])
-    return [run[1] for run in runs]
+def first_seed_frameworks(w):
+    """The framework of each of first_seed_files' files."""
+    return [run[1] for run in runs_of(recipe=w.recipe, sigma=w.sigma, seed=SEEDS[0])]
 
 
 def recipe_settings():
@@ -356,73 +296,6 @@ def recipe_category(wildcards):
     return report_category(wildcards.recipe)
 
 
-def parity_outputs():
-    """Parity needs PyTorch and a Jittor; with one framework there is nothing to compare."""
-    if "torch" in FRAMEWORKS and PARITY_FRAMEWORKS[1:]:
-        # passed.txt is the gate's output: a parity failure fails `all`, not the report.
-        return [
-            f"{PARITY_DIR}/parity.json",
-            f"{PARITY_DIR}/parity.csv",
-            f"{PARITY_DIR}/parity.html",
-            f"{PARITY_DIR}/batch_norm.html",
-            f"{PARITY_DIR}/passed.txt",
-        ]
-    return []
-
-
-def recipe_figure_files(recipe):
-    folder = RECIPE_FIGURES.format(recipe=recipe)
-    return [
-        f"{folder}/loss_curves.png",
-        f"{folder}/valid_psnr_ssim.png",
-        f"{folder}/epoch_time.png",
-        f"{folder}/valid_psnr_time.png",
-        f"{folder}/memory_utilisation.png",
-        *[f"{folder}/qualitative_sigma{s}.png" for s in SIGMAS],
-    ]
-
-
-def recipe_table_files(recipe):
-    folder = RECIPE_TABLES.format(recipe=recipe)
-    return [
-        f"{folder}/{name}.{ext}"
-        for name in ("psnr_ssim", "benchmark")
-        for ext in ("csv", "html")
-    ]
-
-
-def figure_files():
-    """Every figure of the report; parity.png only when there is a parity check."""
-    return [
-        "results/figures/final_psnr.png",
-        *[f for recipe in RECIPES for f in recipe_figure_files(recipe)],
-        *(["results/figures/parity.png"] if parity_outputs() else []),
-    ]
-
-
-def final_outputs():
-    return [
-        "results/tables/psnr_ssim.csv",
-        "results/tables/psnr_ssim.html",
-        "results/tables/summary.html",
-        "results/tables/benchmark.csv",
-        "results/tables/time_breakdown.csv",
-        "results/tables/time_breakdown.html",
-        *[f for recipe in RECIPES for f in recipe_table_files(recipe)],
-        *figure_files(),
-        *parity_outputs(),
-        *claims_outputs(),
-        *bmz_outputs(),
-    ]
-
-
-def claims_outputs():
-    """The port's claims compare a Jittor with PyTorch: none without both."""
-    if "torch" in FRAMEWORKS and PARITY_FRAMEWORKS[1:]:
-        return [f"{CLAIMS_TABLE}.{ext}" for ext in ("json", "md", "html")]
-    return []
-
-
 # --- parity ---------------------------------------------------------------------------------
 
 # The networks this run trains, each checked once with the settings of its first recipe
@@ -430,6 +303,8 @@ def claims_outputs():
 PARITY_ARCHS = list(dict.fromkeys(train.arch for train in RECIPES.values()))
 # The frameworks parity runs: PyTorch first, then every Jittor of the run.
 PARITY_FRAMEWORKS = ["torch"] + [f for f in FRAMEWORKS if f != "torch"]
+# Parity and the port's claims compare a Jittor with PyTorch: none without both.
+HAS_PARITY = "torch" in FRAMEWORKS and len(PARITY_FRAMEWORKS) > 1
 PARITY_TRAIN = {
     arch: next(train for train in RECIPE_TRAIN.values() if train["arch"] == arch)
     for arch in PARITY_ARCHS
@@ -439,59 +314,35 @@ PARITY_TRAIN = {
 # --- baselines (BM3D) and the methods table -------------------------------------------------
 # BM3D runs once per sigma on every BSD68 image in use when `baselines` lists it; the methods
 # table and figure set every recipe, placed by its train.method, beside it.
-from n2v_repro.paths import BM3D_BENCHMARK, BM3D_EVAL_DIR, METHODS_FIGURE, METHODS_TABLE
 
 # Each recipe's method (n2v, n2v2, n2n, n2c), in the run's recipe order.
 RECIPE_METHODS = {name: train.method for name, train in RECIPES.items()}
 
 
+# The sigmas BM3D runs at: every sigma when `baselines` lists it, else none.
+BM3D_SIGMAS = SIGMAS if "bm3d" in BASELINES else []
+
+
 def baseline_files(name):
     """`name` under each sigma's BM3D evaluation folder ([] with BM3D off), SIGMAS order."""
-    if "bm3d" not in BASELINES:
-        return []
-    return [
-        (
-            f"{BM3D_EVAL_DIR.format(sigma=s)}/{name}"
-            if name
-            else BM3D_EVAL_DIR.format(sigma=s)
-        )
-        for s in SIGMAS
-    ]
-
-
-def baseline_benchmarks():
-    return (
-        [BM3D_BENCHMARK.format(sigma=s) for s in SIGMAS] if "bm3d" in BASELINES else []
-    )
+    return [f"{BM3D_EVAL_DIR.format(sigma=s)}/{name}".rstrip("/") for s in BM3D_SIGMAS]
 
 
 def sigma_baseline_files(name):
     """Input function: `name` of the wildcard sigma's BM3D evaluation ([] with BM3D off)."""
-    return lambda wildcards: (
-        [f"{BM3D_EVAL_DIR.format(sigma=wildcards.sigma)}/{name}"]
-        if "bm3d" in BASELINES
-        else []
+    return lambda w: (
+        [f"{BM3D_EVAL_DIR.format(sigma=w.sigma)}/{name}"] if BM3D_SIGMAS else []
     )
 
 
 def sigma_first_seed_files(pattern, name):
-    """Input function: `name` of every recipe's first-seed run of each framework at the
-    wildcard sigma (runs_of order): the methods figure shows one seed."""
-    return lambda wildcards: run_files(
-        pattern, name, sigma=wildcards.sigma, seed=SEEDS[0]
-    )
+    """Input function: every recipe's first-seed run of each framework at the wildcard
+    sigma: the methods figure shows one seed."""
+    return lambda w: run_files(pattern, name, sigma=w.sigma, seed=SEEDS[0])
 
 
-def sigma_first_seed_runs(wildcards):
-    return runs_of(sigma=wildcards.sigma, seed=SEEDS[0])
-
-
-def methods_outputs():
-    return [
-        f"{METHODS_TABLE}.csv",
-        f"{METHODS_TABLE}.html",
-        *[METHODS_FIGURE.format(sigma=s) for s in SIGMAS],
-    ]
+def sigma_first_seed_runs(w):
+    return runs_of(sigma=w.sigma, seed=SEEDS[0])
 
 
 # --- end baselines and the methods table ----------------------------------------------------
@@ -506,13 +357,7 @@ BMZ_WEIGHTS = list(CONFIG.bmz.weights)
 def bmz_tensor_inputs(wildcards):
     """The run's weights, its training statistics and where its test image comes from."""
     train = RECIPES[wildcards.recipe]
-    folder = run_path(
-        MODEL_DIR,
-        wildcards.recipe,
-        wildcards.framework,
-        wildcards.sigma,
-        wildcards.seed,
-    )
+    folder = MODEL_DIR.format(**wildcards)
     patches = patch_files(train.data_tag, wildcards.sigma)
     return {
         **{name: f"{folder}/{name}.npz" for name in BMZ_WEIGHTS},
@@ -532,12 +377,11 @@ def bmz_method(wildcards):
 def bmz_export_inputs(wildcards):
     """One package's weights, test tensors, statistics and BSD68 evaluation."""
     train = RECIPES[wildcards.recipe]
-    run = (wildcards.recipe, wildcards.framework, wildcards.sigma, wildcards.seed)
     return {
-        "weights": f"{run_path(MODEL_DIR, *run)}/{wildcards.weights}.npz",
-        "tensors": run_path(BMZ_TENSORS, *run),
+        "weights": f"{MODEL_DIR.format(**wildcards)}/{wildcards.weights}.npz",
+        "tensors": BMZ_TENSORS.format(**wildcards),
         "stats": patch_files(train.data_tag, wildcards.sigma)["stats"],
-        "eval_summary": f"{run_path(EVAL_DIR, *run)}/summary.json",
+        "eval_summary": f"{EVAL_DIR.format(**wildcards)}/summary.json",
     }
 
 
@@ -554,51 +398,14 @@ def bmz_validation_files():
     return bmz_files(BMZ_VALIDATION)
 
 
-def bmz_outputs():
-    """Every package, its validation and the table; none when bmz.export is false."""
-    if not CONFIG.bmz.export:
-        return []
-    return [*bmz_files(BMZ_PACKAGE), f"{BMZ_TABLE}.csv", f"{BMZ_TABLE}.html"]
-
-
 # --- reference implementations (workflow/rules/references.smk) -----------------------------
 from pathlib import Path
 
-from n2v_repro.config import reference_recipes as _reference_recipes
-from n2v_repro.paths import (
-    REFERENCE_CURVES,
-    REFERENCE_ENV_BUILT,
-    REFERENCE_EVAL_DIR,
-    REFERENCE_MODEL_DIR,
-    REFERENCE_PREDICT_BENCHMARK,
-    REFERENCE_RUN,
-    REFERENCE_SETTINGS,
-    REFERENCE_TRAIN_BENCHMARK,
-    reference_run_path,
-)
 from n2v_repro.references.registry import REFERENCE_NAMES, REFERENCES as _REFERENCES
 
 REFERENCES = list(CONFIG.references)
 # Where each reference's environment is built; several working directories may share it.
 REFERENCE_ENVS = CONFIG.reference_envs
-# Every (recipe, reference, sigma, seed) run: each N2V recipe of the run, every seed.
-REFERENCE_RUNS = [
-    (recipe, name, s, seed)
-    for recipe in _reference_recipes(config)
-    for name in REFERENCES
-    for s in SIGMAS
-    for seed in SEEDS
-]
-
-
-# Ours, then the references': the run of each file of all_run_files, in order.
-ALL_RUNS = RUNS + REFERENCE_RUNS
-
-
-def all_run_files(pattern, reference_pattern, name):
-    """`name` under `pattern` for every run of ours, then under `reference_pattern` for
-    every reference run (ALL_RUNS order)."""
-    return run_files(pattern, name) + reference_run_files(reference_pattern, name)
 
 
 def reference_env(wildcards):
@@ -622,36 +429,3 @@ def reference_training_inputs(wildcards):
         **patch_files(train.data_tag, wildcards.sigma),
         "env": reference_env(wildcards),
     }
-
-
-def reference_run_files(pattern, name="", recipe=None, sigma=None, seed=None):
-    """`name` under `pattern` of each reference run (REFERENCE_RUNS order), filtered."""
-    return [
-        (
-            f"{reference_run_path(pattern, *run)}/{name}"
-            if name
-            else reference_run_path(pattern, *run)
-        )
-        for run in REFERENCE_RUNS
-        if (recipe is None or run[0] == recipe)
-        and (sigma is None or run[2] == int(sigma))
-        and (seed is None or run[3] == int(seed))
-    ]
-
-
-def reference_runs_of(recipe=None):
-    return [run for run in REFERENCE_RUNS if recipe is None or run[0] == recipe]
-
-
-def reference_outputs():
-    """The references' settings tables and validation curves, per recipe that has them."""
-    recipes = dict.fromkeys(run[0] for run in REFERENCE_RUNS)
-    return [
-        *[
-            f"{REFERENCE_SETTINGS.format(recipe=r, reference=name)}.{ext}"
-            for r in recipes
-            for name in REFERENCES
-            for ext in ("csv", "html")
-        ],
-        *[REFERENCE_CURVES.format(recipe=r) for r in recipes],
-    ]

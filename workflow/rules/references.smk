@@ -138,17 +138,13 @@ rule reference_settings:
 # same axes (first seed, every sigma).
 rule plot_reference_curves:
     input:
-        histories=lambda wildcards: [
-            *run_files(
-                MODEL_DIR, "history.csv", recipe=wildcards.recipe, seed=SEEDS[0]
-            ),
-            *reference_run_files(
-                REFERENCE_MODEL_DIR,
-                "history.csv",
-                recipe=wildcards.recipe,
-                seed=SEEDS[0],
-            ),
-        ],
+        histories=lambda w: run_files(
+            MODEL_DIR,
+            "history.csv",
+            REFERENCE_MODEL_DIR,
+            recipe=w.recipe,
+            seed=SEEDS[0],
+        ),
     output:
         report(
             REFERENCE_CURVES,
@@ -164,9 +160,6 @@ rule plot_reference_curves:
     threads: 1
     params:
         # The run of each history above, in order: ours, then the references'.
-        runs=lambda wildcards: [
-            *runs_of(recipe=wildcards.recipe, seed=SEEDS[0]),
-            *[r for r in reference_runs_of(wildcards.recipe) if r[3] == SEEDS[0]],
-        ],
+        runs=lambda w: runs_of(recipe=w.recipe, seed=SEEDS[0], references=True),
     script:
         "../scripts/plot_reference_curves.py"

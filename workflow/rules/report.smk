@@ -7,17 +7,17 @@
 rule summary_tables:
     input:
         # Every run's files, ours then the reference implementations' (ALL_RUNS order).
-        summaries=all_run_files(EVAL_DIR, REFERENCE_EVAL_DIR, "summary.json"),
-        per_image=all_run_files(EVAL_DIR, REFERENCE_EVAL_DIR, "per_image.csv"),
-        histories=all_run_files(MODEL_DIR, REFERENCE_MODEL_DIR, "history.csv"),
-        monitors=all_run_files(MODEL_DIR, REFERENCE_MODEL_DIR, "monitor.csv"),
-        train_benchmarks=all_run_files(TRAIN_BENCHMARK, REFERENCE_TRAIN_BENCHMARK, ""),
-        eval_benchmarks=all_run_files(EVAL_BENCHMARK, REFERENCE_PREDICT_BENCHMARK, ""),
+        summaries=run_files(EVAL_DIR, "summary.json", REFERENCE_EVAL_DIR),
+        per_image=run_files(EVAL_DIR, "per_image.csv", REFERENCE_EVAL_DIR),
+        histories=run_files(MODEL_DIR, "history.csv", REFERENCE_MODEL_DIR),
+        monitors=run_files(MODEL_DIR, "monitor.csv", REFERENCE_MODEL_DIR),
+        train_benchmarks=run_files(TRAIN_BENCHMARK, "", REFERENCE_TRAIN_BENCHMARK),
+        eval_benchmarks=run_files(EVAL_BENCHMARK, "", REFERENCE_PREDICT_BENCHMARK),
         data_benchmarks=data_benchmarks,
         # BM3D's summaries and job benchmarks (SIGMAS order; none when `baselines` is []):
         # its time per image in the benchmark table.
         baselines=baseline_files("summary.json"),
-        baseline_benchmarks=baseline_benchmarks(),
+        baseline_benchmarks=expand(BM3D_BENCHMARK, sigma=BM3D_SIGMAS),
     output:
         psnr_ssim_csv=report(
             "results/tables/psnr_ssim.csv",
@@ -273,8 +273,8 @@ rule port_claims:
 # each method per sigma.
 rule methods_table:
     input:
-        summaries=all_run_files(EVAL_DIR, REFERENCE_EVAL_DIR, "summary.json"),
-        per_image=all_run_files(EVAL_DIR, REFERENCE_EVAL_DIR, "per_image.csv"),
+        summaries=run_files(EVAL_DIR, "summary.json", REFERENCE_EVAL_DIR),
+        per_image=run_files(EVAL_DIR, "per_image.csv", REFERENCE_EVAL_DIR),
         baselines=baseline_files("summary.json"),
     output:
         csv=report(

@@ -1,0 +1,1 @@
+"""What one pipeline run makes, from its validated config (workflow/rules/common.smk)."""
