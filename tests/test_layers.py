@@ -16,7 +16,7 @@ LAYERS = [
     {"evaluation"},
     {"training"},
     # references: its adapters train and score with training/evaluation; the report reads it.
-    {"report", "parity", "cli", "gpu_check", "references"},
+    {"report", "parity", "cli", "gpu_check", "references", "pipeline"},
     # bioimage.io export: the package's network (models), test output (evaluation,
     # backends) and the report's table (report).
     {"bmz"},

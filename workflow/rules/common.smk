@@ -1,46 +1,30 @@
-# Config loading, wildcard constraints, and the input functions and target lists that the
-# rules use (the path patterns are n2v_repro.paths). No rules here.
+# The validated config, wildcard constraints, and the input functions that the rules use;
+# the path patterns are n2v_repro.paths, the runs n2v_repro.pipeline. No rules here.
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from n2v_repro.backends.jittor_env import cuda_driver_available
 from n2v_repro.backends.registry import FRAMEWORKS as KNOWN_FRAMEWORKS
-from n2v_repro.config import ConfigError, PipelineConfig, plain
-from n2v_repro.data import manifest as _manifest
+from n2v_repro.config import plain
+from n2v_repro.errors import UserError
 from n2v_repro.framework_site import framework_package
 from n2v_repro.models.initialisation import INIT_SCHEMES
 from n2v_repro.models.spec import ARCHS
 
 # Every path pattern (MODEL_DIR, EVAL_DIR, ...) and run_path, under its own name.
 from n2v_repro.paths import *
-from n2v_repro.pipeline.runs import (
-    our_runs,
-    reference_runs,
-    run_files as _run_files,
-    select,
-)
+from n2v_repro.pipeline import inputs
+from n2v_repro.pipeline.runs import our_runs, reference_runs, select
+from n2v_repro.pipeline.runs import run_files as _run_files
 from n2v_repro.report.categories import report_category as _report_category
 
 min_version("9.0")
 
-
-# The merged config is validated once (schema + cross-key checks) into frozen dataclasses;
-# Snakemake's `config` keeps the plain mapping with every default filled in.
+# The merged config, validated once into frozen dataclasses; Snakemake's `config` keeps the
+# plain mapping with every default filled in.
 try:
-    CONFIG = PipelineConfig.from_mapping(config)
-except ConfigError as error:
+    CONFIG, IMAGES = inputs.load(config)
+except UserError as error:
     raise WorkflowError(str(error)) from None
-config.clear()
-config.update(CONFIG.as_dict())
-
-try:
-    MANIFEST = _manifest.read_manifest(CONFIG.data.manifest)
-    TRAIN_IDS = _manifest.train_ids(MANIFEST, CONFIG.data.train_images)
-    BSD68_IDS = _manifest.bsd68_ids(
-        MANIFEST, CONFIG.data.bsd68_ids, CONFIG.data.bsd68_images
-    )
-except (OSError, _manifest.ManifestError) as error:
-    raise WorkflowError(f"data.manifest / data.bsd68_ids: {error}") from None
 
 SIGMAS = list(CONFIG.sigmas)
 FRAMEWORKS = list(CONFIG.frameworks)
@@ -94,9 +78,10 @@ BSDS500_IMAGE_PIXELS = 481 * 321
 
 
 # The images in use of each image set (the `dataset` wildcard): training and BSD68.
-IMAGE_IDS = {"bsd400": TRAIN_IDS, "bsd68": BSD68_IDS}
+IMAGE_IDS = IMAGES.ids
+BSD68_IDS = IMAGE_IDS["bsd68"]
 JPGS = {
-    dataset: [f"resources/bsds500/{MANIFEST[i].split}/{i}.jpg" for i in ids]
+    dataset: [f"resources/bsds500/{IMAGES.split_of[i]}/{i}.jpg" for i in ids]
     for dataset, ids in IMAGE_IDS.items()
 }
 GRAY_PNGS = {
@@ -108,7 +93,7 @@ GRAY_PNGS = {
 def data_mem_mb(wildcards):
     """add_noise / patchify hold the noisy set as float32 plus one float64 image at a time;
     x3 covers the npz being written and numpy's temporaries, plus the interpreter."""
-    n_bytes = 4 * BSDS500_IMAGE_PIXELS * (len(TRAIN_IDS) + len(BSD68_IDS))
+    n_bytes = 4 * BSDS500_IMAGE_PIXELS * sum(len(ids) for ids in IMAGE_IDS.values())
     return 3 * n_bytes // 2**20 + 500
 
 
@@ -147,20 +132,20 @@ def patchify_inputs(wildcards):
     the clean training images (pixel check), as do held-out validation tiles (their clean
     references)."""
     train = DATA_TAGS[wildcards.data_tag]
-    inputs = {"bsd400": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd400")}
+    files = {"bsd400": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd400")}
     if train.train_set == "train400" or train.validation.scheme == "heldout_train":
-        inputs["clean_bsd400"] = GRAY_PNGS["bsd400"]
+        files["clean_bsd400"] = GRAY_PNGS["bsd400"]
     if train.target == "noisy2":
-        inputs["bsd400_noisy2"] = NOISY2_NPZ.format(
+        files["bsd400_noisy2"] = NOISY2_NPZ.format(
             sigma=wildcards.sigma, dataset="bsd400"
         )
     if train.train_set == "train400":
-        inputs["crops"] = CONFIG.data.train400_crops
+        files["crops"] = CONFIG.data.train400_crops
     if train.validation.scheme == "bsd68_split":
-        inputs["bsd68"] = NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd68")
-        inputs["split"] = BSD68_SPLIT
-        inputs["clean_bsd68"] = GRAY_PNGS["bsd68"]
-    return inputs
+        files["bsd68"] = NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd68")
+        files["split"] = BSD68_SPLIT
+        files["clean_bsd68"] = GRAY_PNGS["bsd68"]
+    return files
 
 
 def training_inputs(wildcards):
@@ -176,14 +161,8 @@ def training_inputs(wildcards):
 # --- training and evaluation ----------------------------------------------------------------
 
 
-def uses_gpu():
-    """Whether training/evaluation jobs occupy a GPU: decides the `gpu` resource."""
-    device = CONFIG.train.device
-    return device == "cuda" or (device == "auto" and cuda_driver_available())
-
-
 # The `gpu` resource of a training/evaluation job.
-JOB_GPUS = 1 if uses_gpu() else 0
+JOB_GPUS = 1 if inputs.uses_gpu(CONFIG) else 0
 
 
 # Threads of a training/evaluation job under a cluster executor, where Snakemake has no total
@@ -204,11 +183,15 @@ def framework_threads():
     cores = total_cores()
     if cores is None:
         return CLUSTER_FRAMEWORK_THREADS
-    return cores if not uses_gpu() else min(4, cores)
+    return cores if not JOB_GPUS else min(4, cores)
+
+
+# Per recipe the settings the report needs (scripts/aggregate_tables.py).
+RECIPE_SETTINGS = inputs.recipe_settings(CONFIG)
 
 
 def one_recipe_settings(wildcards):
-    return {wildcards.recipe: recipe_settings()[wildcards.recipe]}
+    return {wildcards.recipe: RECIPE_SETTINGS[wildcards.recipe]}
 
 
 def evaluation_inputs(wildcards):
@@ -262,29 +245,6 @@ def first_seed_files(pattern, name):
 def first_seed_frameworks(w):
     """The framework of each of first_seed_files' files."""
     return [run[1] for run in runs_of(recipe=w.recipe, sigma=w.sigma, seed=SEEDS[0])]
-
-
-def recipe_settings():
-    """Per recipe the settings the report needs: validation scheme, arch, training set."""
-    return {
-        name: {
-            "arch": train.arch,
-            "validation": train.validation.scheme,
-            "heldout_images": train.validation.heldout_images,
-            "train_set": train.train_set,
-            "init": train.init,
-            # The recipe and the data limits, as the report compares them with the paper's.
-            "settings": {
-                **plain(train),
-                "data": {
-                    "train_images": CONFIG.data.train_images,
-                    "bsd68_images": CONFIG.data.bsd68_images,
-                    "patch_size": CONFIG.data.patch_size,
-                },
-            },
-        }
-        for name, train in RECIPES.items()
-    }
 
 
 def report_category(section):

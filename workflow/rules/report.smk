@@ -60,7 +60,7 @@ rule summary_tables:
         # The (recipe, framework, sigma, seed) of each file above, in the order the input
         # lists give them: the script pairs them, never reading a path.
         runs=ALL_RUNS,
-        recipes=recipe_settings(),
+        recipes=RECIPE_SETTINGS,
     script:
         "../scripts/aggregate_tables.py"
 

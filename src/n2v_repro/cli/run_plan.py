@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from n2v_repro.backends.jittor_env import cuda_driver_available
-from n2v_repro.backends.registry import is_own_model
 from n2v_repro.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
 from n2v_repro.errors import UserError
+from n2v_repro.pipeline.runs import our_runs
 from n2v_repro.training.progress import format_duration
 
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
@@ -129,22 +129,14 @@ def training_jobs(
     The rate is the one measured at the recipe's batch size, else at batch 16.
     """
     jobs = []
-    for recipe in config.run_recipes:
-        train = recipe.train
+    for recipe_name, framework, sigma, seed in our_runs(config):
+        train = config.recipe(recipe_name).train
         patches = train.epochs * train.steps_per_epoch * train.batch_size
-        # The pipeline's runs (common.smk's RUNS): no exact-BN run of an arch without batch norm.
-        for framework in (f for f in config.frameworks if is_own_model(f, train.arch)):
-            rate = rates.get((framework, train.arch, train.batch_size)) or rates.get(
-                (framework, train.arch, BENCH_BATCH)
-            )
-            for sigma in config.sigmas:
-                for seed in config.seeds:
-                    seconds = patches / rate if rate else None
-                    jobs.append(
-                        TrainingJob(
-                            recipe.name, framework, train.arch, sigma, seed, patches, seconds
-                        )
-                    )
+        rate = rates.get((framework, train.arch, train.batch_size)) or rates.get(
+            (framework, train.arch, BENCH_BATCH)
+        )
+        seconds = patches / rate if rate else None
+        jobs.append(TrainingJob(recipe_name, framework, train.arch, sigma, seed, patches, seconds))
     return jobs
 
 
