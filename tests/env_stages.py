@@ -10,7 +10,7 @@ generated data, and checks that the framework the environment must not hold is a
 - report (envs/analysis.yaml): tables and figures from the torch and jittor outputs.
 
 Only the standard library, the environment's packages, <repo>/src and this folder are
-importable here (the test sets PYTHONPATH, as the workflow scripts extend sys.path).
+importable here (the test sets PYTHONPATH, as Snakemake extends a script's sys.path).
 Paths follow docs/architecture.md, below `workdir`.
 """
 

@@ -17,8 +17,6 @@ import pytest
 
 from n2v_repro.io.atomic import atomic_path, save_npz, write_json
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
 
 def test_temporary_file_of_a_killed_write_is_removed_by_the_next_write(tmp_path: Path) -> None:
     """A real kill mid-write leaves `.<name>.<pid>.tmp`; the next write of the target removes
@@ -27,7 +25,6 @@ def test_temporary_file_of_a_killed_write_is_removed_by_the_next_write(tmp_path:
     writer = textwrap.dedent(
         f"""
         import sys, time
-        sys.path.insert(0, {str(SRC)!r})
         from n2v_repro.io.atomic import atomic_open
         with atomic_open({str(target)!r}, "wb") as handle:
             handle.write(b"half of an archive")

@@ -14,11 +14,8 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
 JOB = """
 import json, subprocess, sys
-sys.path.insert(0, {src!r})
 from n2v_repro.framework_site import use_framework_site
 {before}
 try:
@@ -46,7 +43,7 @@ def run_job(framework: str, site: str | None, before: str = "") -> dict:
     env.pop("N2V_SITE_JITTOR", None)
     if site is not None:
         env["N2V_SITE_JITTOR"] = site
-    script = JOB.format(src=str(SRC), framework=framework, before=before)
+    script = JOB.format(framework=framework, before=before)
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )

@@ -26,7 +26,6 @@ from n2v_repro.backends.gpu_select import (
 )
 from n2v_repro.training.monitor import ResourceMonitor
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 MIB = 1024 * 1024
 
 
@@ -172,7 +171,6 @@ def test_refused_once_cuda_may_have_started(tmp_path, monkeypatch, clean_env) ->
 JOB = """
 import os, sys, time
 from pathlib import Path
-sys.path.insert(0, {src!r})
 from n2v_repro.backends.gpu_select import GpuSelectionError, acquire_gpu
 try:
     lease = acquire_gpu({locks!r}, wait_s=float(sys.argv[1]), poll_s=0.05)
@@ -205,7 +203,7 @@ def first_line(job: subprocess.Popen) -> str:
 def test_concurrent_jobs_get_different_gpus(tmp_path: Path, clean_env) -> None:
     locks = tmp_path / "gpu_locks"
     script = tmp_path / "job.py"
-    script.write_text(JOB.format(src=str(SRC), locks=str(locks)))
+    script.write_text(JOB.format(locks=str(locks)))
     release = [tmp_path / f"release{i}" for i in range(4)]
     jobs = []
     try:

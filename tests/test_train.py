@@ -277,7 +277,6 @@ RUNNER = textwrap.dedent(
     """
     import json, logging, sys
     from pathlib import Path
-    sys.path.insert(0, {test_dir!r})
     logging.basicConfig(level=logging.INFO)
     from test_train import make_job
     from n2v_repro.training.loop import train
@@ -287,9 +286,10 @@ RUNNER = textwrap.dedent(
 
 
 def start_run(tmp: Path, overrides: dict) -> subprocess.Popen[str]:
-    script = RUNNER.format(test_dir=str(Path(__file__).parent))
+    # `-c` puts the working directory first on the path: the tests folder, for make_job.
     return subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp), json.dumps(overrides)],
+        [sys.executable, "-c", RUNNER, str(tmp), json.dumps(overrides)],
+        cwd=Path(__file__).parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

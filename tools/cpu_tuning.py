@@ -30,11 +30,10 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from n2v_repro.config import load_config, merge_into, recipe_mapping
+from n2v_repro.paths import MODEL_DIR, run_path
 
-from n2v_repro.config import load_config, merge_into, recipe_mapping  # noqa: E402
-from n2v_repro.paths import MODEL_DIR, run_path  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 # The one job allowed to touch BSD68 files: it downloads every BSDS500 image once.

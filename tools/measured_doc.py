@@ -36,19 +36,17 @@ import argparse
 import csv
 import json
 import shutil
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from n2v_repro import paths
+from n2v_repro.backends.registry import FRAMEWORK_TITLES, FRAMEWORKS
+from n2v_repro.io.formats import read_benchmark, read_history
+from n2v_repro.parity.finding import COLUMNS as FINDING_COLUMNS
+from n2v_repro.parity.finding import finding_rows
+from n2v_repro.report.html_pages import Column, fixed, render_markdown_table
+from n2v_repro.training.progress import format_duration
 
-from n2v_repro import paths  # noqa: E402
-from n2v_repro.backends.registry import FRAMEWORK_TITLES, FRAMEWORKS  # noqa: E402
-from n2v_repro.io.formats import read_benchmark, read_history  # noqa: E402
-from n2v_repro.parity.finding import COLUMNS as FINDING_COLUMNS  # noqa: E402
-from n2v_repro.parity.finding import finding_rows  # noqa: E402
-from n2v_repro.report.html_pages import Column, fixed, render_markdown_table  # noqa: E402
-from n2v_repro.training.progress import format_duration  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # Rows of the curve table: about this many, evenly over the epochs, the last one always in.
 CURVE_ROWS = 10

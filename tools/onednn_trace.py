@@ -9,15 +9,12 @@ The backend is the pipeline's, as `training.loop` builds it (stock: Jittor's own
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from n2v_repro.backends.registry import make_backend  # noqa: E402
-from n2v_repro.config import OptimizerConfig  # noqa: E402
-from n2v_repro.models.initialisation import make_init_weights  # noqa: E402
+from n2v_repro.backends.registry import make_backend
+from n2v_repro.config import OptimizerConfig
+from n2v_repro.models.initialisation import make_init_weights
 
 arch = sys.argv[1] if len(sys.argv) > 1 else "n2v_unet32"
 backend = make_backend("jittor", arch, device="cpu", threads=2)

@@ -1,10 +1,6 @@
 """Add one fixed Gaussian noise realisation (the first, or N2N's second) per image of one set."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import script_log  # noqa: E402
+from n2v_repro.logs import script_log
 
 with script_log(snakemake.log[0]):
     from n2v_repro.data.noise import write_noisy_sets

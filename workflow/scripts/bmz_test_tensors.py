@@ -1,10 +1,6 @@
 """The test tensors of a run's bioimage.io packages, predicted by the framework that trained it."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.framework_site import use_framework_site  # noqa: E402
+from n2v_repro.framework_site import use_framework_site
 
 # Before numpy is imported: Jittor's own numpy < 2 on a one-Python GPU machine (docs/gpu.md).
 use_framework_site(snakemake.wildcards.framework)

@@ -1,8 +1,4 @@
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.framework_site import use_framework_site  # noqa: E402
+from n2v_repro.framework_site import use_framework_site
 
 # Before numpy is imported, as the framework jobs (docs/gpu.md): this is a torch job.
 use_framework_site("torch")

@@ -1,8 +1,4 @@
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import script_log  # noqa: E402
+from n2v_repro.logs import script_log
 
 with script_log(snakemake.log[0]):
     from n2v_repro.report.claims import write_claims

@@ -1,10 +1,6 @@
 """Convert one image set's jpgs to 8-bit gray PNGs (MATLAB rgb2gray); check BSD68 pixel hashes."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1] / "src"))
-from n2v_repro.logs import script_log  # noqa: E402
+from n2v_repro.logs import script_log
 
 with script_log(snakemake.log[0]):
     from n2v_repro.data.gray import convert_images
