@@ -52,7 +52,7 @@ rule export_bmz:
         train_set=lookup(dpath="{recipe}/train_set", within=RECIPE_TRAIN),
         validation=lookup(dpath="{recipe}/validation/scheme", within=RECIPE_TRAIN),
         authors=[dict(author) for author in CONFIG.bmz.authors],
-        method=bmz_method,
+        method=lookup(dpath="{recipe}/method", within=RECIPE_TRAIN),
     script:
         "../scripts/export_bmz.py"
 

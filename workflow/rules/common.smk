@@ -305,9 +305,6 @@ def sigma_first_seed_runs(w):
     return runs_of(sigma=w.sigma, seed=SEEDS[0])
 
 
-# --- end baselines and the methods table ----------------------------------------------------
-
-
 # --- bioimage.io packages (workflow/rules/bmz.smk) ------------------------------------------
 
 # The weights packaged per run (bmz.weights; null resolved to eval.weights by the config).
@@ -321,17 +318,8 @@ def bmz_tensor_inputs(wildcards):
     patches = patch_files(train.data_tag, wildcards.sigma)
     return {
         **{name: f"{folder}/{name}.npz" for name in BMZ_WEIGHTS},
-        "stats": patches["stats"],
-        "valid": patches["valid"],
-        "train": patches["train"],
-        "index": patches["index"],
+        **{key: patches[key] for key in ("stats", "valid", "train", "index")},
     }
-
-
-def bmz_method(wildcards):
-    """What the run's network learnt from, for its package's README (train.method; n2v in
-    a configuration without that key)."""
-    return RECIPE_TRAIN[wildcards.recipe].get("method", "n2v")
 
 
 def bmz_export_inputs(wildcards):
@@ -345,17 +333,18 @@ def bmz_export_inputs(wildcards):
     }
 
 
-def bmz_files(pattern):
-    """`pattern` (BMZ_PACKAGE, BMZ_VALIDATION) of every run and packaged weights."""
+def bmz_validation_files():
+    """The `bioimageio test` summary of every run's packaged weights."""
     return [
-        pattern.format(recipe=r, framework=f, sigma=s, seed=seed, weights=w)
-        for r, f, s, seed in RUNS
+        BMZ_VALIDATION.format(**run_wildcards(r), weights=w)
+        for r in RUNS
         for w in BMZ_WEIGHTS
     ]
 
 
-def bmz_validation_files():
-    return bmz_files(BMZ_VALIDATION)
+def run_wildcards(run):
+    recipe, framework, sigma, seed = run
+    return {"recipe": recipe, "framework": framework, "sigma": sigma, "seed": seed}
 
 
 # --- reference implementations (workflow/rules/references.smk) -----------------------------
