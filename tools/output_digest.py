@@ -7,8 +7,8 @@ One digest per file under results/ and resources/ (the download cache aside): ta
 arrays, weights and packages byte for byte, less what a rerun changes by itself: times,
 rates, memory, dates, the machine and absolute paths (keys and columns matching VOLATILE),
 and the metadata of figures (their pixels are compared) and of zip archives (.zip, .npz,
-torch's .pt: their members are). Logs, benchmarks and the HTML report hold nothing else
-and are left out.
+torch's .pt: their members are). Files that are only the machine's measurements
+(MEASUREMENTS), logs, benchmarks and the HTML report are left out.
 `--compare` prints each file whose digest differs, is missing or is new, and exits 1 if any.
 """
 
@@ -30,22 +30,45 @@ import yaml
 from PIL import Image
 
 # Keys and columns a rerun of the same commit changes: wall times, rates, memory, utilisation,
-# dates, the machine, the host's paths.
+# dates, the machine, the host's paths, and shares of time.
 VOLATILE = re.compile(
-    r"(^|_)(s|time|times|seconds|per_s|rss|mib|mem|memory|util|load|date|created|timestamp|"
-    r"machine|host|hostname|cpu|python_executable|path|log|wall|elapsed)(_|$)|_s$|_time_s$",
+    r"(^|_)(s|time|times|seconds|minutes|per_s|rss|mib|mem|memory|util|load|date|created|"
+    r"timestamp|machine|host|hostname|cpu|python_executable|path|log|wall|elapsed|share|"
+    r"percent_of_train)(_|$)|_s$|_time_s$",
     re.IGNORECASE,
 )
 SKIPPED_DIRS = ("logs", "benchmarks", ".download_cache", ".snakemake")
 SKIPPED_SUFFIXES = (".log", ".html", ".tsv")
+# Files that hold nothing but the machine's measurements (times, memory, busy shares), or
+# render another that is digested (port_claims.md: port_claims.json).
+MEASUREMENTS = (
+    "monitor.csv",
+    "epoch_time.png",
+    "memory_utilisation.png",
+    "valid_psnr_time.png",
+    "port_claims.md",
+)
+# The port's claims about time, memory and the device's busy share (report/claims.py):
+# measurements of the machine, in port_claims.json's claims and runs.
+MEASURED_CLAIMS = ("c1", "c2", "d", "e1", "e2")
+# What differs between two exports of the same weights: TorchScript's per-process module
+# name and source locations, its random serialization id, and checksums of the archive.
+PROCESS_NAME = re.compile(rb"_bmz_arch_\d+")
+ARCHIVE_VOLATILE = (".debug_pkl", "serialization_id")
 
 
-def _stable(value: Any) -> Any:
-    """`value` without the volatile keys of its mappings, at any depth."""
+def _stable(value: Any, volatile: re.Pattern[str] = VOLATILE) -> Any:
+    """`value` without the volatile keys of its mappings and the measured claims, at any depth."""
     if isinstance(value, dict):
-        return {k: _stable(v) for k, v in sorted(value.items()) if not VOLATILE.search(str(k))}
+        if value.get("claim") in MEASURED_CLAIMS:
+            return None
+        return {
+            k: _stable(v, volatile)
+            for k, v in sorted(value.items())
+            if not volatile.search(str(k)) and k not in MEASURED_CLAIMS
+        }
     if isinstance(value, list):
-        return [_stable(v) for v in value]
+        return [_stable(v, volatile) for v in value]
     return value
 
 
@@ -62,8 +85,10 @@ def content_digest(name: str, data: bytes) -> str:
     suffix = Path(name).suffix.lower()
     if suffix == ".json":
         data = json.dumps(_stable(json.loads(data)), sort_keys=True).encode()
-    elif suffix in (".yaml", ".yml"):
-        data = json.dumps(_stable(yaml.safe_load(data)), sort_keys=True, default=str).encode()
+    elif suffix in (".yaml", ".yml"):  # a package's rdf.yaml: its checksums follow the archive
+        volatile = re.compile(f"{VOLATILE.pattern}|^sha256$", re.IGNORECASE)
+        data = json.dumps(_stable(yaml.safe_load(data), volatile), sort_keys=True, default=str)
+        data = data.encode()
     elif suffix == ".csv":
         data = _table(data.decode())
     elif suffix == ".png":
@@ -71,8 +96,16 @@ def content_digest(name: str, data: bytes) -> str:
         data = repr((image.shape, str(image.dtype))).encode() + image.tobytes()
     elif data[:4] == b"PK\x03\x04":  # zip, npz, torch's .pt: the members, not their dates
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = {m: content_digest(m, archive.read(m)) for m in sorted(archive.namelist())}
-        data = json.dumps(members).encode()
+            members = {
+                PROCESS_NAME.sub(b"_bmz_arch", m.encode()).decode(): content_digest(
+                    m, archive.read(m)
+                )
+                for m in sorted(archive.namelist())
+                if not m.endswith(ARCHIVE_VOLATILE)
+            }
+        data = json.dumps(members, sort_keys=True).encode()
+    else:
+        data = PROCESS_NAME.sub(b"_bmz_arch", data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -83,6 +116,7 @@ def run_digests(root: Path) -> dict[str, str]:
         for path in sorted((root / top).rglob("*")):
             relative = path.relative_to(root)
             skipped = any(part in SKIPPED_DIRS for part in relative.parts)
+            skipped = skipped or path.name in MEASUREMENTS
             if path.is_file() and not skipped and path.suffix not in SKIPPED_SUFFIXES:
                 digests[str(relative)] = content_digest(path.name, path.read_bytes())
     return digests
