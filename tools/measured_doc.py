@@ -52,6 +52,10 @@ REPO = Path(__file__).resolve().parents[1]
 CURVE_ROWS = 10
 # How far N2V may come out above N2N in a short CPU run before the ordering check fails.
 SANITY_MARGIN_DB = 0.3
+# Shares of a gap an ablation explains: at least EXPLAINS_MOST is most of it, at most
+# EXPLAINS_LITTLE little of it.
+EXPLAINS_MOST = 0.75
+EXPLAINS_LITTLE = 0.25
 # A train summary's batch norm where the summary predates the field (None: an arch without).
 UNRECORDED = "unrecorded"
 
@@ -110,6 +114,8 @@ def how_they_ran(rows: list[dict[str, object]]) -> str:
     kinds = {row["batch_norm"] for row in rows} - {None}
     if UNRECORDED in kinds:
         return "The runs' train summaries do not record their batch norm (written before it was)."
+    if kinds <= {"stock"} and len(rows) == 1:
+        return f"{rows[0]['framework']} ran stock, as its train summary records."
     if kinds <= {"stock"}:
         return (
             "Both frameworks ran stock, as their train summaries record: each one's own ops "
@@ -151,15 +157,13 @@ def page(
     run_time: dict[str, object] | None = None,
 ) -> str:
     machine = rows[0]["machine"]
-    whole = []
-    if run_time is not None:
-        minutes = (float(run_time["end_s"]) - float(run_time["start_s"])) / 60
-        whole = [
-            f"The whole run, `{run_time['command']}` in a fresh clone (set-up check, "
-            f"calibration, Jittor's compilation, data, parity, both trainings, evaluation, "
-            f"report), took **{minutes:.1f} minutes** (`{sources}/run_time.json`).",
-            "",
-        ]
+    trainings = (
+        "Jittor's compilation, data, parity, both trainings"
+        if len(rows) > 1
+        else "data, the training"
+    )
+    steps = f" (set-up check, calibration, {trainings}, evaluation, report)"
+    whole = whole_run(run_time, sources, steps)
     lines = [
         f"# The `{recipe}` recipe, measured",
         "",
@@ -586,6 +590,13 @@ def _rate_changes(history) -> str:
     return "cut at " + ", ".join(cuts)
 
 
+def _how_much(share: float) -> str:
+    """Say how much of a gap a share explains: most, part or little of it."""
+    if share >= EXPLAINS_MOST:
+        return "most"
+    return "little" if share <= EXPLAINS_LITTLE else "part"
+
+
 def ablation_section(rows: list[dict[str, object]], references_methods: Path) -> list[str]:
     """Set a diagnostic run's BSD68 rows beside ours and juglab n2v in a references run."""
     with open(references_methods, newline="") as handle:
@@ -600,15 +611,16 @@ def ablation_section(rows: list[dict[str, object]], references_methods: Path) ->
         "## How much of the gap to juglab n2v does its learning-rate schedule explain?",
         "",
         f"Ours with the cosine and juglab n2v are the rows of the references run "
-        f"(`{references_methods.relative_to(REPO)}`); ours with juglab's schedule is this "
-        f"run's `{recipe}`, the same recipe but for the schedule. Its learning rate was "
-        f"{_rate_changes(row['history'])}. share = (cosine − juglab's schedule) / (ours − "
-        "juglab): the part of the gap that the schedule alone accounts for.",
+        f"(`{references_methods.relative_to(REPO)}`, another run of the same seed); ours with "
+        f"juglab's schedule is this run's `{recipe}`, the same recipe but for the schedule. "
+        f"Its learning rate was {_rate_changes(row['history'])}. share = (cosine − juglab's "
+        "schedule) / (ours − juglab): the part of the gap that the schedule alone accounts for.",
         "",
         "| weights | ours, cosine (dB) | ours, juglab's schedule (dB) | juglab n2v (dB) | "
         "ours − juglab (dB) | cosine − juglab's schedule (dB) | share |",
         "|---|---|---|---|---|---|---|",
     ]
+    verdicts = []
     for weights in ("last", "best"):
         if weights not in ours or weights not in juglab:
             continue
@@ -618,7 +630,8 @@ def ablation_section(rows: list[dict[str, object]], references_methods: Path) ->
             f"| {weights} | {ours[weights]:.2f} | {ablated:.2f} | {juglab[weights]:.2f} | "
             f"{gap:+.2f} | {explained:+.2f} | {explained / gap:.0%} |"
         )
-    return lines + [""]
+        verdicts.append(f"{_how_much(explained / gap)} of the {weights} weights' gap")
+    return lines + ["", f"The schedule explains {'; '.join(verdicts)}.", ""]
 
 
 def main() -> None:
