@@ -113,39 +113,13 @@ def data_benchmarks(wildcards):
 
 
 def patch_files(data_tag, sigma):
-    """The files of one data set; a method with its own targets (N2C, N2N) adds them."""
-    folder = PATCH_DIR.format(data_tag=data_tag, sigma=sigma)
-    files = {
-        "train": f"{folder}/train.npy",
-        "index": f"{folder}/train_index.csv",
-        "stats": f"{folder}/train_stats.json",
-        "valid": f"{folder}/valid_tiles.npz",
-    }
-    if DATA_TAG_TARGET.get(data_tag, "noisy") != "noisy":
-        files["target"] = PATCH_TARGET.format(data_tag=data_tag, sigma=sigma)
-    return files
+    with_target = DATA_TAG_TARGET.get(data_tag, "noisy") != "noisy"
+    return inputs.patch_files(data_tag, sigma, with_target)
 
 
-def patchify_inputs(wildcards):
-    """What one data set reads. A heldout_train set reads nothing of BSD68; a bsd68_split
-    set reads the noisy and clean BSD68 validation images; Train400 reads the crop table and
-    the clean training images (pixel check), as do held-out validation tiles (their clean
-    references)."""
-    train = DATA_TAGS[wildcards.data_tag]
-    files = {"bsd400": NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd400")}
-    if train.train_set == "train400" or train.validation.scheme == "heldout_train":
-        files["clean_bsd400"] = GRAY_PNGS["bsd400"]
-    if train.target == "noisy2":
-        files["bsd400_noisy2"] = NOISY2_NPZ.format(
-            sigma=wildcards.sigma, dataset="bsd400"
-        )
-    if train.train_set == "train400":
-        files["crops"] = CONFIG.data.train400_crops
-    if train.validation.scheme == "bsd68_split":
-        files["bsd68"] = NOISY_NPZ.format(sigma=wildcards.sigma, dataset="bsd68")
-        files["split"] = BSD68_SPLIT
-        files["clean_bsd68"] = GRAY_PNGS["bsd68"]
-    return files
+def patchify_inputs(w):
+    train, crops = DATA_TAGS[w.data_tag], CONFIG.data.train400_crops
+    return inputs.patchify_inputs(train, w.sigma, GRAY_PNGS, crops)
 
 
 def training_inputs(wildcards):
@@ -158,32 +132,17 @@ def training_inputs(wildcards):
     }
 
 
-# --- training and evaluation ----------------------------------------------------------------
-
-
 # The `gpu` resource of a training/evaluation job.
 JOB_GPUS = 1 if inputs.uses_gpu(CONFIG) else 0
 
 
-# Threads of a training/evaluation job under a cluster executor, where Snakemake has no total
-# of cores (each job gets its own share of a node); the SLURM profiles' set-threads decide.
-CLUSTER_FRAMEWORK_THREADS = 4
-
-
-def total_cores():
-    """`--cores`; None under a cluster executor, where `workflow.cores` raises."""
-    try:
-        return workflow.cores
-    except WorkflowError:
-        return None
-
-
 def framework_threads():
-    """On CPU a training job takes every core so that no two share the device."""
-    cores = total_cores()
-    if cores is None:
-        return CLUSTER_FRAMEWORK_THREADS
-    return cores if not JOB_GPUS else min(4, cores)
+    """A training/evaluation job's threads; `workflow.cores` raises under a cluster."""
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        cores = None
+    return inputs.framework_threads(cores, bool(JOB_GPUS))
 
 
 # Per recipe the settings the report needs (scripts/aggregate_tables.py).
