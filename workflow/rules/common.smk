@@ -295,15 +295,10 @@ def bmz_export_inputs(wildcards):
 def bmz_validation_files():
     """The `bioimageio test` summary of every run's packaged weights."""
     return [
-        BMZ_VALIDATION.format(**run_wildcards(r), weights=w)
-        for r in RUNS
+        BMZ_VALIDATION.format(recipe=r, framework=f, sigma=s, seed=seed, weights=w)
+        for r, f, s, seed in RUNS
         for w in BMZ_WEIGHTS
     ]
-
-
-def run_wildcards(run):
-    recipe, framework, sigma, seed = run
-    return {"recipe": recipe, "framework": framework, "sigma": sigma, "seed": seed}
 
 
 # --- reference implementations (workflow/rules/references.smk) -----------------------------
