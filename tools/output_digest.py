@@ -54,6 +54,7 @@ MEASURED_CLAIMS = ("c1", "c2", "d", "e1", "e2")
 # What differs between two exports of the same weights: TorchScript's per-process module
 # name and source locations, its random serialization id, and checksums of the archive.
 PROCESS_NAME = re.compile(rb"_bmz_arch_\d+")
+RDF_VOLATILE = re.compile(f"{VOLATILE.pattern}|^sha256$", re.IGNORECASE)
 ARCHIVE_VOLATILE = (".debug_pkl", "serialization_id")
 
 
@@ -86,8 +87,7 @@ def content_digest(name: str, data: bytes) -> str:
     if suffix == ".json":
         data = json.dumps(_stable(json.loads(data)), sort_keys=True).encode()
     elif suffix in (".yaml", ".yml"):  # a package's rdf.yaml: its checksums follow the archive
-        volatile = re.compile(f"{VOLATILE.pattern}|^sha256$", re.IGNORECASE)
-        data = json.dumps(_stable(yaml.safe_load(data), volatile), sort_keys=True, default=str)
+        data = json.dumps(_stable(yaml.safe_load(data), RDF_VOLATILE), sort_keys=True, default=str)
         data = data.encode()
     elif suffix == ".csv":
         data = _table(data.decode())
